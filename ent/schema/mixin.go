@@ -1,0 +1,13 @@
+// Package schema holds Gatehouse's ent schema: one file per entity. Table and column names are set
+// explicitly because the store also queries them with hand-written, set-based SQL.
+package schema
+
+import (
+	"entgo.io/ent"
+	"entgo.io/ent/schema/field"
+)
+
+// idField is the primary key of entities with server-assigned UUIDv7 string ids.
+func idField() ent.Field {
+	return field.String("id").Immutable().NotEmpty().MaxLen(36)
+}

@@ -1,0 +1,59 @@
+package schema
+
+import (
+	"time"
+
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// Session is one login of one user. Only the SHA-256 of its bearer token is stored.
+type Session struct{ ent.Schema }
+
+// Annotations names the table.
+func (Session) Annotations() []schema.Annotation {
+	return []schema.Annotation{entsql.Annotation{Table: "sessions"}}
+}
+
+// Fields of Session.
+func (Session) Fields() []ent.Field {
+	return []ent.Field{
+		idField(),
+		field.String("user_id").Immutable(),
+		field.Bytes("token_hash").Immutable().Sensitive().MaxLen(32),
+		field.Enum("type").Values("web_browser", "mobile_browser", "mobile_app", "non_interactive").Immutable(),
+		field.String("user_agent").Default("").MaxLen(512),
+		field.String("ip_address").Default("").MaxLen(64),
+		field.String("device_name").Default("").MaxLen(128),
+		field.Bool("trusted").Default(false).Immutable(),
+		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("last_active_time"),
+		field.Time("idle_expire_time"),
+		field.Time("absolute_expire_time"),
+		field.Bool("active").Default(true),
+		field.String("termination_reason").Default(""),
+		field.Time("terminate_time").Optional().Nillable(),
+		field.String("note").Default("").MaxLen(512),
+	}
+}
+
+// Edges of Session.
+func (Session) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("user", User.Type).Ref("sessions").Field("user_id").Unique().Required().Immutable(),
+	}
+}
+
+// Indexes of Session.
+func (Session) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("token_hash").Unique(),
+		index.Fields("user_id", "active", "create_time"),
+		index.Fields("active", "idle_expire_time"),
+		index.Fields("active", "absolute_expire_time"),
+	}
+}

@@ -1,0 +1,54 @@
+package schema
+
+import (
+	"time"
+
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+)
+
+// User is a person or service that can hold sessions.
+type User struct{ ent.Schema }
+
+// Annotations names the table.
+func (User) Annotations() []schema.Annotation {
+	return []schema.Annotation{entsql.Annotation{Table: "users"}}
+}
+
+// Fields of User.
+func (User) Fields() []ent.Field {
+	return []ent.Field{
+		idField(),
+		field.String("username").NotEmpty().MaxLen(64),
+		// NOTE: username_key is the lower-cased username; its unique index makes usernames unique
+		// case-insensitively on every dialect without expression indexes.
+		field.String("username_key").NotEmpty().MaxLen(64),
+		field.String("email").Default("").MaxLen(254),
+		field.String("display_name").Default("").MaxLen(256),
+		field.Bool("disabled").Default(false),
+		field.String("password_hash").Optional().Nillable().Sensitive(),
+		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("update_time").Default(time.Now),
+	}
+}
+
+// Edges of User.
+func (User) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.To("memberships", GroupMember.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("grants", RoleGrant.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("effective_roles", EffectiveRole.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("sessions", Session.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
+	}
+}
+
+// Indexes of User.
+func (User) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("username_key").Unique(),
+	}
+}

@@ -1,0 +1,14 @@
+package auth
+
+// HoldSlot takes one of h's concurrency slots without hashing and returns a
+// function that gives it back. It lets tests fill the semaphore
+// deterministically.
+func (h *Hasher) HoldSlot() (release func()) {
+	h.sem <- struct{}{}
+	return h.release
+}
+
+// Slots returns the capacity of h's semaphore and the number of slots in use.
+func (h *Hasher) Slots() (capacity, inUse int) {
+	return cap(h.sem), len(h.sem)
+}

@@ -1,0 +1,104 @@
+package auth
+
+import (
+	"context"
+	"slices"
+)
+
+// Built-in roles. The gatehouse. prefix is reserved for them; they cannot be deleted.
+const (
+	RoleAdmin          = "gatehouse.admin"
+	RoleIdentityAdmin  = "gatehouse.identity_admin"
+	RoleSessionAdmin   = "gatehouse.session_admin"
+	RolePolicyAdmin    = "gatehouse.policy_admin"
+	RoleAuditor        = "gatehouse.auditor"
+	RoleIntrospector   = "gatehouse.introspector"
+	RoleSessionIssuer  = "gatehouse.session_issuer"
+	ReservedRolePrefix = "gatehouse."
+)
+
+// BuiltInRole describes one built-in role.
+type BuiltInRole struct {
+	Name        string
+	Description string
+}
+
+// BuiltInRoles lists the roles every database has.
+var BuiltInRoles = []BuiltInRole{
+	{RoleAdmin, "Everything."},
+	{RoleIdentityAdmin, "Manage users, groups, roles and grants."},
+	{RoleSessionAdmin, "List, watch and end any user's sessions."},
+	{RolePolicyAdmin, "Manage session policies."},
+	{RoleAuditor, "Read everything; watch and list events."},
+	{RoleIntrospector, "Validate sessions and check access for any subject."},
+	{RoleSessionIssuer, "Create sessions for users authenticated elsewhere (single sign-on)."},
+}
+
+// Principal is an authenticated caller: a session and its user's effective roles.
+type Principal struct {
+	UserID    string
+	Username  string
+	SessionID string
+	// Roles are the user's effective role names, sorted.
+	Roles []string
+}
+
+// Has reports whether the principal holds role, or gatehouse.admin, which implies every role.
+func (p *Principal) Has(role string) bool {
+	if p == nil {
+		return false
+	}
+	_, admin := slices.BinarySearch(p.Roles, RoleAdmin)
+	if admin {
+		return true
+	}
+	_, ok := slices.BinarySearch(p.Roles, role)
+	return ok
+}
+
+// HasAny reports whether the principal holds any of roles (gatehouse.admin implies all).
+func (p *Principal) HasAny(roles ...string) bool {
+	for _, r := range roles {
+		if p.Has(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client describes the network client of a call, filled in by the transport.
+type Client struct {
+	IP        string
+	UserAgent string
+}
+
+type principalKey struct{}
+type clientKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the caller's principal, nil for anonymous calls.
+func PrincipalFrom(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
+}
+
+// WithClient returns ctx carrying c.
+func WithClient(ctx context.Context, c Client) context.Context {
+	return context.WithValue(ctx, clientKey{}, c)
+}
+
+// ClientFrom returns the network client of the call.
+func ClientFrom(ctx context.Context) Client {
+	c, _ := ctx.Value(clientKey{}).(Client)
+	return c
+}
+
+// Authenticator turns a bearer token into a principal. It returns an errs.Error of kind
+// Unauthenticated for unknown, ended or expired sessions.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (*Principal, error)
+}

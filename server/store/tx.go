@@ -1,0 +1,202 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gatehouse/gatehouse/ent"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/auth"
+)
+
+// Position is the place of an event in the log: the writing transaction's id on PostgreSQL (zero on
+// SQLite) and the event's id. Positions order events in commit order.
+type Position struct {
+	Xid uint64
+	ID  int64
+}
+
+// IsZero reports whether p is the position before any event.
+func (p Position) IsZero() bool { return p.Xid == 0 && p.ID == 0 }
+
+// Less reports whether p comes before q in the log.
+func (p Position) Less(q Position) bool {
+	if p.Xid != q.Xid {
+		return p.Xid < q.Xid
+	}
+	return p.ID < q.ID
+}
+
+const cursorVersion = "v1"
+
+// Cursor encodes p as an opaque string: event cursors and consistency tokens. The zero position
+// encodes as "".
+func (p Position) Cursor() string {
+	if p.IsZero() {
+		return ""
+	}
+	raw := cursorVersion + "." + strconv.FormatUint(p.Xid, 10) + "." + strconv.FormatInt(p.ID, 10)
+	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+// ErrBadCursor is returned by ParseCursor for strings that are not cursors.
+var ErrBadCursor = errors.New("not a valid cursor")
+
+// ParseCursor decodes a cursor made by Position.Cursor. "" decodes to the zero position.
+func ParseCursor(s string) (Position, error) {
+	if s == "" {
+		return Position{}, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Position{}, ErrBadCursor
+	}
+	parts := strings.Split(string(raw), ".")
+	if len(parts) != 3 || parts[0] != cursorVersion {
+		return Position{}, ErrBadCursor
+	}
+	xid, err1 := strconv.ParseUint(parts[1], 10, 64)
+	id, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || id <= 0 {
+		return Position{}, ErrBadCursor
+	}
+	return Position{Xid: xid, ID: id}, nil
+}
+
+// Tx is one database transaction of a mutation. Events emitted on it are appended to the log in the
+// same transaction, just before commit.
+type Tx struct {
+	*ent.Tx
+	store  *Store
+	events []*gatehousev1.Event
+	actor  *auth.Principal
+}
+
+// Store returns the store the transaction belongs to.
+func (t *Tx) Store() *Store { return t.store }
+
+// Emit queues an event for the log. Actor fields are filled from the caller of the request unless
+// set. The event commits with the transaction or not at all.
+func (t *Tx) Emit(ev *gatehousev1.Event) {
+	if ev.ActorUserId == "" && ev.ActorSessionId == "" && t.actor != nil {
+		ev.ActorUserId = t.actor.UserID
+		ev.ActorSessionId = t.actor.SessionID
+	}
+	t.events = append(t.events, ev)
+}
+
+// Exec runs a statement written with ? placeholders.
+func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.ExecContext(ctx, t.store.Rebind(query), args...)
+}
+
+// Query runs a query written with ? placeholders.
+func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.QueryContext(ctx, t.store.Rebind(query), args...)
+}
+
+// roleGraphLockKey serialises changes that can alter effective roles on PostgreSQL.
+const roleGraphLockKey = 7_240_002
+
+// LockRoleGraph serialises this transaction with every other change that can alter effective roles
+// (memberships, grants, containment, deletions), so that materialised roles are computed from a
+// state no concurrent change is altering. On SQLite every write transaction is already exclusive.
+func (t *Tx) LockRoleGraph(ctx context.Context) error {
+	if !t.store.IsPostgres() {
+		return nil
+	}
+	_, err := t.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", roleGraphLockKey)
+	return err
+}
+
+// InTx runs fn in a transaction and commits it together with the events fn emitted. It returns the
+// position of the last event (the consistency token of the mutation), or the zero position when fn
+// emitted none. If fn fails, nothing is written.
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (Position, error) {
+	etx, err := s.Client.Tx(ctx)
+	if err != nil {
+		return Position{}, fmt.Errorf("beginning a transaction: %w", err)
+	}
+	tx := &Tx{Tx: etx, store: s, actor: auth.PrincipalFrom(ctx)}
+	if err := fn(ctx, tx); err != nil {
+		_ = etx.Rollback()
+		return Position{}, err
+	}
+	last, err := tx.appendEvents(ctx)
+	if err != nil {
+		_ = etx.Rollback()
+		return Position{}, fmt.Errorf("appending events: %w", err)
+	}
+	if err := etx.Commit(); err != nil {
+		return Position{}, fmt.Errorf("committing: %w", err)
+	}
+	return last, nil
+}
+
+// eventBatch bounds the rows of one INSERT (7 parameters each; SQLite allows 32766 parameters).
+const eventBatch = 500
+
+func (t *Tx) appendEvents(ctx context.Context) (Position, error) {
+	var last Position
+	now := time.Now().UTC()
+	for start := 0; start < len(t.events); start += eventBatch {
+		batch := t.events[start:min(start+eventBatch, len(t.events))]
+		var q strings.Builder
+		q.WriteString("INSERT INTO events (time, type, actor_user_id, actor_session_id, user_id, session_id, payload) VALUES ")
+		args := make([]any, 0, len(batch)*7)
+		for i, ev := range batch {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			ev.Time = timestamppb.New(now)
+			payload, err := proto.Marshal(ev)
+			if err != nil {
+				return Position{}, err
+			}
+			args = append(args, now, ev.Type.String(), ev.ActorUserId, ev.ActorSessionId, ev.UserId, ev.SessionId, payload)
+		}
+		if t.store.IsPostgres() {
+			q.WriteString(" RETURNING id, xid::text")
+		} else {
+			q.WriteString(" RETURNING id, '0'")
+		}
+		rows, err := t.Query(ctx, q.String(), args...)
+		if err != nil {
+			return Position{}, err
+		}
+		i := start
+		for rows.Next() {
+			var id int64
+			var xid string
+			if err := rows.Scan(&id, &xid); err != nil {
+				rows.Close()
+				return Position{}, err
+			}
+			x, err := strconv.ParseUint(xid, 10, 64)
+			if err != nil {
+				rows.Close()
+				return Position{}, err
+			}
+			p := Position{Xid: x, ID: id}
+			t.events[i].Cursor = p.Cursor()
+			i++
+			if last.Less(p) {
+				last = p
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return Position{}, err
+		}
+	}
+	return last, nil
+}
