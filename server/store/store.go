@@ -225,3 +225,27 @@ func Redact(raw string) string {
 	}
 	return redact(raw)
 }
+
+// Querier runs queries: a *sql.DB or a transaction.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// RoleNames returns the effective role names of a user, sorted, read through q (the pool or a
+// transaction).
+func (s *Store) RoleNames(ctx context.Context, q Querier, userID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT role FROM effective_roles WHERE user_id = ? ORDER BY role"), userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var roles []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, err
+		}
+		roles = append(roles, r)
+	}
+	return roles, rows.Err()
+}

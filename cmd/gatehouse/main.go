@@ -1,0 +1,135 @@
+// Command gatehouse runs a Gatehouse node (identity, session and policy service).
+//
+//	gatehouse [serve] [flags]   run a node (the default)
+//	gatehouse migrate [flags]   bring the database schema up to date and exit
+//
+// Every flag can also be set with an environment variable: --grpc-addr is GATEHOUSE_GRPC_ADDR, and
+// so on. Flags win over the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/gatehouse/gatehouse/server"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gatehouse:", err)
+		os.Exit(1)
+	}
+}
+
+// envName returns the environment variable of a flag.
+func envName(flagName string) string {
+	return "GATEHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func run(args []string, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	if cmd != "serve" && cmd != "migrate" {
+		return fmt.Errorf("unknown command %q: use serve (the default) or migrate", cmd)
+	}
+
+	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg server.Config
+	var logLevel, logFormat string
+	fs.StringVar(&cfg.Database, "database", "sqlite://gatehouse.db", "database: sqlite://PATH (embedded, single node) or postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=... (clusters)")
+	if cmd == "serve" {
+		fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":9090", "native gRPC listen address (reflection and grpc.health.v1 included)")
+		fs.StringVar(&cfg.HTTPAddr, "http-addr", ":8080", "HTTP listen address: Connect, gRPC-Web, REST under /v1/, /healthz, /readyz, /openapi.json")
+		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate file; with --tls-key, serves TLS on both ports")
+		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key file for --tls-cert")
+		fs.IntVar(&cfg.MaxConcurrentHashes, "max-concurrent-hashes", 0, "bound on concurrent argon2id password hashes (19 MiB each); 0 means the number of CPUs")
+		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.Config{}.Defaults().ShutdownTimeout, "how long a graceful shutdown waits for calls in flight")
+	}
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: gatehouse %s [flags]\n\n", cmd)
+		if cmd == "serve" {
+			fmt.Fprintf(stderr, "Runs a Gatehouse node. On first start with an empty database it creates the user admin\n"+
+				"holding gatehouse.admin, with the password from GATEHOUSE_ADMIN_PASSWORD or a generated one\n"+
+				"printed once in the log.\n\n")
+		} else {
+			fmt.Fprintf(stderr, "Brings the database schema up to date and exits.\n\n")
+		}
+		fmt.Fprintf(stderr, "Flags (each also settable by the environment variable shown):\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(stderr, "  --%s (%s)\n    \t%s", f.Name, envName(f.Name), f.Usage)
+			if f.DefValue != "" && f.DefValue != "0" {
+				fmt.Fprintf(stderr, " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(stderr)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && !set[f.Name] && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s: %w", envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+
+	logger, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	cfg.AdminPassword = os.Getenv("GATEHOUSE_ADMIN_PASSWORD")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cmd == "migrate" {
+		if err := server.Migrate(ctx, cfg); err != nil {
+			return err
+		}
+		logger.Info("schema is up to date")
+		return nil
+	}
+	return server.Run(ctx, cfg)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+	}
+}

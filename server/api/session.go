@@ -1,0 +1,129 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"connectrpc.com/connect"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
+	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/session"
+)
+
+// Session serves gatehouse.v1.SessionService over Connect and the REST gateway; its gRPC twin
+// (grpcSession) differs only in the streaming methods' signatures.
+type Session struct {
+	svc *session.Service
+}
+
+// NewSession returns the SessionService adapter.
+func NewSession(svc *session.Service) *Session { return &Session{svc: svc} }
+
+// grpcSession is the native gRPC face of Session.
+type grpcSession struct{ *Session }
+
+var (
+	_ gatehousev1.SessionServiceServer        = grpcSession{}
+	_ gatehousev1connect.SessionServiceHandler = (*Session)(nil)
+)
+
+// RegisterGRPC registers the service on a gRPC server.
+func (h *Session) RegisterGRPC(s *grpc.Server) {
+	gatehousev1.RegisterSessionServiceServer(s, grpcSession{h})
+}
+
+// RegisterConnect returns the Connect handler and its path prefix.
+func (h *Session) RegisterConnect(opts ...connect.HandlerOption) (string, http.Handler) {
+	return gatehousev1connect.NewSessionServiceHandler(h, opts...)
+}
+
+// RegisterGateway registers the REST routes, served through conn.
+func (h *Session) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+	return gatehousev1.RegisterSessionServiceHandler(ctx, mux, conn)
+}
+
+// CreateSession implements SessionService.CreateSession.
+func (h *Session) CreateSession(ctx context.Context, req *gatehousev1.CreateSessionRequest) (*gatehousev1.CreateSessionResponse, error) {
+	pw := req.GetPassword()
+	if pw == nil {
+		return nil, errs.Unimplemented("trusted (single sign-on) credentials are not implemented yet")
+	}
+	c, err := h.svc.CreateWithPassword(ctx, session.Login{Username: pw.Username, Password: pw.Password, Type: req.Type, Client: req.Client})
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.CreateSessionResponse{
+		Session: c.Session, Token: c.Token, User: c.User, Roles: c.Roles,
+		EvictedSessionIds: c.Evicted, ConsistencyToken: c.Pos.Cursor(),
+	}, nil
+}
+
+// ValidateSession implements SessionService.ValidateSession.
+func (h *Session) ValidateSession(ctx context.Context, req *gatehousev1.ValidateSessionRequest) (*gatehousev1.ValidateSessionResponse, error) {
+	if err := checkConsistency(req.Consistency); err != nil {
+		return nil, err
+	}
+	v, err := h.svc.Validate(ctx, req.Token)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.ValidateSessionResponse{Session: v.Session, User: v.User, Roles: v.Roles}, nil
+}
+
+// GetSession implements SessionService.GetSession.
+func (h *Session) GetSession(context.Context, *gatehousev1.GetSessionRequest) (*gatehousev1.GetSessionResponse, error) {
+	return nil, errs.Unimplemented("GetSession is not implemented yet")
+}
+
+// ListSessions implements SessionService.ListSessions.
+func (h *Session) ListSessions(context.Context, *gatehousev1.ListSessionsRequest) (*gatehousev1.ListSessionsResponse, error) {
+	return nil, errs.Unimplemented("ListSessions is not implemented yet")
+}
+
+// TerminateSession implements SessionService.TerminateSession.
+func (h *Session) TerminateSession(context.Context, *gatehousev1.TerminateSessionRequest) (*gatehousev1.TerminateSessionResponse, error) {
+	return nil, errs.Unimplemented("TerminateSession is not implemented yet")
+}
+
+// TerminateUserSessions implements SessionService.TerminateUserSessions.
+func (h *Session) TerminateUserSessions(context.Context, *gatehousev1.TerminateUserSessionsRequest) (*gatehousev1.TerminateUserSessionsResponse, error) {
+	return nil, errs.Unimplemented("TerminateUserSessions is not implemented yet")
+}
+
+// Logout implements SessionService.Logout.
+func (h *Session) Logout(ctx context.Context, _ *gatehousev1.LogoutRequest) (*gatehousev1.LogoutResponse, error) {
+	pos, err := h.svc.Logout(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.LogoutResponse{ConsistencyToken: pos.Cursor()}, nil
+}
+
+// ListEvents implements SessionService.ListEvents.
+func (h *Session) ListEvents(context.Context, *gatehousev1.ListEventsRequest) (*gatehousev1.ListEventsResponse, error) {
+	return nil, errs.Unimplemented("ListEvents is not implemented yet")
+}
+
+// WatchSession implements SessionService.WatchSession over Connect.
+func (h *Session) WatchSession(context.Context, *gatehousev1.WatchSessionRequest, *connect.ServerStream[gatehousev1.WatchSessionResponse]) error {
+	return errs.Unimplemented("WatchSession is not implemented yet")
+}
+
+// WatchEvents implements SessionService.WatchEvents over Connect.
+func (h *Session) WatchEvents(context.Context, *gatehousev1.WatchEventsRequest, *connect.ServerStream[gatehousev1.WatchEventsResponse]) error {
+	return errs.Unimplemented("WatchEvents is not implemented yet")
+}
+
+// WatchSession implements SessionService.WatchSession over gRPC.
+func (h grpcSession) WatchSession(*gatehousev1.WatchSessionRequest, grpc.ServerStreamingServer[gatehousev1.WatchSessionResponse]) error {
+	return errs.Unimplemented("WatchSession is not implemented yet")
+}
+
+// WatchEvents implements SessionService.WatchEvents over gRPC.
+func (h grpcSession) WatchEvents(*gatehousev1.WatchEventsRequest, grpc.ServerStreamingServer[gatehousev1.WatchEventsResponse]) error {
+	return errs.Unimplemented("WatchEvents is not implemented yet")
+}

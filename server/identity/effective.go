@@ -1,0 +1,216 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/store"
+)
+
+// recomputeBatch is how many users one set-based recomputation handles. A grant to a group of
+// 10,000 members is 20 batches of a handful of statements each, never a round trip per member.
+const recomputeBatch = 500
+
+// RoleChange is the difference in one user's effective roles made by a transaction.
+type RoleChange struct {
+	UserID  string
+	Roles   []string
+	Added   []string
+	Removed []string
+}
+
+// recompute rematerialises the effective roles of users inside tx and emits one ROLES_CHANGED event
+// for each user whose set of roles changed. The caller must hold the role-graph lock.
+func (s *Service) recompute(ctx context.Context, tx *store.Tx, users []string) ([]RoleChange, error) {
+	var changes []RoleChange
+	for start := 0; start < len(users); start += recomputeBatch {
+		batch := users[start:min(start+recomputeBatch, len(users))]
+		c, err := recomputeBatchOf(ctx, tx, batch)
+		if err != nil {
+			return nil, err
+		}
+		changes = append(changes, c...)
+	}
+	for _, c := range changes {
+		tx.Emit(&gatehousev1.Event{
+			Type:   gatehousev1.EventType_EVENT_TYPE_ROLES_CHANGED,
+			UserId: c.UserID,
+			Payload: &gatehousev1.Event_RolesChanged{RolesChanged: &gatehousev1.RolesChangedPayload{
+				Roles: c.Roles, Added: c.Added, Removed: c.Removed,
+			}},
+		})
+	}
+	if s.onRolesChanged != nil && len(changes) > 0 {
+		if err := s.onRolesChanged(ctx, tx, changes); err != nil {
+			return nil, err
+		}
+	}
+	return changes, nil
+}
+
+// placeholders returns "?, ?, ..." for n arguments.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+func args(ids []string) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+// materialiseSQL computes, for the users in the IN list (bound twice), every (user, role, source)
+// of their effective roles: direct grants, grants to their groups, and roles contained in any role
+// of their closure.
+const materialiseSQL = `WITH RECURSIVE
+  base(user_id, role, kind, ref) AS (
+    SELECT user_id, role, 'direct', '' FROM role_grants WHERE user_id IN (%[1]s)
+    UNION ALL
+    SELECT m.user_id, g.role, 'group', g.group_id
+      FROM group_members m JOIN role_grants g ON g.group_id = m.group_id
+     WHERE m.user_id IN (%[1]s)
+  ),
+  closure(user_id, role) AS (
+    SELECT user_id, role FROM base
+    UNION
+    SELECT c.user_id, rc.contained_role FROM closure c JOIN role_containments rc ON rc.role = c.role
+  )
+INSERT INTO effective_roles (user_id, role, source_kind, source_ref)
+SELECT user_id, role, kind, ref FROM base
+UNION
+SELECT c.user_id, rc.contained_role, 'role', rc.role FROM closure c JOIN role_containments rc ON rc.role = c.role`
+
+func recomputeBatchOf(ctx context.Context, tx *store.Tx, users []string) ([]RoleChange, error) {
+	in := placeholders(len(users))
+	before, err := roleSets(ctx, tx, in, users)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM effective_roles WHERE user_id IN ("+in+")", args(users)...); err != nil {
+		return nil, fmt.Errorf("clearing effective roles: %w", err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(materialiseSQL, in), append(args(users), args(users)...)...); err != nil {
+		return nil, fmt.Errorf("materialising effective roles: %w", err)
+	}
+	after, err := roleSets(ctx, tx, in, users)
+	if err != nil {
+		return nil, err
+	}
+	var changes []RoleChange
+	for _, u := range users {
+		added, removed := diff(before[u], after[u])
+		if len(added) == 0 && len(removed) == 0 {
+			continue
+		}
+		changes = append(changes, RoleChange{UserID: u, Roles: orEmpty(after[u]), Added: added, Removed: removed})
+	}
+	return changes, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// roleSets reads the sorted role names of each user in the IN list.
+func roleSets(ctx context.Context, tx *store.Tx, in string, users []string) (map[string][]string, error) {
+	rows, err := tx.Query(ctx, "SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+in+") ORDER BY user_id, role", args(users)...)
+	if err != nil {
+		return nil, fmt.Errorf("reading effective roles: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var u, r string
+		if err := rows.Scan(&u, &r); err != nil {
+			return nil, err
+		}
+		out[u] = append(out[u], r)
+	}
+	return out, rows.Err()
+}
+
+// diff returns what after has that before lacks, and the reverse; both inputs are sorted.
+func diff(before, after []string) (added, removed []string) {
+	for _, r := range after {
+		if _, ok := slices.BinarySearch(before, r); !ok {
+			added = append(added, r)
+		}
+	}
+	for _, r := range before {
+		if _, ok := slices.BinarySearch(after, r); !ok {
+			removed = append(removed, r)
+		}
+	}
+	return added, removed
+}
+
+// usersWithRole returns the users holding role (for any reason).
+func usersWithRole(ctx context.Context, tx *store.Tx, role string) ([]string, error) {
+	return queryIDs(ctx, tx, "SELECT DISTINCT user_id FROM effective_roles WHERE role = ?", role)
+}
+
+// groupMembers returns the ids of a group's members.
+func groupMembers(ctx context.Context, tx *store.Tx, groupID string) ([]string, error) {
+	return queryIDs(ctx, tx, "SELECT user_id FROM group_members WHERE group_id = ?", groupID)
+}
+
+func queryIDs(ctx context.Context, tx *store.Tx, query string, a ...any) ([]string, error) {
+	rows, err := tx.Query(ctx, query, a...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids, rows.Err()
+}
+
+// GetEffectiveRoles returns a user's effective roles with their sources, ordered by role name.
+func (s *Service) GetEffectiveRoles(ctx context.Context, userID string) ([]*gatehousev1.EffectiveRole, error) {
+	if _, err := s.getUser(ctx, s.store.Client, userID); err != nil {
+		return nil, err
+	}
+	rows, err := s.store.DB.QueryContext(ctx, s.store.Rebind(
+		"SELECT role, source_kind, source_ref FROM effective_roles WHERE user_id = ? ORDER BY role, source_kind, source_ref"), userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*gatehousev1.EffectiveRole
+	for rows.Next() {
+		var role, kind, ref string
+		if err := rows.Scan(&role, &kind, &ref); err != nil {
+			return nil, err
+		}
+		if len(out) == 0 || out[len(out)-1].Role != role {
+			out = append(out, &gatehousev1.EffectiveRole{Role: role})
+		}
+		var src *gatehousev1.RoleSource
+		switch kind {
+		case "direct":
+			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_Direct{Direct: true}}
+		case "group":
+			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_GroupId{GroupId: ref}}
+		default:
+			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_ContainedInRole{ContainedInRole: ref}}
+		}
+		out[len(out)-1].Sources = append(out[len(out)-1].Sources, src)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,332 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
+	"github.com/gatehouse/gatehouse/gen/openapi"
+	"github.com/gatehouse/gatehouse/server/api"
+	"github.com/gatehouse/gatehouse/server/auth"
+	"github.com/gatehouse/gatehouse/server/identity"
+	"github.com/gatehouse/gatehouse/server/session"
+	"github.com/gatehouse/gatehouse/server/store"
+	"github.com/gatehouse/gatehouse/server/transport"
+)
+
+// service is one API service that serves every protocol.
+type service interface {
+	RegisterGRPC(*grpc.Server)
+	RegisterConnect(...connect.HandlerOption) (string, http.Handler)
+	RegisterGateway(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+}
+
+// Node is a running Gatehouse node.
+type Node struct {
+	cfg        Config
+	log        *slog.Logger
+	store      *store.Store
+	grpcLis    net.Listener
+	httpLis    net.Listener
+	grpcServer *grpc.Server
+	httpServer *http.Server
+	health     *health.Server
+	gwConn     *grpc.ClientConn
+	group      *errgroup.Group
+	cancel     context.CancelFunc
+}
+
+// Migrate opens the database named in cfg, brings its schema up to date and closes it.
+func Migrate(ctx context.Context, cfg Config) error {
+	cfg = cfg.Defaults()
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.Migrate(ctx)
+}
+
+// Start opens and migrates the database, bootstraps the administrator on an empty database, binds
+// both listeners and starts serving. It returns once the node accepts connections.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	cfg = cfg.Defaults()
+	log := cfg.Logger
+	st, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = st.Close()
+		}
+	}()
+	if err := st.Migrate(ctx); err != nil {
+		return nil, err
+	}
+
+	hasher := auth.NewHasher(cfg.MaxConcurrentHashes)
+	sessions := session.New(st, hasher, log)
+	identities := identity.New(st, hasher, log, nil)
+	created, generated, err := identities.Bootstrap(ctx, cfg.AdminPassword)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrapping the administrator: %w", err)
+	}
+	switch {
+	case created && generated != "":
+		// NOTE: the one place a secret is logged, by design (ARCHITECTURE.md section 9): it is
+		// generated, shown once, and should be changed with SetPassword.
+		log.Warn("created the bootstrap administrator with a generated password; it is shown only this once",
+			"username", identity.BootstrapUsername, "password", generated)
+	case created:
+		log.Info("created the bootstrap administrator", "username", identity.BootstrapUsername)
+	}
+
+	tlsConf, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	opts := transport.Options{
+		Log:           log,
+		Authenticator: sessions,
+		Rules:         api.Rules,
+		GatewaySecret: hex.EncodeToString(secret),
+	}
+	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy()}
+
+	n := &Node{cfg: cfg, log: log, store: st}
+	if n.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("listening for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	if n.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		_ = n.grpcLis.Close()
+		return nil, fmt.Errorf("listening for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
+
+	grpcOpts := transport.GRPCServerOptions(opts)
+	if tlsConf != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsConf)))
+	}
+	n.grpcServer = grpc.NewServer(grpcOpts...)
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.grpcServer, n.health)
+	reflection.Register(n.grpcServer)
+	for _, s := range services {
+		s.RegisterGRPC(n.grpcServer)
+	}
+
+	var clientTLS *tls.Config
+	if tlsConf != nil {
+		clientTLS, err = selfClientTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+	}
+	n.gwConn, err = transport.DialSelf(ctx, dialTarget(n.grpcLis.Addr()), clientTLS)
+	if err != nil {
+		return nil, fmt.Errorf("connecting the REST gateway to the gRPC port: %w", err)
+	}
+	gw := transport.NewGatewayMux(opts)
+	mux := http.NewServeMux()
+	connectOpts := transport.ConnectHandlerOptions(opts)
+	serviceNames := []string{
+		gatehousev1connect.IdentityServiceName, gatehousev1connect.SessionServiceName, gatehousev1connect.PolicyServiceName,
+	}
+	for _, s := range services {
+		path, h := s.RegisterConnect(connectOpts...)
+		mux.Handle(path, h)
+		if err := s.RegisterGateway(ctx, gw, n.gwConn); err != nil {
+			return nil, err
+		}
+	}
+	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(serviceNames...)))
+	mux.Handle("/v1/", gw)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", n.ready)
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.JSON)
+	})
+
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(tlsConf == nil)
+	protocols.SetHTTP2(tlsConf != nil)
+	n.httpServer = &http.Server{
+		Handler:           mux,
+		Protocols:         protocols,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		// NOTE: no WriteTimeout: server streams (WatchSession) stay open for hours. Unary calls are
+		// bounded by their contexts.
+		ReadTimeout:    0,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+	g, _ := errgroup.WithContext(runCtx)
+	n.group = g
+	g.Go(func() error {
+		err := n.grpcServer.Serve(n.grpcLis)
+		if errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		if tlsConf != nil {
+			err = n.httpServer.ServeTLS(n.httpLis, "", "")
+		} else {
+			err = n.httpServer.Serve(n.httpLis)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for _, name := range serviceNames {
+		n.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	log.Info("gatehouse node started", "grpc", n.grpcLis.Addr().String(), "http", n.httpLis.Addr().String(),
+		"database", store.Redact(cfg.Database), "tls", tlsConf != nil)
+	return n, nil
+}
+
+// ready answers /readyz: 200 when the database answers.
+func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := n.store.Ping(ctx); err != nil {
+		n.log.Warn("readiness check failed", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("database unavailable\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// GRPCAddr returns the bound gRPC address.
+func (n *Node) GRPCAddr() string { return n.grpcLis.Addr().String() }
+
+// HTTPAddr returns the bound HTTP address.
+func (n *Node) HTTPAddr() string { return n.httpLis.Addr().String() }
+
+// Store returns the node's store (for tests and admin tooling).
+func (n *Node) Store() *store.Store { return n.store }
+
+// Shutdown stops accepting calls, drains those in flight (bounded by ctx), and closes the database.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		n.grpcServer.GracefulStop()
+		close(done)
+	}()
+	httpErr := n.httpServer.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		n.grpcServer.Stop()
+		<-done
+	}
+	_ = n.gwConn.Close()
+	n.cancel()
+	err := n.group.Wait()
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && httpErr != nil && !errors.Is(httpErr, context.DeadlineExceeded) {
+		err = httpErr
+	}
+	return err
+}
+
+// Run starts a node and serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.Defaults()
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+func loadTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCertFile == "" && cfg.TLSKeyFile == "" {
+		return nil, nil
+	}
+	if cfg.TLSCertFile == "" || cfg.TLSKeyFile == "" {
+		return nil, errors.New("TLS needs both --tls-cert and --tls-key")
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the TLS key pair: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}, nil
+}
+
+// selfClientTLS trusts the node's own certificate, for the gateway's connection to its gRPC port.
+func selfClientTLS(cfg Config) (*tls.Config, error) {
+	pem, err := os.ReadFile(cfg.TLSCertFile)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: "localhost"}, nil
+}
+
+// dialTarget turns a listener address into one the gateway can dial (wildcards become loopback).
+func dialTarget(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP == nil || tcp.IP.IsUnspecified() {
+		if ok {
+			return fmt.Sprintf("127.0.0.1:%d", tcp.Port)
+		}
+	}
+	return a.String()
+}
