@@ -25,7 +25,7 @@ type Identity struct {
 func NewIdentity(svc *identity.Service) *Identity { return &Identity{svc: svc} }
 
 var (
-	_ gatehousev1.IdentityServiceServer        = (*Identity)(nil)
+	_ gatehousev1.IdentityServiceServer         = (*Identity)(nil)
 	_ gatehousev1connect.IdentityServiceHandler = (*Identity)(nil)
 )
 

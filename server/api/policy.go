@@ -20,7 +20,7 @@ type Policy struct{}
 func NewPolicy() *Policy { return &Policy{} }
 
 var (
-	_ gatehousev1.PolicyServiceServer        = (*Policy)(nil)
+	_ gatehousev1.PolicyServiceServer         = (*Policy)(nil)
 	_ gatehousev1connect.PolicyServiceHandler = (*Policy)(nil)
 )
 

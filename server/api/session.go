@@ -27,7 +27,7 @@ func NewSession(svc *session.Service) *Session { return &Session{svc: svc} }
 type grpcSession struct{ *Session }
 
 var (
-	_ gatehousev1.SessionServiceServer        = grpcSession{}
+	_ gatehousev1.SessionServiceServer         = grpcSession{}
 	_ gatehousev1connect.SessionServiceHandler = (*Session)(nil)
 )
 

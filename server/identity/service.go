@@ -32,7 +32,6 @@ func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, onRolesChanged 
 	return &Service{store: st, hasher: hasher, log: log, onRolesChanged: onRolesChanged}
 }
 
-
 // getUser loads a user by id, NOT_FOUND if there is none.
 func (s *Service) getUser(ctx context.Context, c *ent.Client, id string) (*ent.User, error) {
 	u, err := c.User.Get(ctx, id)

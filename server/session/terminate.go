@@ -65,4 +65,3 @@ func EndSession(ctx context.Context, tx *store.Tx, s *ent.Session, reason gateho
 	}
 	return tx.Session.Get(ctx, s.ID)
 }
-

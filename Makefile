@@ -1,0 +1,44 @@
+# Gatehouse developer tasks. The README's two commands are the truth; this file serves them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+BUF := go tool -modfile=tools/buf/go.mod buf
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Run a node on the embedded SQLite database (gatehouse.db).
+	go run ./cmd/gatehouse
+
+.PHONY: protodeps
+protodeps: ## Copy the pinned third-party protos out of the Go module cache.
+	./scripts/protodeps.sh
+
+.PHONY: generate
+generate: protodeps ## Regenerate gen/ (Go, Connect, gateway, OpenAPI) and the ent code.
+	rm -rf gen/go gen/openapi/gatehouse.swagger.json
+	$(BUF) generate
+	go generate ./ent
+
+.PHONY: checkgenerate
+checkgenerate: ## Fail if generated code differs from a fresh generation.
+	./scripts/checkgenerate.sh
+
+.PHONY: lint
+lint: protodeps ## buf lint, gofmt and go vet.
+	$(BUF) lint
+	@out=$$(gofmt -l $$(ls -d cmd server internal integration ent/schema gen/openapi 2>/dev/null)); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+.PHONY: test
+test: lint checkgenerate ## The whole suite: lint, generation check, and every test with -race.
+	go test -race -count=1 -timeout 30m ./...
+
+.PHONY: bench
+bench: ## Run the Go benchmarks.
+	go test -run '^$$' -bench . -benchmem ./...
