@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -164,7 +165,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockKey) //nolint:errcheck
 	}
-	if err := s.Client.Schema.Create(ctx, migrate.WithForeignKeys(true)); err != nil {
+	if err := createSchema(ctx, s.Client); err != nil {
 		return fmt.Errorf("migrating the schema: %w", err)
 	}
 	if s.IsPostgres() {
@@ -188,6 +189,19 @@ func (s *Store) Migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// migrateMu serialises schema creation within the process.
+//
+// NOTE: ent's migrator mutates the package-level table definitions of ent/migrate while it plans,
+// so two stores migrating at once in one process (tests, or several nodes embedded in one binary)
+// race on them.
+var migrateMu sync.Mutex
+
+func createSchema(ctx context.Context, c *ent.Client) error {
+	migrateMu.Lock()
+	defer migrateMu.Unlock()
+	return c.Schema.Create(ctx, migrate.WithForeignKeys(true))
 }
 
 // Rebind rewrites ? placeholders to the dialect's form ($1, $2, ... on PostgreSQL).
