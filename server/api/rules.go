@@ -1,6 +1,8 @@
 package api
 
 import (
+	"strings"
+
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 )
@@ -106,8 +108,23 @@ var rules = map[string]auth.Rule{
 	}},
 }
 
+// publicServices are infrastructure services that anyone may call: health checks and server
+// reflection (which describes the public contract and nothing else).
+var publicServices = []string{
+	"/grpc.health.v1.Health/",
+	"/grpc.reflection.v1.ServerReflection/",
+	"/grpc.reflection.v1alpha.ServerReflection/",
+}
+
 // Rules is the auth.RuleSet of the API.
 func Rules(fullMethod string) (auth.Rule, bool) {
-	r, ok := rules[fullMethod]
-	return r, ok
+	if r, ok := rules[fullMethod]; ok {
+		return r, true
+	}
+	for _, prefix := range publicServices {
+		if strings.HasPrefix(fullMethod, prefix) {
+			return public, true
+		}
+	}
+	return auth.Rule{}, false
 }
