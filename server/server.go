@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,15 +105,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	secret := make([]byte, 16)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, err
-	}
 	opts := transport.Options{
 		Log:           log,
 		Authenticator: sessions,
 		Rules:         api.Rules,
-		GatewaySecret: hex.EncodeToString(secret),
+		GatewaySecret: transport.NewGatewaySecret(),
 	}
 	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy()}
 

@@ -84,7 +84,11 @@ func (h *Identity) ListUsers(ctx context.Context, req *gatehousev1.ListUsersRequ
 
 // UpdateUser implements IdentityService.UpdateUser.
 func (h *Identity) UpdateUser(ctx context.Context, req *gatehousev1.UpdateUserRequest) (*gatehousev1.UpdateUserResponse, error) {
-	u, pos, err := h.svc.UpdateUser(ctx, req.User, req.GetUpdateMask().GetPaths())
+	var mask []string // nil: no mask, replace every updatable field
+	if req.UpdateMask != nil {
+		mask = append([]string{}, req.UpdateMask.Paths...)
+	}
+	u, pos, err := h.svc.UpdateUser(ctx, req.User, mask)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/gatehouse/gatehouse/ent"
@@ -27,6 +28,9 @@ func (s *Service) CreateRole(ctx context.Context, name, description string, cont
 	if strings.HasPrefix(name, auth.ReservedRolePrefix) {
 		return nil, store.Position{}, errs.InvalidArgument("RESERVED_ROLE_NAME", "the gatehouse. prefix is reserved for built-in roles",
 			errs.FieldViolation{Field: "name", Description: "the gatehouse. prefix is reserved for built-in roles"})
+	}
+	if slices.Contains(contains, name) {
+		return nil, store.Position{}, errs.FailedPrecondition("ROLE_CYCLE", "role %q cannot contain itself", name)
 	}
 	var out *gatehousev1.Role
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {

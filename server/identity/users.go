@@ -139,10 +139,11 @@ func userPage(ctx context.Context, q *ent.UserQuery, size int) ([]*gatehousev1.U
 // Updatable user fields, as named in update masks.
 var userFields = []string{"username", "email", "display_name", "disabled"}
 
-// UpdateUser changes the fields named in mask (all updatable fields when mask is empty). Disabling
-// a user ends their sessions with USER_DISABLED.
+// UpdateUser changes the fields named in mask. A nil mask means every updatable field (a full
+// replacement); an empty, non-nil mask changes nothing (a REST PATCH with an empty body). Disabling a
+// user ends their sessions with USER_DISABLED.
 func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []string) (*gatehousev1.User, store.Position, error) {
-	if len(mask) == 0 {
+	if mask == nil {
 		mask = userFields
 	}
 	for _, f := range mask {

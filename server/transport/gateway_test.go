@@ -61,7 +61,7 @@ func newGateway(t *testing.T, e *env, secret string) http.Handler {
 	o := e.opts
 	o.GatewaySecret = secret
 	mux := transport.NewGatewayMux(o)
-	if err := transport.RegisterGateway(ctx, mux, conn); err != nil {
+	if err := gatehousev1.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
 		t.Fatal(err)
 	}
 	return mux

@@ -386,7 +386,8 @@ func (*Consistency_FullyConsistent) isConsistency_Requirement() {}
 // User is a person or service that can hold sessions.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is the server-assigned id (UUIDv7). Output only.
+	// id is the server-assigned id (UUIDv7). Output only, except in UpdateUser where it names the
+	// user to change.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// username is unique case-insensitively: 1-64 characters of [A-Za-z0-9_.@-].
 	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
@@ -1259,9 +1260,9 @@ const file_gatehouse_v1_common_proto_rawDesc = "" +
 	"\x11at_least_as_fresh\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02H\x00R\x0eatLeastAsFresh\x12+\n" +
 	"\x10fully_consistent\x18\x03 \x01(\bH\x00R\x0ffullyConsistentB\r\n" +
-	"\vrequirement\"\xe0\x02\n" +
-	"\x04User\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
+	"\vrequirement\"\xea\x02\n" +
+	"\x04User\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12=\n" +
 	"\busername\x18\x02 \x01(\tB!\xbaH\x1e\xd8\x01\x01r\x192\x17^[A-Za-z0-9_.@-]{1,64}$R\busername\x12#\n" +
 	"\x05email\x18\x03 \x01(\tB\r\xbaH\n" +
 	"\xd8\x01\x01r\x05\x18\xfe\x01`\x01R\x05email\x12+\n" +
