@@ -63,11 +63,7 @@ func (s *Service) ListGroups(ctx context.Context, pageSize int32, pageToken, nam
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(groups) > size {
-		groups = groups[:size]
-		next = paging.Token(groups[size-1].NameKey)
-	}
+	groups, next := paging.Trim(groups, size, func(g *ent.Group) string { return g.NameKey })
 	out := make([]*gatehousev1.Group, len(groups))
 	for i, g := range groups {
 		out[i] = convert.Group(g)

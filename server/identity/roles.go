@@ -105,11 +105,7 @@ func (s *Service) ListRoles(ctx context.Context, pageSize int32, pageToken strin
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(roles) > size {
-		roles = roles[:size]
-		next = paging.Token(roles[size-1].ID)
-	}
+	roles, next := paging.Trim(roles, size, func(r *ent.Role) string { return r.ID })
 	names := make([]string, len(roles))
 	for i, r := range roles {
 		names[i] = r.ID

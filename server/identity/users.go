@@ -124,11 +124,7 @@ func userPage(ctx context.Context, q *ent.UserQuery, size int) ([]*gatehousev1.U
 	if err != nil {
 		return nil, "", err
 	}
-	next := ""
-	if len(users) > size {
-		users = users[:size]
-		next = paging.Token(users[size-1].UsernameKey)
-	}
+	users, next := paging.Trim(users, size, func(u *ent.User) string { return u.UsernameKey })
 	out := make([]*gatehousev1.User, len(users))
 	for i, u := range users {
 		out[i] = convert.User(u)

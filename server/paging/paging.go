@@ -46,3 +46,13 @@ func Parse(token string) (after string, err error) {
 	}
 	return strings.TrimPrefix(string(raw), tokenPrefix), nil
 }
+
+// Trim cuts a result fetched with limit size+1 to one page and returns the token of the next page
+// ("" when this is the last page); key gives an item's sort key.
+func Trim[T any](items []T, size int, key func(T) string) ([]T, string) {
+	if len(items) <= size {
+		return items, ""
+	}
+	items = items[:size]
+	return items, Token(key(items[size-1]))
+}
