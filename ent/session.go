@@ -10,7 +10,6 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/gatehouse/gatehouse/ent/session"
-	"github.com/gatehouse/gatehouse/ent/user"
 )
 
 // Session is the model entity for the Session schema.
@@ -47,31 +46,8 @@ type Session struct {
 	// TerminateTime holds the value of the "terminate_time" field.
 	TerminateTime *time.Time `json:"terminate_time,omitempty"`
 	// Note holds the value of the "note" field.
-	Note string `json:"note,omitempty"`
-	// Edges holds the relations/edges for other nodes in the graph.
-	// The values are being populated by the SessionQuery when eager-loading is set.
-	Edges        SessionEdges `json:"edges"`
+	Note         string `json:"note,omitempty"`
 	selectValues sql.SelectValues
-}
-
-// SessionEdges holds the relations/edges for other nodes in the graph.
-type SessionEdges struct {
-	// User holds the value of the user edge.
-	User *User `json:"user,omitempty"`
-	// loadedTypes holds the information for reporting if a
-	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [1]bool
-}
-
-// UserOrErr returns the User value or an error if the edge
-// was not loaded in eager-loading, or loaded but was not found.
-func (e SessionEdges) UserOrErr() (*User, error) {
-	if e.User != nil {
-		return e.User, nil
-	} else if e.loadedTypes[0] {
-		return nil, &NotFoundError{label: user.Label}
-	}
-	return nil, &NotLoadedError{edge: "user"}
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -210,11 +186,6 @@ func (_m *Session) assignValues(columns []string, values []any) error {
 // This includes values selected through modifiers, order, etc.
 func (_m *Session) Value(name string) (ent.Value, error) {
 	return _m.selectValues.Get(name)
-}
-
-// QueryUser queries the "user" edge of the Session entity.
-func (_m *Session) QueryUser() *UserQuery {
-	return NewSessionClient(_m.config).QueryUser(_m)
 }
 
 // Update returns a builder for updating this Session.

@@ -47,11 +47,9 @@ type UserEdges struct {
 	Grants []*RoleGrant `json:"grants,omitempty"`
 	// EffectiveRoles holds the value of the effective_roles edge.
 	EffectiveRoles []*EffectiveRole `json:"effective_roles,omitempty"`
-	// Sessions holds the value of the sessions edge.
-	Sessions []*Session `json:"sessions,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [4]bool
+	loadedTypes [3]bool
 }
 
 // MembershipsOrErr returns the Memberships value or an error if the edge
@@ -79,15 +77,6 @@ func (e UserEdges) EffectiveRolesOrErr() ([]*EffectiveRole, error) {
 		return e.EffectiveRoles, nil
 	}
 	return nil, &NotLoadedError{edge: "effective_roles"}
-}
-
-// SessionsOrErr returns the Sessions value or an error if the edge
-// was not loaded in eager-loading.
-func (e UserEdges) SessionsOrErr() ([]*Session, error) {
-	if e.loadedTypes[3] {
-		return e.Sessions, nil
-	}
-	return nil, &NotLoadedError{edge: "sessions"}
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -197,11 +186,6 @@ func (_m *User) QueryGrants() *RoleGrantQuery {
 // QueryEffectiveRoles queries the "effective_roles" edge of the User entity.
 func (_m *User) QueryEffectiveRoles() *EffectiveRoleQuery {
 	return NewUserClient(_m.config).QueryEffectiveRoles(_m)
-}
-
-// QuerySessions queries the "sessions" edge of the User entity.
-func (_m *User) QuerySessions() *SessionQuery {
-	return NewUserClient(_m.config).QuerySessions(_m)
 }
 
 // Update returns a builder for updating this User.

@@ -17,7 +17,6 @@ import (
 	"github.com/gatehouse/gatehouse/ent/groupmember"
 	"github.com/gatehouse/gatehouse/ent/predicate"
 	"github.com/gatehouse/gatehouse/ent/rolegrant"
-	"github.com/gatehouse/gatehouse/ent/session"
 	"github.com/gatehouse/gatehouse/ent/user"
 )
 
@@ -31,7 +30,6 @@ type UserQuery struct {
 	withMemberships    *GroupMemberQuery
 	withGrants         *RoleGrantQuery
 	withEffectiveRoles *EffectiveRoleQuery
-	withSessions       *SessionQuery
 	modifiers          []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -128,28 +126,6 @@ func (_q *UserQuery) QueryEffectiveRoles() *EffectiveRoleQuery {
 			sqlgraph.From(user.Table, user.FieldID, selector),
 			sqlgraph.To(effectiverole.Table, effectiverole.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, user.EffectiveRolesTable, user.EffectiveRolesColumn),
-		)
-		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
-		return fromU, nil
-	}
-	return query
-}
-
-// QuerySessions chains the current query on the "sessions" edge.
-func (_q *UserQuery) QuerySessions() *SessionQuery {
-	query := (&SessionClient{config: _q.config}).Query()
-	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
-		if err := _q.prepareQuery(ctx); err != nil {
-			return nil, err
-		}
-		selector := _q.sqlQuery(ctx)
-		if err := selector.Err(); err != nil {
-			return nil, err
-		}
-		step := sqlgraph.NewStep(
-			sqlgraph.From(user.Table, user.FieldID, selector),
-			sqlgraph.To(session.Table, session.FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, user.SessionsTable, user.SessionsColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -352,7 +328,6 @@ func (_q *UserQuery) Clone() *UserQuery {
 		withMemberships:    _q.withMemberships.Clone(),
 		withGrants:         _q.withGrants.Clone(),
 		withEffectiveRoles: _q.withEffectiveRoles.Clone(),
-		withSessions:       _q.withSessions.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
 		path:      _q.path,
@@ -390,17 +365,6 @@ func (_q *UserQuery) WithEffectiveRoles(opts ...func(*EffectiveRoleQuery)) *User
 		opt(query)
 	}
 	_q.withEffectiveRoles = query
-	return _q
-}
-
-// WithSessions tells the query-builder to eager-load the nodes that are connected to
-// the "sessions" edge. The optional arguments are used to configure the query builder of the edge.
-func (_q *UserQuery) WithSessions(opts ...func(*SessionQuery)) *UserQuery {
-	query := (&SessionClient{config: _q.config}).Query()
-	for _, opt := range opts {
-		opt(query)
-	}
-	_q.withSessions = query
 	return _q
 }
 
@@ -482,11 +446,10 @@ func (_q *UserQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*User, e
 	var (
 		nodes       = []*User{}
 		_spec       = _q.querySpec()
-		loadedTypes = [4]bool{
+		loadedTypes = [3]bool{
 			_q.withMemberships != nil,
 			_q.withGrants != nil,
 			_q.withEffectiveRoles != nil,
-			_q.withSessions != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -528,13 +491,6 @@ func (_q *UserQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*User, e
 		if err := _q.loadEffectiveRoles(ctx, query, nodes,
 			func(n *User) { n.Edges.EffectiveRoles = []*EffectiveRole{} },
 			func(n *User, e *EffectiveRole) { n.Edges.EffectiveRoles = append(n.Edges.EffectiveRoles, e) }); err != nil {
-			return nil, err
-		}
-	}
-	if query := _q.withSessions; query != nil {
-		if err := _q.loadSessions(ctx, query, nodes,
-			func(n *User) { n.Edges.Sessions = []*Session{} },
-			func(n *User, e *Session) { n.Edges.Sessions = append(n.Edges.Sessions, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -619,36 +575,6 @@ func (_q *UserQuery) loadEffectiveRoles(ctx context.Context, query *EffectiveRol
 	}
 	query.Where(predicate.EffectiveRole(func(s *sql.Selector) {
 		s.Where(sql.InValues(s.C(user.EffectiveRolesColumn), fks...))
-	}))
-	neighbors, err := query.All(ctx)
-	if err != nil {
-		return err
-	}
-	for _, n := range neighbors {
-		fk := n.UserID
-		node, ok := nodeids[fk]
-		if !ok {
-			return fmt.Errorf(`unexpected referenced foreign-key "user_id" returned %v for node %v`, fk, n.ID)
-		}
-		assign(node, n)
-	}
-	return nil
-}
-func (_q *UserQuery) loadSessions(ctx context.Context, query *SessionQuery, nodes []*User, init func(*User), assign func(*User, *Session)) error {
-	fks := make([]driver.Value, 0, len(nodes))
-	nodeids := make(map[string]*User)
-	for i := range nodes {
-		fks = append(fks, nodes[i].ID)
-		nodeids[nodes[i].ID] = nodes[i]
-		if init != nil {
-			init(nodes[i])
-		}
-	}
-	if len(query.ctx.Fields) > 0 {
-		query.ctx.AppendFieldOnce(session.FieldUserID)
-	}
-	query.Where(predicate.Session(func(s *sql.Selector) {
-		s.Where(sql.InValues(s.C(user.SessionsColumn), fks...))
 	}))
 	neighbors, err := query.All(ctx)
 	if err != nil {

@@ -25,6 +25,14 @@ type Config struct {
 	// MaxConcurrentHashes bounds concurrent password hashing (argon2id uses 19 MiB each).
 	// Default: the number of CPUs.
 	MaxConcurrentHashes int
+	// LoginFailuresPerUser and LoginFailuresPerAddress bound failed logins per username and per
+	// client address within LoginFailureWindow (a token bucket: the budget refills over the window).
+	// Defaults 10 and 100 per 5 minutes; a negative value disables the limit.
+	LoginFailuresPerUser    int
+	LoginFailuresPerAddress int
+	LoginFailureWindow      time.Duration
+	// SweepInterval is how often expired sessions are ended. Default 500ms.
+	SweepInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain on shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 	// Logger receives structured logs. Default: slog.Default().
@@ -41,6 +49,18 @@ func (c Config) Defaults() Config {
 	}
 	if c.Database == "" {
 		c.Database = "sqlite://gatehouse.db"
+	}
+	if c.LoginFailuresPerUser == 0 {
+		c.LoginFailuresPerUser = 10
+	}
+	if c.LoginFailuresPerAddress == 0 {
+		c.LoginFailuresPerAddress = 100
+	}
+	if c.LoginFailureWindow == 0 {
+		c.LoginFailureWindow = 5 * time.Minute
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 500 * time.Millisecond
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second

@@ -28,6 +28,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/api"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/identity"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
 	"github.com/gatehouse/gatehouse/server/transport"
@@ -85,8 +86,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	hasher := auth.NewHasher(cfg.MaxConcurrentHashes)
-	sessions := session.New(st, hasher, log)
-	identities := identity.New(st, hasher, log, nil)
+	sessions := session.New(st, hasher, log, session.Options{
+		FailedLoginsPerUser:    session.RateLimit{Burst: max(cfg.LoginFailuresPerUser, 0), Per: cfg.LoginFailureWindow},
+		FailedLoginsPerAddress: session.RateLimit{Burst: max(cfg.LoginFailuresPerAddress, 0), Per: cfg.LoginFailureWindow},
+	})
+	identities := identity.New(st, hasher, log, sessions.RolesChanged)
+	policies := policy.New(st, sessions.PolicyChanged)
 	created, generated, err := identities.Bootstrap(ctx, cfg.AdminPassword)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrapping the administrator: %w", err)
@@ -111,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Rules:         api.Rules,
 		GatewaySecret: transport.NewGatewaySecret(),
 	}
-	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy()}
+	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy(policies, sessions)}
 
 	n := &Node{cfg: cfg, log: log, store: st}
 	if n.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -213,6 +218,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		return err
 	})
+	g.Go(func() error { return sessions.RunSweeper(runCtx, cfg.SweepInterval) })
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, name := range serviceNames {
 		n.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)

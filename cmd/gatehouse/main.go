@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/gatehouse/gatehouse/server"
 )
@@ -57,6 +58,10 @@ func run(args []string, stderr io.Writer) error {
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate file; with --tls-key, serves TLS on both ports")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key file for --tls-cert")
 		fs.IntVar(&cfg.MaxConcurrentHashes, "max-concurrent-hashes", 0, "bound on concurrent argon2id password hashes (19 MiB each); 0 means the number of CPUs")
+		fs.IntVar(&cfg.LoginFailuresPerUser, "login-failures-per-user", 10, "failed logins allowed per username within --login-failure-window; -1 disables the limit")
+		fs.IntVar(&cfg.LoginFailuresPerAddress, "login-failures-per-address", 100, "failed logins allowed per client address within --login-failure-window; -1 disables the limit")
+		fs.DurationVar(&cfg.LoginFailureWindow, "login-failure-window", 5*time.Minute, "window over which the failed-login budget refills")
+		fs.DurationVar(&cfg.SweepInterval, "sweep-interval", 500*time.Millisecond, "how often sessions past their idle or absolute timeout are ended")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.Config{}.Defaults().ShutdownTimeout, "how long a graceful shutdown waits for calls in flight")
 	}
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

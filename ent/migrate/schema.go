@@ -248,6 +248,7 @@ var (
 	// SessionsColumns holds the columns for the "sessions" table.
 	SessionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeString, Size: 36},
+		{Name: "user_id", Type: field.TypeString},
 		{Name: "token_hash", Type: field.TypeBytes, Size: 32},
 		{Name: "type", Type: field.TypeEnum, Enums: []string{"web_browser", "mobile_browser", "mobile_app", "non_interactive"}},
 		{Name: "user_agent", Type: field.TypeString, Size: 512, Default: ""},
@@ -262,41 +263,32 @@ var (
 		{Name: "termination_reason", Type: field.TypeString, Default: ""},
 		{Name: "terminate_time", Type: field.TypeTime, Nullable: true},
 		{Name: "note", Type: field.TypeString, Size: 512, Default: ""},
-		{Name: "user_id", Type: field.TypeString, Size: 36},
 	}
 	// SessionsTable holds the schema information for the "sessions" table.
 	SessionsTable = &schema.Table{
 		Name:       "sessions",
 		Columns:    SessionsColumns,
 		PrimaryKey: []*schema.Column{SessionsColumns[0]},
-		ForeignKeys: []*schema.ForeignKey{
-			{
-				Symbol:     "sessions_users_sessions",
-				Columns:    []*schema.Column{SessionsColumns[15]},
-				RefColumns: []*schema.Column{UsersColumns[0]},
-				OnDelete:   schema.Cascade,
-			},
-		},
 		Indexes: []*schema.Index{
 			{
 				Name:    "session_token_hash",
 				Unique:  true,
-				Columns: []*schema.Column{SessionsColumns[1]},
+				Columns: []*schema.Column{SessionsColumns[2]},
 			},
 			{
 				Name:    "session_user_id_active_create_time",
 				Unique:  false,
-				Columns: []*schema.Column{SessionsColumns[15], SessionsColumns[11], SessionsColumns[7]},
+				Columns: []*schema.Column{SessionsColumns[1], SessionsColumns[12], SessionsColumns[8]},
 			},
 			{
 				Name:    "session_active_idle_expire_time",
 				Unique:  false,
-				Columns: []*schema.Column{SessionsColumns[11], SessionsColumns[9]},
+				Columns: []*schema.Column{SessionsColumns[12], SessionsColumns[10]},
 			},
 			{
 				Name:    "session_active_absolute_expire_time",
 				Unique:  false,
-				Columns: []*schema.Column{SessionsColumns[11], SessionsColumns[10]},
+				Columns: []*schema.Column{SessionsColumns[12], SessionsColumns[11]},
 			},
 		},
 	}
@@ -398,7 +390,6 @@ func init() {
 	RoleGrantsTable.Annotation = &entsql.Annotation{
 		Table: "role_grants",
 	}
-	SessionsTable.ForeignKeys[0].RefTable = UsersTable
 	SessionsTable.Annotation = &entsql.Annotation{
 		Table: "sessions",
 	}

@@ -1,8 +1,6 @@
 package schema
 
 import (
-	"time"
-
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
@@ -27,7 +25,7 @@ func (Group) Fields() []ent.Field {
 		// NOTE: name_key is the lower-cased name, unique, as for usernames.
 		field.String("name_key").NotEmpty().MaxLen(64),
 		field.String("description").Default("").MaxLen(1024),
-		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
 	}
 }
 
@@ -59,7 +57,7 @@ func (GroupMember) Fields() []ent.Field {
 	return []ent.Field{
 		field.String("group_id").Immutable(),
 		field.String("user_id").Immutable(),
-		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
 	}
 }
 

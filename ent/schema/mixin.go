@@ -3,6 +3,8 @@
 package schema
 
 import (
+	"time"
+
 	"entgo.io/ent"
 	"entgo.io/ent/schema/field"
 )
@@ -11,3 +13,7 @@ import (
 func idField() ent.Field {
 	return field.String("id").Immutable().NotEmpty().MaxLen(36)
 }
+
+// now is the default of time columns: UTC, truncated to microseconds, the precision PostgreSQL
+// keeps, so that what a create returns equals what a later read returns.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }

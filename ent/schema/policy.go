@@ -1,8 +1,6 @@
 package schema
 
 import (
-	"time"
-
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
@@ -33,8 +31,8 @@ func (SessionPolicy) Fields() []ent.Field {
 		field.Int64("idle_timeout_ns").Optional().Nillable(),
 		field.Int64("absolute_timeout_ns").Optional().Nillable(),
 		field.String("on_role_change").Default(""),
-		field.Time("create_time").Immutable().Default(time.Now),
-		field.Time("update_time").Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
+		field.Time("update_time").Default(now),
 	}
 }
 

@@ -1,8 +1,6 @@
 package schema
 
 import (
-	"time"
-
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
@@ -25,7 +23,7 @@ func (Role) Fields() []ent.Field {
 		field.String("id").Immutable().NotEmpty().MaxLen(64).StorageKey("name"),
 		field.String("description").Default("").MaxLen(1024),
 		field.Bool("built_in").Default(false).Immutable(),
-		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
 	}
 }
 
@@ -85,7 +83,7 @@ func (RoleGrant) Fields() []ent.Field {
 		field.String("role").Immutable(),
 		field.String("user_id").Optional().Nillable().Immutable(),
 		field.String("group_id").Optional().Nillable().Immutable(),
-		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
 	}
 }
 

@@ -1,12 +1,9 @@
 package schema
 
 import (
-	"time"
-
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
-	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 )
@@ -23,6 +20,8 @@ func (Session) Annotations() []schema.Annotation {
 func (Session) Fields() []ent.Field {
 	return []ent.Field{
 		idField(),
+		// NOTE: user_id is not a foreign key: a deleted user's ended sessions stay, so that their
+		// validation still says why they ended (USER_DELETED).
 		field.String("user_id").Immutable(),
 		field.Bytes("token_hash").Immutable().Sensitive().MaxLen(32),
 		field.Enum("type").Values("web_browser", "mobile_browser", "mobile_app", "non_interactive").Immutable(),
@@ -30,7 +29,7 @@ func (Session) Fields() []ent.Field {
 		field.String("ip_address").Default("").MaxLen(64),
 		field.String("device_name").Default("").MaxLen(128),
 		field.Bool("trusted").Default(false).Immutable(),
-		field.Time("create_time").Immutable().Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
 		field.Time("last_active_time"),
 		field.Time("idle_expire_time"),
 		field.Time("absolute_expire_time"),
@@ -38,13 +37,6 @@ func (Session) Fields() []ent.Field {
 		field.String("termination_reason").Default(""),
 		field.Time("terminate_time").Optional().Nillable(),
 		field.String("note").Default("").MaxLen(512),
-	}
-}
-
-// Edges of Session.
-func (Session) Edges() []ent.Edge {
-	return []ent.Edge{
-		edge.From("user", User.Type).Ref("sessions").Field("user_id").Unique().Required().Immutable(),
 	}
 }
 

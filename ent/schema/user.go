@@ -1,8 +1,6 @@
 package schema
 
 import (
-	"time"
-
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
@@ -31,8 +29,8 @@ func (User) Fields() []ent.Field {
 		field.String("display_name").Default("").MaxLen(256),
 		field.Bool("disabled").Default(false),
 		field.String("password_hash").Optional().Nillable().Sensitive(),
-		field.Time("create_time").Immutable().Default(time.Now),
-		field.Time("update_time").Default(time.Now),
+		field.Time("create_time").Immutable().Default(now),
+		field.Time("update_time").Default(now),
 	}
 }
 
@@ -42,7 +40,6 @@ func (User) Edges() []ent.Edge {
 		edge.To("memberships", GroupMember.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
 		edge.To("grants", RoleGrant.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
 		edge.To("effective_roles", EffectiveRole.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
-		edge.To("sessions", Session.Type).Annotations(entsql.OnDelete(entsql.Cascade)),
 	}
 }
 

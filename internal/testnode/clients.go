@@ -358,6 +358,14 @@ func addQuery(q url.Values, m protoreflect.Message, prefix string, skip map[stri
 			for i := 0; i < l.Len(); i++ {
 				q.Add(name, scalarString(fd, l.Get(i)))
 			}
+		case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.FieldMask":
+			// grpc-gateway reads a FieldMask query parameter as comma-separated paths.
+			var paths []string
+			l := v.Message().Get(fd.Message().Fields().ByName("paths")).List()
+			for i := 0; i < l.Len(); i++ {
+				paths = append(paths, l.Get(i).String())
+			}
+			q.Set(name, strings.Join(paths, ","))
 		case fd.Kind() == protoreflect.MessageKind:
 			addQuery(q, v.Message(), name+".", nil)
 		default:

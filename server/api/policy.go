@@ -7,17 +7,24 @@ import (
 	"connectrpc.com/connect"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
-	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/policy"
+	"github.com/gatehouse/gatehouse/server/session"
 )
 
 // Policy serves gatehouse.v1.PolicyService.
-type Policy struct{}
+type Policy struct {
+	svc      *policy.Service
+	sessions *session.Service
+}
 
-// NewPolicy returns the PolicyService adapter.
-func NewPolicy() *Policy { return &Policy{} }
+// NewPolicy returns the PolicyService adapter; Check is answered by the session domain.
+func NewPolicy(svc *policy.Service, sessions *session.Service) *Policy {
+	return &Policy{svc: svc, sessions: sessions}
+}
 
 var (
 	_ gatehousev1.PolicyServiceServer         = (*Policy)(nil)
@@ -37,39 +44,88 @@ func (h *Policy) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, con
 	return gatehousev1.RegisterPolicyServiceHandler(ctx, mux, conn)
 }
 
-func notYet(rpc string) error { return errs.Unimplemented("%s is not implemented yet", rpc) }
-
 // CreateSessionPolicy implements PolicyService.CreateSessionPolicy.
-func (h *Policy) CreateSessionPolicy(context.Context, *gatehousev1.CreateSessionPolicyRequest) (*gatehousev1.CreateSessionPolicyResponse, error) {
-	return nil, notYet("CreateSessionPolicy")
+func (h *Policy) CreateSessionPolicy(ctx context.Context, req *gatehousev1.CreateSessionPolicyRequest) (*gatehousev1.CreateSessionPolicyResponse, error) {
+	p, pos, err := h.svc.Create(ctx, req.Policy)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.CreateSessionPolicyResponse{Policy: p, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // GetSessionPolicy implements PolicyService.GetSessionPolicy.
-func (h *Policy) GetSessionPolicy(context.Context, *gatehousev1.GetSessionPolicyRequest) (*gatehousev1.GetSessionPolicyResponse, error) {
-	return nil, notYet("GetSessionPolicy")
+func (h *Policy) GetSessionPolicy(ctx context.Context, req *gatehousev1.GetSessionPolicyRequest) (*gatehousev1.GetSessionPolicyResponse, error) {
+	p, err := h.svc.Get(ctx, req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.GetSessionPolicyResponse{Policy: p}, nil
 }
 
 // ListSessionPolicies implements PolicyService.ListSessionPolicies.
-func (h *Policy) ListSessionPolicies(context.Context, *gatehousev1.ListSessionPoliciesRequest) (*gatehousev1.ListSessionPoliciesResponse, error) {
-	return nil, notYet("ListSessionPolicies")
+func (h *Policy) ListSessionPolicies(ctx context.Context, req *gatehousev1.ListSessionPoliciesRequest) (*gatehousev1.ListSessionPoliciesResponse, error) {
+	ps, next, err := h.svc.List(ctx, req.PageSize, req.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.ListSessionPoliciesResponse{Policies: ps, NextPageToken: next}, nil
 }
 
 // UpdateSessionPolicy implements PolicyService.UpdateSessionPolicy.
-func (h *Policy) UpdateSessionPolicy(context.Context, *gatehousev1.UpdateSessionPolicyRequest) (*gatehousev1.UpdateSessionPolicyResponse, error) {
-	return nil, notYet("UpdateSessionPolicy")
+func (h *Policy) UpdateSessionPolicy(ctx context.Context, req *gatehousev1.UpdateSessionPolicyRequest) (*gatehousev1.UpdateSessionPolicyResponse, error) {
+	var mask []string // nil: no mask, replace every field
+	if req.UpdateMask != nil {
+		mask = append([]string{}, req.UpdateMask.Paths...)
+	}
+	p, pos, err := h.svc.Update(ctx, req.Policy, mask)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.UpdateSessionPolicyResponse{Policy: p, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // DeleteSessionPolicy implements PolicyService.DeleteSessionPolicy.
-func (h *Policy) DeleteSessionPolicy(context.Context, *gatehousev1.DeleteSessionPolicyRequest) (*gatehousev1.DeleteSessionPolicyResponse, error) {
-	return nil, notYet("DeleteSessionPolicy")
+func (h *Policy) DeleteSessionPolicy(ctx context.Context, req *gatehousev1.DeleteSessionPolicyRequest) (*gatehousev1.DeleteSessionPolicyResponse, error) {
+	pos, err := h.svc.Delete(ctx, req.PolicyId)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.DeleteSessionPolicyResponse{ConsistencyToken: pos.Cursor()}, nil
 }
 
 // ResolveSessionPolicy implements PolicyService.ResolveSessionPolicy.
-func (h *Policy) ResolveSessionPolicy(context.Context, *gatehousev1.ResolveSessionPolicyRequest) (*gatehousev1.ResolveSessionPolicyResponse, error) {
-	return nil, notYet("ResolveSessionPolicy")
+func (h *Policy) ResolveSessionPolicy(ctx context.Context, req *gatehousev1.ResolveSessionPolicyRequest) (*gatehousev1.ResolveSessionPolicyResponse, error) {
+	if err := checkConsistency(req.Consistency); err != nil {
+		return nil, err
+	}
+	r, err := h.svc.Resolve(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.ResolveSessionPolicyResponse{
+		MaxSessions:           r.MaxSessions,
+		CountedTypes:          r.CountedTypes,
+		OnLimit:               r.OnLimit,
+		IdleTimeout:           durationpb.New(r.IdleTimeout),
+		AbsoluteTimeout:       durationpb.New(r.AbsoluteTimeout),
+		OnRoleChange:          r.OnRoleChange,
+		MaxSessionsSource:     r.MaxSessionsSource,
+		CountedTypesSource:    r.CountedTypesSource,
+		OnLimitSource:         r.OnLimitSource,
+		IdleTimeoutSource:     r.IdleTimeoutSource,
+		AbsoluteTimeoutSource: r.AbsoluteTimeoutSource,
+		OnRoleChangeSource:    r.OnRoleChangeSource,
+	}, nil
 }
 
 // Check implements PolicyService.Check.
-func (h *Policy) Check(context.Context, *gatehousev1.CheckRequest) (*gatehousev1.CheckResponse, error) {
-	return nil, notYet("Check")
+func (h *Policy) Check(ctx context.Context, req *gatehousev1.CheckRequest) (*gatehousev1.CheckResponse, error) {
+	if err := checkConsistency(req.Consistency); err != nil {
+		return nil, err
+	}
+	ok, err := h.sessions.Check(ctx, req.GetToken(), req.GetUserId(), req.GetRole(), req.GetGroupId())
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.CheckResponse{Allowed: ok}, nil
 }

@@ -48,11 +48,13 @@ func (h *Session) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 
 // CreateSession implements SessionService.CreateSession.
 func (h *Session) CreateSession(ctx context.Context, req *gatehousev1.CreateSessionRequest) (*gatehousev1.CreateSessionResponse, error) {
-	pw := req.GetPassword()
-	if pw == nil {
-		return nil, errs.Unimplemented("trusted (single sign-on) credentials are not implemented yet")
+	var c *session.Created
+	var err error
+	if pw := req.GetPassword(); pw != nil {
+		c, err = h.svc.CreateWithPassword(ctx, session.Login{Username: pw.Username, Password: pw.Password, Type: req.Type, Client: req.Client})
+	} else {
+		c, err = h.svc.CreateTrusted(ctx, req.GetTrusted().GetUsername(), req.Type, req.Client)
 	}
-	c, err := h.svc.CreateWithPassword(ctx, session.Login{Username: pw.Username, Password: pw.Password, Type: req.Type, Client: req.Client})
 	if err != nil {
 		return nil, err
 	}
@@ -75,23 +77,41 @@ func (h *Session) ValidateSession(ctx context.Context, req *gatehousev1.Validate
 }
 
 // GetSession implements SessionService.GetSession.
-func (h *Session) GetSession(context.Context, *gatehousev1.GetSessionRequest) (*gatehousev1.GetSessionResponse, error) {
-	return nil, errs.Unimplemented("GetSession is not implemented yet")
+func (h *Session) GetSession(ctx context.Context, req *gatehousev1.GetSessionRequest) (*gatehousev1.GetSessionResponse, error) {
+	sess, err := h.svc.Get(ctx, req.SessionId)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.GetSessionResponse{Session: sess}, nil
 }
 
 // ListSessions implements SessionService.ListSessions.
-func (h *Session) ListSessions(context.Context, *gatehousev1.ListSessionsRequest) (*gatehousev1.ListSessionsResponse, error) {
-	return nil, errs.Unimplemented("ListSessions is not implemented yet")
+func (h *Session) ListSessions(ctx context.Context, req *gatehousev1.ListSessionsRequest) (*gatehousev1.ListSessionsResponse, error) {
+	sessions, next, err := h.svc.List(ctx, session.ListFilter{
+		UserID: req.UserId, Types: req.Types, IncludeInactive: req.IncludeInactive, PageSize: req.PageSize, PageToken: req.PageToken,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.ListSessionsResponse{Sessions: sessions, NextPageToken: next}, nil
 }
 
 // TerminateSession implements SessionService.TerminateSession.
-func (h *Session) TerminateSession(context.Context, *gatehousev1.TerminateSessionRequest) (*gatehousev1.TerminateSessionResponse, error) {
-	return nil, errs.Unimplemented("TerminateSession is not implemented yet")
+func (h *Session) TerminateSession(ctx context.Context, req *gatehousev1.TerminateSessionRequest) (*gatehousev1.TerminateSessionResponse, error) {
+	sess, pos, err := h.svc.Terminate(ctx, req.SessionId, req.Note)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.TerminateSessionResponse{Session: sess, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // TerminateUserSessions implements SessionService.TerminateUserSessions.
-func (h *Session) TerminateUserSessions(context.Context, *gatehousev1.TerminateUserSessionsRequest) (*gatehousev1.TerminateUserSessionsResponse, error) {
-	return nil, errs.Unimplemented("TerminateUserSessions is not implemented yet")
+func (h *Session) TerminateUserSessions(ctx context.Context, req *gatehousev1.TerminateUserSessionsRequest) (*gatehousev1.TerminateUserSessionsResponse, error) {
+	ids, pos, err := h.svc.TerminateUser(ctx, req.UserId, req.ExceptSessionId, req.Note)
+	if err != nil {
+		return nil, err
+	}
+	return &gatehousev1.TerminateUserSessionsResponse{TerminatedSessionIds: ids, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // Logout implements SessionService.Logout.

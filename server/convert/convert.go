@@ -3,6 +3,7 @@
 package convert
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,10 @@ import (
 
 // NewID returns a new UUIDv7 string id.
 func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// Now is the current time as stored: UTC, truncated to microseconds (PostgreSQL's precision), so
+// that what a mutation returns equals what a later read returns.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Key normalises a username or group name for case-insensitive uniqueness.
 func Key(name string) string { return strings.ToLower(name) }
@@ -107,6 +112,31 @@ func Session(s *ent.Session) *gatehousev1.Session {
 	}
 	if s.TerminateTime != nil {
 		out.TerminateTime = Timestamp(*s.TerminateTime)
+	}
+	return out
+}
+
+// MaskPaths normalises update-mask paths: JSON names become proto names (displayName is
+// display_name) and the output-only fields named in ignore are dropped, as the API design
+// guidelines ask (AIP-203), so that a client may send back a resource it read. A nil mask stays nil
+// (no mask: replace every updatable field).
+func MaskPaths(paths []string, ignore ...string) []string {
+	if paths == nil {
+		return nil
+	}
+	out := []string{}
+	for _, p := range paths {
+		var b strings.Builder
+		for _, r := range p {
+			if 'A' <= r && r <= 'Z' {
+				b.WriteByte('_')
+				r += 'a' - 'A'
+			}
+			b.WriteRune(r)
+		}
+		if n := b.String(); !slices.Contains(ignore, n) && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
 	}
 	return out
 }

@@ -3,11 +3,13 @@ package identity
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -16,20 +18,36 @@ import (
 const recomputeBatch = 500
 
 // RoleChange is the difference in one user's effective roles made by a transaction.
-type RoleChange struct {
-	UserID  string
-	Roles   []string
-	Added   []string
-	Removed []string
-}
+type RoleChange = policy.RoleChange
 
 // recompute rematerialises the effective roles of users inside tx and emits one ROLES_CHANGED event
 // for each user whose set of roles changed. The caller must hold the role-graph lock.
 func (s *Service) recompute(ctx context.Context, tx *store.Tx, users []string) ([]RoleChange, error) {
+	return s.recomputeFrom(ctx, tx, users, nil)
+}
+
+// snapshot reads the role sets of users before a change that rewrites effective_roles by itself
+// (a role deletion cascades to its rows).
+func snapshot(ctx context.Context, tx *store.Tx, users []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for start := 0; start < len(users); start += recomputeBatch {
+		batch := users[start:min(start+recomputeBatch, len(users))]
+		sets, err := roleSets(ctx, tx, placeholders(len(batch)), batch)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(out, sets)
+	}
+	return out, nil
+}
+
+// recomputeFrom is recompute with the users' role sets before the change given (nil: read them
+// from effective_roles, which the change has not touched).
+func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) ([]RoleChange, error) {
 	var changes []RoleChange
 	for start := 0; start < len(users); start += recomputeBatch {
 		batch := users[start:min(start+recomputeBatch, len(users))]
-		c, err := recomputeBatchOf(ctx, tx, batch)
+		c, err := recomputeBatchOf(ctx, tx, batch, before)
 		if err != nil {
 			return nil, err
 		}
@@ -86,11 +104,13 @@ SELECT user_id, role, kind, ref FROM base
 UNION
 SELECT c.user_id, rc.contained_role, 'role', rc.role FROM closure c JOIN role_containments rc ON rc.role = c.role`
 
-func recomputeBatchOf(ctx context.Context, tx *store.Tx, users []string) ([]RoleChange, error) {
+func recomputeBatchOf(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) ([]RoleChange, error) {
 	in := placeholders(len(users))
-	before, err := roleSets(ctx, tx, in, users)
-	if err != nil {
-		return nil, err
+	if before == nil {
+		var err error
+		if before, err = roleSets(ctx, tx, in, users); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := tx.Exec(ctx, "DELETE FROM effective_roles WHERE user_id IN ("+in+")", args(users)...); err != nil {
 		return nil, fmt.Errorf("clearing effective roles: %w", err)

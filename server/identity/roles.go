@@ -10,12 +10,14 @@ import (
 	entrole "github.com/gatehouse/gatehouse/ent/role"
 	"github.com/gatehouse/gatehouse/ent/rolecontainment"
 	"github.com/gatehouse/gatehouse/ent/rolegrant"
+	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/paging"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -146,6 +148,15 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (store.Position, 
 		if err != nil {
 			return err
 		}
+		// NOTE: deleting the role cascades to its materialised rows, so the holders' role sets are
+		// read first: they must still show the deleted role for ROLES_CHANGED to report it removed.
+		before, err := snapshot(ctx, tx, holders)
+		if err != nil {
+			return err
+		}
+		if err := policy.DeleteForScope(ctx, tx, entpolicy.ScopeKindRole, name); err != nil {
+			return err
+		}
 		if err := tx.Role.DeleteOne(r).Exec(ctx); err != nil {
 			return err
 		}
@@ -153,7 +164,7 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (store.Position, 
 			Type:    gatehousev1.EventType_EVENT_TYPE_ROLE_DELETED,
 			Payload: &gatehousev1.Event_RoleDeleted{RoleDeleted: &gatehousev1.RolePayload{Role: convert.Role(r, c[name])}},
 		})
-		_, err = s.recompute(ctx, tx, holders)
+		_, err = s.recomputeFrom(ctx, tx, holders, before)
 		return err
 	})
 }

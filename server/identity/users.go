@@ -3,16 +3,17 @@ package identity
 import (
 	"context"
 	"slices"
-	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
 	"github.com/gatehouse/gatehouse/ent/groupmember"
+	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/paging"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
 )
@@ -139,6 +140,7 @@ var userFields = []string{"username", "email", "display_name", "disabled"}
 // replacement); an empty, non-nil mask changes nothing (a REST PATCH with an empty body). Disabling a
 // user ends their sessions with USER_DISABLED.
 func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []string) (*gatehousev1.User, store.Position, error) {
+	mask = convert.MaskPaths(mask, "id", "create_time", "update_time", "has_password")
 	if mask == nil {
 		mask = userFields
 	}
@@ -158,7 +160,7 @@ func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []s
 		if err != nil {
 			return err
 		}
-		upd := u.Update().SetUpdateTime(time.Now().UTC())
+		upd := u.Update().SetUpdateTime(convert.Now())
 		var changed []string
 		for _, f := range mask {
 			switch f {
@@ -231,6 +233,9 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (store.Position, er
 		if _, err := session.EndUserSessions(ctx, tx, id, "", gatehousev1.TerminationReason_TERMINATION_REASON_USER_DELETED, ""); err != nil {
 			return err
 		}
+		if err := policy.DeleteForScope(ctx, tx, entpolicy.ScopeKindUser, id); err != nil {
+			return err
+		}
 		if err := tx.User.DeleteOne(u).Exec(ctx); err != nil {
 			return err
 		}
@@ -273,7 +278,7 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentP
 		except = p.SessionID
 	}
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-		n, err := tx.User.Update().Where(entuser.ID(userID)).SetPasswordHash(hash).SetUpdateTime(time.Now().UTC()).Save(ctx)
+		n, err := tx.User.Update().Where(entuser.ID(userID)).SetPasswordHash(hash).SetUpdateTime(convert.Now()).Save(ctx)
 		if err != nil {
 			return err
 		}

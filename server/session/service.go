@@ -14,17 +14,22 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
-// Built-in policy defaults (ARCHITECTURE.md section 8).
 const (
-	DefaultIdleTimeout     = 30 * time.Minute
-	DefaultAbsoluteTimeout = 24 * time.Hour
 	// activityInterval coalesces last-activity write-backs: a session's last activity is written
 	// at most once per interval, not on every validation.
 	activityInterval = time.Minute
 )
+
+// Options tunes the session domain.
+type Options struct {
+	// FailedLoginsPerUser and FailedLoginsPerAddress bound failed logins per username and per
+	// client address; a zero Burst disables the limit.
+	FailedLoginsPerUser, FailedLoginsPerAddress RateLimit
+}
 
 // Service implements the session domain.
 type Service struct {
@@ -32,11 +37,16 @@ type Service struct {
 	hasher *auth.Hasher
 	log    *slog.Logger
 	now    func() time.Time
+	users  *limiter
+	addrs  *limiter
 }
 
 // New returns the session domain over st.
-func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger) *Service {
-	return &Service{store: st, hasher: hasher, log: log, now: func() time.Time { return time.Now().UTC() }}
+func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *Service {
+	return &Service{
+		store: st, hasher: hasher, log: log, now: convert.Now,
+		users: newLimiter(opts.FailedLoginsPerUser), addrs: newLimiter(opts.FailedLoginsPerAddress),
+	}
 }
 
 var _ auth.Authenticator = (*Service)(nil)
@@ -67,6 +77,11 @@ type Created struct {
 // CreateWithPassword logs a user in with a password. Unknown users, wrong passwords, disabled users
 // and users without a password all get one INVALID_CREDENTIALS error after the same amount of work.
 func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, error) {
+	userKey, addr := convert.Key(in.Username), s.clientInfo(ctx, in.Client).IpAddress
+	now := time.Now()
+	if !s.users.allowed(userKey, now) || !s.addrs.allowed(addr, now) {
+		return nil, errs.ResourceExhausted("LOGIN_RATE_LIMITED", "too many failed logins; try again later")
+	}
 	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(in.Username))).Only(ctx)
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
@@ -82,6 +97,8 @@ func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, e
 		s.hasher.VerifyDummy(ctx, in.Password)
 	}
 	if !ok || u.Disabled {
+		s.users.failed(userKey, now)
+		s.addrs.failed(addr, now)
 		s.recordFailure(ctx, in.Username, u, in.Client)
 		return nil, errInvalidCredentials()
 	}
@@ -145,9 +162,32 @@ func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.Sessi
 		return nil, err
 	}
 	ci := s.clientInfo(ctx, client)
-	out := &Created{Token: token, User: convert.User(u)}
+	out := &Created{Token: token}
 	out.Pos, err = s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		// NOTE: the user's row lock serialises logins of one user across nodes, so that racing
+		// logins cannot both see room under the limit.
+		locked, err := lockUser(ctx, tx, u.ID)
+		if ent.IsNotFound(err) || (err == nil && locked.Disabled) {
+			return errInvalidCredentials()
+		}
+		if err != nil {
+			return err
+		}
+		roles, err := s.store.RoleNames(ctx, tx, u.ID)
+		if err != nil {
+			return err
+		}
+		set, err := policy.Load(ctx, tx.SessionPolicy, u.ID, roles)
+		if err != nil {
+			return err
+		}
+		resolved := set.Resolve()
 		now := s.now()
+		out.Evicted, err = s.admit(ctx, tx, u.ID, typ, resolved, now)
+		if err != nil {
+			return err
+		}
+		idle, absolute := expiry(resolved, now, now)
 		sess, err := tx.Session.Create().
 			SetID(convert.NewID()).
 			SetUserID(u.ID).
@@ -159,17 +199,13 @@ func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.Sessi
 			SetTrusted(trusted).
 			SetCreateTime(now).
 			SetLastActiveTime(now).
-			SetIdleExpireTime(now.Add(DefaultIdleTimeout)).
-			SetAbsoluteExpireTime(now.Add(DefaultAbsoluteTimeout)).
+			SetIdleExpireTime(idle).
+			SetAbsoluteExpireTime(absolute).
 			Save(ctx)
 		if err != nil {
 			return err
 		}
-		roles, err := s.store.RoleNames(ctx, tx, u.ID)
-		if err != nil {
-			return err
-		}
-		out.Session, out.Roles = convert.Session(sess), roles
+		out.Session, out.Roles, out.User = convert.Session(sess), roles, convert.User(locked)
 		tx.Emit(&gatehousev1.Event{
 			Type:      gatehousev1.EventType_EVENT_TYPE_SESSION_CREATED,
 			UserId:    u.ID,
@@ -186,6 +222,20 @@ func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.Sessi
 	return out, nil
 }
 
+// CreateTrusted opens a session for a user that a session issuer authenticated elsewhere (SAML,
+// OIDC, LDAP). Unknown and disabled users get the same INVALID_CREDENTIALS as a failed password.
+func (s *Service) CreateTrusted(ctx context.Context, username string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo) (*Created, error) {
+	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(username))).Only(ctx)
+	if err != nil && !ent.IsNotFound(err) {
+		return nil, err
+	}
+	if u == nil || u.Disabled {
+		s.recordFailure(ctx, username, u, client)
+		return nil, errInvalidCredentials()
+	}
+	return s.create(ctx, u, typ, client, true)
+}
+
 // Validated is a session that a token authenticates.
 type Validated struct {
 	Session *gatehousev1.Session
@@ -199,7 +249,7 @@ func (s *Service) Validate(ctx context.Context, token string) (*Validated, error
 	if !auth.LooksLikeToken(token) {
 		return nil, errSessionNotFound()
 	}
-	sess, err := s.store.Client.Session.Query().Where(entsession.TokenHash(auth.HashToken(token))).WithUser().Only(ctx)
+	sess, err := s.store.Client.Session.Query().Where(entsession.TokenHash(auth.HashToken(token))).Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil, errSessionNotFound()
 	}
@@ -214,8 +264,12 @@ func (s *Service) Validate(ctx context.Context, token string) (*Validated, error
 	if !now.Before(sess.IdleExpireTime) || !now.Before(sess.AbsoluteExpireTime) {
 		return nil, errs.Unauthenticated("SESSION_EXPIRED", "the session has expired")
 	}
-	if now.Sub(sess.LastActiveTime) >= activityInterval {
-		idle := now.Add(DefaultIdleTimeout)
+	// NOTE: the stored idle window (idle expiry minus last activity) is the policy's idle timeout,
+	// kept current by policy and role changes; last activity is written back at most once per
+	// activityInterval, and at least four times per idle window so that short timeouts still slide.
+	window := sess.IdleExpireTime.Sub(sess.LastActiveTime)
+	if since := now.Sub(sess.LastActiveTime); since >= min(activityInterval, window/4) && sess.IdleExpireTime.Before(sess.AbsoluteExpireTime) {
+		idle := now.Add(window)
 		if idle.After(sess.AbsoluteExpireTime) {
 			idle = sess.AbsoluteExpireTime
 		}
@@ -227,11 +281,21 @@ func (s *Service) Validate(ctx context.Context, token string) (*Validated, error
 		}
 		sess.LastActiveTime, sess.IdleExpireTime = now, idle
 	}
+	u, err := s.store.Client.User.Get(ctx, sess.UserID)
+	if ent.IsNotFound(err) {
+		// NOTE: deleting a user ends their sessions in the same transaction, so an active session
+		// without a user can only be read in a race with that deletion.
+		return nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
+			WithMetadata("termination_reason", gatehousev1.TerminationReason_TERMINATION_REASON_USER_DELETED.String())
+	}
+	if err != nil {
+		return nil, err
+	}
 	roles, err := s.store.RoleNames(ctx, s.store.DB, sess.UserID)
 	if err != nil {
 		return nil, err
 	}
-	return &Validated{Session: convert.Session(sess), User: convert.User(sess.Edges.User), Roles: roles}, nil
+	return &Validated{Session: convert.Session(sess), User: convert.User(u), Roles: roles}, nil
 }
 
 func errSessionNotFound() error {

@@ -2,11 +2,11 @@ package session
 
 import (
 	"context"
-	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -29,7 +29,7 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 
 // endSessions marks sessions of one user ended and emits their events.
 func endSessions(ctx context.Context, tx *store.Tx, userID string, ids []string, reason gatehousev1.TerminationReason, note string) error {
-	now := time.Now().UTC()
+	now := convert.Now()
 	err := tx.Session.Update().
 		Where(entsession.IDIn(ids...), entsession.Active(true)).
 		SetActive(false).

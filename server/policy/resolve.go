@@ -1,0 +1,258 @@
+// Package policy is the domain of session policies: their storage, and their resolution for a user
+// (ARCHITECTURE.md section 8), field by field, with the scope each field came from.
+package policy
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/gatehouse/gatehouse/ent"
+	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+)
+
+// Built-in defaults, used where no policy sets a field.
+const (
+	DefaultIdleTimeout     = 30 * time.Minute
+	DefaultAbsoluteTimeout = 24 * time.Hour
+	DefaultOnLimit         = gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST
+	DefaultOnRoleChange    = gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REFRESH
+)
+
+// DefaultCountedTypes are the interactive session types.
+var DefaultCountedTypes = []gatehousev1.SessionType{
+	gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER,
+	gatehousev1.SessionType_SESSION_TYPE_MOBILE_BROWSER,
+	gatehousev1.SessionType_SESSION_TYPE_MOBILE_APP,
+}
+
+// RoleChange is the difference in one user's effective roles made by a transaction; the
+// role-change action is decided on it.
+type RoleChange struct {
+	UserID  string
+	Roles   []string
+	Added   []string
+	Removed []string
+}
+
+// Resolved is the policy in force for one user.
+type Resolved struct {
+	// MaxSessions is nil when there is no limit.
+	MaxSessions     *int32
+	CountedTypes    []gatehousev1.SessionType
+	OnLimit         gatehousev1.LimitAction
+	IdleTimeout     time.Duration
+	AbsoluteTimeout time.Duration
+	OnRoleChange    gatehousev1.RoleChangeAction
+
+	MaxSessionsSource, CountedTypesSource, OnLimitSource         *gatehousev1.PolicySource
+	IdleTimeoutSource, AbsoluteTimeoutSource, OnRoleChangeSource *gatehousev1.PolicySource
+}
+
+// Counts reports whether sessions of type t count towards the limit.
+func (r *Resolved) Counts(t gatehousev1.SessionType) bool { return slices.Contains(r.CountedTypes, t) }
+
+// Set is the policies that can apply to one user: theirs, those of their roles, and the global one.
+type Set struct {
+	User   *ent.SessionPolicy
+	Roles  []*ent.SessionPolicy
+	Global *ent.SessionPolicy
+}
+
+// Load reads the policies that can apply to a user holding roles.
+func Load(ctx context.Context, c *ent.SessionPolicyClient, userID string, roles []string) (*Set, error) {
+	ps, err := c.Query().Where(entpolicy.Or(
+		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
+		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRef(userID)),
+		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(roles...)),
+	)).Order(ent.Asc(entpolicy.FieldScopeRef)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{}
+	for _, p := range ps {
+		switch p.ScopeKind {
+		case entpolicy.ScopeKindGlobal:
+			s.Global = p
+		case entpolicy.ScopeKindUser:
+			s.User = p
+		default:
+			s.Roles = append(s.Roles, p)
+		}
+	}
+	return s, nil
+}
+
+// Scope returns the API scope of a stored policy.
+func Scope(p *ent.SessionPolicy) *gatehousev1.PolicyScope {
+	switch p.ScopeKind {
+	case entpolicy.ScopeKindUser:
+		return &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_UserId{UserId: p.ScopeRef}}
+	case entpolicy.ScopeKindRole:
+		return &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Role{Role: p.ScopeRef}}
+	default:
+		return &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Global{Global: true}}
+	}
+}
+
+func from(ps ...*ent.SessionPolicy) *gatehousev1.PolicySource {
+	src := &gatehousev1.PolicySource{}
+	for _, p := range ps {
+		src.Scopes = append(src.Scopes, Scope(p))
+	}
+	return src
+}
+
+var builtIn = &gatehousev1.PolicySource{BuiltInDefault: true}
+
+// field resolves one field: the user's value if set; otherwise combine over the role policies that
+// set it; otherwise the global value; otherwise def. has says whether a policy sets the field.
+func field[T any](s *Set, has func(*ent.SessionPolicy) bool, get func(*ent.SessionPolicy) T,
+	combine func(setters []*ent.SessionPolicy) (T, []*ent.SessionPolicy), def T) (T, *gatehousev1.PolicySource) {
+	if s.User != nil && has(s.User) {
+		return get(s.User), from(s.User)
+	}
+	var setters []*ent.SessionPolicy
+	for _, p := range s.Roles {
+		if has(p) {
+			setters = append(setters, p)
+		}
+	}
+	if len(setters) > 0 {
+		v, by := combine(setters)
+		return v, from(by...)
+	}
+	if s.Global != nil && has(s.Global) {
+		return get(s.Global), from(s.Global)
+	}
+	return def, builtIn
+}
+
+// smallest combines by the smallest value; every policy with it is a source.
+func smallest[T int32 | int64](get func(*ent.SessionPolicy) T) func([]*ent.SessionPolicy) (T, []*ent.SessionPolicy) {
+	return func(ps []*ent.SessionPolicy) (T, []*ent.SessionPolicy) {
+		best := get(ps[0])
+		for _, p := range ps[1:] {
+			best = min(best, get(p))
+		}
+		var by []*ent.SessionPolicy
+		for _, p := range ps {
+			if get(p) == best {
+				by = append(by, p)
+			}
+		}
+		return best, by
+	}
+}
+
+// Resolve resolves s field by field (ARCHITECTURE.md section 8).
+func (s *Set) Resolve() *Resolved {
+	r := &Resolved{}
+	limit, limitSrc := field(s, func(p *ent.SessionPolicy) bool { return p.MaxSessions != nil },
+		func(p *ent.SessionPolicy) int32 { return *p.MaxSessions },
+		smallest(func(p *ent.SessionPolicy) int32 { return *p.MaxSessions }), -1)
+	if limit >= 0 {
+		r.MaxSessions = &limit
+	}
+	r.MaxSessionsSource = limitSrc
+
+	r.CountedTypes, r.CountedTypesSource = field(s, func(p *ent.SessionPolicy) bool { return p.CountedTypes != nil },
+		func(p *ent.SessionPolicy) []gatehousev1.SessionType { return sessionTypes(p.CountedTypes) },
+		func(ps []*ent.SessionPolicy) ([]gatehousev1.SessionType, []*ent.SessionPolicy) {
+			var union []gatehousev1.SessionType
+			for _, p := range ps {
+				for _, t := range sessionTypes(p.CountedTypes) {
+					if !slices.Contains(union, t) {
+						union = append(union, t)
+					}
+				}
+			}
+			slices.Sort(union)
+			return union, ps
+		}, DefaultCountedTypes)
+
+	// NOTE: the limit's action comes from the role policy that set the smallest limit; policies
+	// that set an action but no limit rank after those that set one; deny-new wins a tie.
+	r.OnLimit, r.OnLimitSource = field(s, func(p *ent.SessionPolicy) bool { return p.OnLimit != "" },
+		func(p *ent.SessionPolicy) gatehousev1.LimitAction { return limitAction(p.OnLimit) },
+		func(ps []*ent.SessionPolicy) (gatehousev1.LimitAction, []*ent.SessionPolicy) {
+			_, by := smallest(func(p *ent.SessionPolicy) int64 {
+				if p.MaxSessions == nil {
+					return 1 << 40
+				}
+				return int64(*p.MaxSessions)
+			})(ps)
+			for _, p := range by {
+				if limitAction(p.OnLimit) == gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW {
+					return gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, []*ent.SessionPolicy{p}
+				}
+			}
+			return limitAction(by[0].OnLimit), by[:1]
+		}, DefaultOnLimit)
+
+	idle, idleSrc := field(s, func(p *ent.SessionPolicy) bool { return p.IdleTimeoutNs != nil },
+		func(p *ent.SessionPolicy) int64 { return *p.IdleTimeoutNs },
+		smallest(func(p *ent.SessionPolicy) int64 { return *p.IdleTimeoutNs }), int64(DefaultIdleTimeout))
+	r.IdleTimeout, r.IdleTimeoutSource = time.Duration(idle), idleSrc
+	abs, absSrc := field(s, func(p *ent.SessionPolicy) bool { return p.AbsoluteTimeoutNs != nil },
+		func(p *ent.SessionPolicy) int64 { return *p.AbsoluteTimeoutNs },
+		smallest(func(p *ent.SessionPolicy) int64 { return *p.AbsoluteTimeoutNs }), int64(DefaultAbsoluteTimeout))
+	r.AbsoluteTimeout, r.AbsoluteTimeoutSource = time.Duration(abs), absSrc
+
+	r.OnRoleChange, r.OnRoleChangeSource = field(s, func(p *ent.SessionPolicy) bool { return p.OnRoleChange != "" },
+		func(p *ent.SessionPolicy) gatehousev1.RoleChangeAction { return roleChangeAction(p.OnRoleChange) },
+		func(ps []*ent.SessionPolicy) (gatehousev1.RoleChangeAction, []*ent.SessionPolicy) {
+			var reauth []*ent.SessionPolicy
+			for _, p := range ps {
+				if roleChangeAction(p.OnRoleChange) == gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE {
+					reauth = append(reauth, p)
+				}
+			}
+			if len(reauth) > 0 {
+				return gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE, reauth
+			}
+			return gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REFRESH, ps
+		}, DefaultOnRoleChange)
+	return r
+}
+
+// ReauthenticateOnChange decides the role-change action for a change of the roles in changed
+// (gained or lost), decided per role (ARCHITECTURE.md section 8): re-authenticate if the user's own
+// policy, or the policy of any changed role, says so. When neither the user's policy nor any
+// changed role's policy sets the action, the global policy decides.
+func (s *Set) ReauthenticateOnChange(changed []string) bool {
+	const reauth = gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE
+	decided := false
+	if s.User != nil && s.User.OnRoleChange != "" {
+		if roleChangeAction(s.User.OnRoleChange) == reauth {
+			return true
+		}
+		decided = true
+	}
+	for _, p := range s.Roles {
+		if p.OnRoleChange != "" && slices.Contains(changed, p.ScopeRef) {
+			if roleChangeAction(p.OnRoleChange) == reauth {
+				return true
+			}
+			decided = true
+		}
+	}
+	return !decided && s.Global != nil && roleChangeAction(s.Global.OnRoleChange) == reauth
+}
+
+func sessionTypes(names []string) []gatehousev1.SessionType {
+	out := make([]gatehousev1.SessionType, 0, len(names))
+	for _, n := range names {
+		out = append(out, gatehousev1.SessionType(gatehousev1.SessionType_value[n]))
+	}
+	return out
+}
+
+func limitAction(s string) gatehousev1.LimitAction {
+	return gatehousev1.LimitAction(gatehousev1.LimitAction_value[s])
+}
+
+func roleChangeAction(s string) gatehousev1.RoleChangeAction {
+	return gatehousev1.RoleChangeAction(gatehousev1.RoleChangeAction_value[s])
+}

@@ -1,0 +1,340 @@
+package policy
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gatehouse/gatehouse/ent"
+	entrole "github.com/gatehouse/gatehouse/ent/role"
+	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
+	entuser "github.com/gatehouse/gatehouse/ent/user"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/convert"
+	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/paging"
+	"github.com/gatehouse/gatehouse/server/store"
+)
+
+// ChangedFunc is called inside the transaction that created, changed or deleted a policy, with the
+// policy's scope, so that the session domain can re-apply timeouts to live sessions.
+type ChangedFunc func(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) error
+
+// Service implements policy management and resolution.
+type Service struct {
+	store     *store.Store
+	onChanged ChangedFunc
+}
+
+// New returns the policy domain over st; onChanged may be nil.
+func New(st *store.Store, onChanged ChangedFunc) *Service {
+	return &Service{store: st, onChanged: onChanged}
+}
+
+// Proto converts a stored policy.
+func Proto(p *ent.SessionPolicy) *gatehousev1.SessionPolicy {
+	out := &gatehousev1.SessionPolicy{
+		Id:           p.ID,
+		Scope:        Scope(p),
+		MaxSessions:  p.MaxSessions,
+		CountedTypes: sessionTypes(p.CountedTypes),
+		OnLimit:      limitAction(p.OnLimit),
+		OnRoleChange: roleChangeAction(p.OnRoleChange),
+		CreateTime:   convert.Timestamp(p.CreateTime),
+		UpdateTime:   convert.Timestamp(p.UpdateTime),
+	}
+	if p.IdleTimeoutNs != nil {
+		out.IdleTimeout = durationpb.New(time.Duration(*p.IdleTimeoutNs))
+	}
+	if p.AbsoluteTimeoutNs != nil {
+		out.AbsoluteTimeout = durationpb.New(time.Duration(*p.AbsoluteTimeoutNs))
+	}
+	return out
+}
+
+// Fields of a policy that an update mask may name.
+var policyFields = []string{"max_sessions", "counted_types", "on_limit", "idle_timeout", "absolute_timeout", "on_role_change"}
+
+// values holds the settable fields of a policy in storage form; nil or "" means unset.
+type values struct {
+	maxSessions  *int32
+	countedTypes []string
+	onLimit      string
+	idle, abs    *int64
+	onRoleChange string
+}
+
+func valuesOf(p *gatehousev1.SessionPolicy) values {
+	v := values{maxSessions: p.MaxSessions}
+	if len(p.CountedTypes) > 0 {
+		for _, t := range p.CountedTypes {
+			v.countedTypes = append(v.countedTypes, t.String())
+		}
+	}
+	if p.OnLimit != gatehousev1.LimitAction_LIMIT_ACTION_UNSPECIFIED {
+		v.onLimit = p.OnLimit.String()
+	}
+	if p.OnRoleChange != gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_UNSPECIFIED {
+		v.onRoleChange = p.OnRoleChange.String()
+	}
+	if p.IdleTimeout != nil {
+		d := int64(p.IdleTimeout.AsDuration())
+		v.idle = &d
+	}
+	if p.AbsoluteTimeout != nil {
+		d := int64(p.AbsoluteTimeout.AsDuration())
+		v.abs = &d
+	}
+	return v
+}
+
+// Create creates a policy for a scope that has none. The scope's role or user must exist.
+func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*gatehousev1.SessionPolicy, store.Position, error) {
+	if in.GetScope().GetKind() == nil {
+		return nil, store.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "policy.scope is required",
+			errs.FieldViolation{Field: "policy.scope", Description: "required: global, role or user_id"})
+	}
+	v := valuesOf(in)
+	var out *gatehousev1.SessionPolicy
+	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		kind, ref, err := scopeOf(ctx, tx, in.Scope)
+		if err != nil {
+			return err
+		}
+		now := convert.Now()
+		p, err := tx.SessionPolicy.Create().
+			SetID(convert.NewID()).SetScopeKind(kind).SetScopeRef(ref).
+			SetNillableMaxSessions(v.maxSessions).SetCountedTypes(v.countedTypes).SetOnLimit(v.onLimit).
+			SetNillableIdleTimeoutNs(v.idle).SetNillableAbsoluteTimeoutNs(v.abs).SetOnRoleChange(v.onRoleChange).
+			SetCreateTime(now).SetUpdateTime(now).
+			Save(ctx)
+		if ent.IsConstraintError(err) {
+			return errs.AlreadyExists("POLICY_EXISTS", "a policy for this scope exists; update it instead")
+		}
+		if err != nil {
+			return err
+		}
+		out = Proto(p)
+		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_CREATED, out))
+		return s.changed(ctx, tx, out.Scope)
+	})
+	return out, pos, err
+}
+
+func (s *Service) changed(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) error {
+	if s.onChanged == nil {
+		return nil
+	}
+	return s.onChanged(ctx, tx, scope)
+}
+
+func policyEvent(t gatehousev1.EventType, p *gatehousev1.SessionPolicy) *gatehousev1.Event {
+	ev := &gatehousev1.Event{Type: t, UserId: p.GetScope().GetUserId()}
+	payload := &gatehousev1.PolicyPayload{Policy: p}
+	switch t {
+	case gatehousev1.EventType_EVENT_TYPE_POLICY_CREATED:
+		ev.Payload = &gatehousev1.Event_PolicyCreated{PolicyCreated: payload}
+	case gatehousev1.EventType_EVENT_TYPE_POLICY_UPDATED:
+		ev.Payload = &gatehousev1.Event_PolicyUpdated{PolicyUpdated: payload}
+	default:
+		ev.Payload = &gatehousev1.Event_PolicyDeleted{PolicyDeleted: payload}
+	}
+	return ev
+}
+
+// scopeOf checks that a scope's role or user exists and returns its storage form.
+func scopeOf(ctx context.Context, tx *store.Tx, sc *gatehousev1.PolicyScope) (entpolicy.ScopeKind, string, error) {
+	switch k := sc.Kind.(type) {
+	case *gatehousev1.PolicyScope_Role:
+		ok, err := tx.Role.Query().Where(entrole.ID(k.Role)).Exist(ctx)
+		if err != nil || !ok {
+			return "", "", firstErr(err, errs.NotFound("ROLE_NOT_FOUND", "role %q not found", k.Role))
+		}
+		return entpolicy.ScopeKindRole, k.Role, nil
+	case *gatehousev1.PolicyScope_UserId:
+		ok, err := tx.User.Query().Where(entuser.ID(k.UserId)).Exist(ctx)
+		if err != nil || !ok {
+			return "", "", firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", k.UserId))
+		}
+		return entpolicy.ScopeKindUser, k.UserId, nil
+	default:
+		return entpolicy.ScopeKindGlobal, "", nil
+	}
+}
+
+func firstErr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}
+
+func policyNotFound(id string) error {
+	return errs.NotFound("POLICY_NOT_FOUND", "policy %s not found", id)
+}
+
+// Get returns one policy.
+func (s *Service) Get(ctx context.Context, id string) (*gatehousev1.SessionPolicy, error) {
+	p, err := s.store.Client.SessionPolicy.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, policyNotFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return Proto(p), nil
+}
+
+// List lists policies ordered by id (creation order).
+func (s *Service) List(ctx context.Context, pageSize int32, pageToken string) ([]*gatehousev1.SessionPolicy, string, error) {
+	after, err := paging.Parse(pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	size := paging.Size(pageSize)
+	ps, err := s.store.Client.SessionPolicy.Query().Where(entpolicy.IDGT(after)).Order(ent.Asc(entpolicy.FieldID)).Limit(size + 1).All(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	ps, next := paging.Trim(ps, size, func(p *ent.SessionPolicy) string { return p.ID })
+	out := make([]*gatehousev1.SessionPolicy, len(ps))
+	for i, p := range ps {
+		out[i] = Proto(p)
+	}
+	return out, next, nil
+}
+
+// Update changes the fields named in mask: nil means every field (a replacement), and a field named
+// but unset in the policy is cleared. The scope is immutable.
+func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string) (*gatehousev1.SessionPolicy, store.Position, error) {
+	// NOTE: the scope may be sent back unchanged; a different scope is refused below.
+	mask = convert.MaskPaths(mask, "id", "scope", "create_time", "update_time")
+	if mask == nil {
+		mask = policyFields
+	}
+	for _, f := range mask {
+		if !slices.Contains(policyFields, f) {
+			return nil, store.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
+				errs.FieldViolation{Field: "update_mask", Description: "unknown or immutable field " + f + "; the scope cannot change"})
+		}
+	}
+	v := valuesOf(in)
+	var out *gatehousev1.SessionPolicy
+	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		p, err := tx.SessionPolicy.Get(ctx, in.GetId())
+		if ent.IsNotFound(err) {
+			return policyNotFound(in.GetId())
+		}
+		if err != nil {
+			return err
+		}
+		if in.Scope != nil && !scopeEqual(in.Scope, Scope(p)) {
+			return errs.InvalidArgument("IMMUTABLE_SCOPE", "a policy's scope cannot change",
+				errs.FieldViolation{Field: "policy.scope", Description: "immutable; delete the policy and create one for the other scope"})
+		}
+		upd := p.Update().SetUpdateTime(convert.Now())
+		for _, f := range mask {
+			switch f {
+			case "max_sessions":
+				upd.SetNillableMaxSessions(v.maxSessions)
+				if v.maxSessions == nil {
+					upd.ClearMaxSessions()
+				}
+			case "counted_types":
+				if v.countedTypes == nil {
+					upd.ClearCountedTypes()
+				} else {
+					upd.SetCountedTypes(v.countedTypes)
+				}
+			case "on_limit":
+				upd.SetOnLimit(v.onLimit)
+			case "idle_timeout":
+				if v.idle == nil {
+					upd.ClearIdleTimeoutNs()
+				} else {
+					upd.SetIdleTimeoutNs(*v.idle)
+				}
+			case "absolute_timeout":
+				if v.abs == nil {
+					upd.ClearAbsoluteTimeoutNs()
+				} else {
+					upd.SetAbsoluteTimeoutNs(*v.abs)
+				}
+			case "on_role_change":
+				upd.SetOnRoleChange(v.onRoleChange)
+			}
+		}
+		np, err := upd.Save(ctx)
+		if err != nil {
+			return err
+		}
+		out = Proto(np)
+		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_UPDATED, out))
+		return s.changed(ctx, tx, out.Scope)
+	})
+	return out, pos, err
+}
+
+func scopeEqual(a, b *gatehousev1.PolicyScope) bool {
+	return a.GetGlobal() == b.GetGlobal() && a.GetRole() == b.GetRole() && a.GetUserId() == b.GetUserId()
+}
+
+// Delete deletes a policy.
+func (s *Service) Delete(ctx context.Context, id string) (store.Position, error) {
+	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		p, err := tx.SessionPolicy.Get(ctx, id)
+		if ent.IsNotFound(err) {
+			return policyNotFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.SessionPolicy.DeleteOne(p).Exec(ctx); err != nil {
+			return err
+		}
+		out := Proto(p)
+		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_DELETED, out))
+		return s.changed(ctx, tx, out.Scope)
+	})
+}
+
+// DeleteForScope deletes the policy of a role or user scope that is going away, inside tx, and
+// emits its event.
+func DeleteForScope(ctx context.Context, tx *store.Tx, kind entpolicy.ScopeKind, ref string) error {
+	ps, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(kind), entpolicy.ScopeRef(ref)).All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if err := tx.SessionPolicy.DeleteOne(p).Exec(ctx); err != nil {
+			return err
+		}
+		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_DELETED, Proto(p)))
+	}
+	return nil
+}
+
+// ResolveFor resolves the policy in force for a user, reading through client c (the store's
+// client or a transaction's).
+func ResolveFor(ctx context.Context, st *store.Store, q store.Querier, c *ent.SessionPolicyClient, userID string) (*Resolved, error) {
+	roles, err := st.RoleNames(ctx, q, userID)
+	if err != nil {
+		return nil, err
+	}
+	set, err := Load(ctx, c, userID, roles)
+	if err != nil {
+		return nil, err
+	}
+	return set.Resolve(), nil
+}
+
+// Resolve resolves the policy in force for a user, who must exist.
+func (s *Service) Resolve(ctx context.Context, userID string) (*Resolved, error) {
+	ok, err := s.store.Client.User.Query().Where(entuser.ID(userID)).Exist(ctx)
+	if err != nil || !ok {
+		return nil, firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", userID))
+	}
+	return ResolveFor(ctx, s.store, s.store.DB, s.store.Client.SessionPolicy, userID)
+}

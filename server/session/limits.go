@@ -1,0 +1,107 @@
+package session
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/gatehouse/gatehouse/ent"
+	entsession "github.com/gatehouse/gatehouse/ent/session"
+	entuser "github.com/gatehouse/gatehouse/ent/user"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/convert"
+	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/policy"
+	"github.com/gatehouse/gatehouse/server/store"
+)
+
+// lockUser serialises the session changes of one user across every node: on PostgreSQL it locks
+// the user's row until the transaction ends (SQLite write transactions are exclusive already). It
+// returns the user as locked; a user deleted meanwhile gives ent's not-found error.
+func lockUser(ctx context.Context, tx *store.Tx, userID string) (*ent.User, error) {
+	q := tx.User.Query().Where(entuser.ID(userID))
+	if tx.Store().IsPostgres() {
+		q = q.ForUpdate()
+	}
+	return q.Only(ctx)
+}
+
+// expiry returns the idle and absolute expiry of a session created at created, last active at
+// lastActive, under r.
+func expiry(r *policy.Resolved, created, lastActive time.Time) (idle, absolute time.Time) {
+	absolute = created.Add(r.AbsoluteTimeout)
+	idle = lastActive.Add(r.IdleTimeout)
+	if idle.After(absolute) {
+		idle = absolute
+	}
+	return idle, absolute
+}
+
+// admit applies the concurrent-session limit to a new session of type typ for the locked user,
+// inside tx: it ends the user's sessions that have expired but are not swept yet, then, if the new
+// session would exceed the limit, evicts the oldest counted sessions (CONCURRENT_LIMIT) or refuses
+// the login (RESOURCE_EXHAUSTED, CONCURRENT_SESSION_LIMIT), by policy. It returns the evicted ids.
+func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, r *policy.Resolved, now time.Time) ([]string, error) {
+	if err := endExpired(ctx, tx, tx.Session.Query().Where(entsession.UserID(userID)), now); err != nil {
+		return nil, err
+	}
+	if r.MaxSessions == nil || !r.Counts(typ) {
+		return nil, nil
+	}
+	var counted []entsession.Type
+	for _, t := range r.CountedTypes {
+		if st, ok := convert.SessionTypeToStore(t); ok {
+			counted = append(counted, st)
+		}
+	}
+	active, err := tx.Session.Query().
+		Where(entsession.UserID(userID), entsession.Active(true), entsession.TypeIn(counted...)).
+		Order(ent.Asc(entsession.FieldCreateTime), ent.Asc(entsession.FieldID)).
+		IDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	excess := len(active) + 1 - int(*r.MaxSessions)
+	if excess <= 0 {
+		return nil, nil
+	}
+	if r.OnLimit == gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW {
+		return nil, errs.ResourceExhausted("CONCURRENT_SESSION_LIMIT",
+			"the user already has %d active sessions, the most the policy allows", len(active)).
+			WithMetadata("max_sessions", strconv.Itoa(int(*r.MaxSessions)))
+	}
+	evicted := active[:excess]
+	if err := endSessions(ctx, tx, userID, evicted, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, ""); err != nil {
+		return nil, err
+	}
+	return evicted, nil
+}
+
+// sweepBatch bounds the sessions one sweep transaction ends.
+const sweepBatch = 500
+
+// endExpired ends the active sessions selected by q whose idle or absolute expiry has passed, with
+// IDLE_TIMEOUT or ABSOLUTE_TIMEOUT. It returns how many it ended.
+func endExpired(ctx context.Context, tx *store.Tx, q *ent.SessionQuery, now time.Time) error {
+	_, err := endExpiredCount(ctx, tx, q, now)
+	return err
+}
+
+func endExpiredCount(ctx context.Context, tx *store.Tx, q *ent.SessionQuery, now time.Time) (int, error) {
+	expired, err := q.Where(entsession.Active(true), entsession.Or(
+		entsession.IdleExpireTimeLTE(now), entsession.AbsoluteExpireTimeLTE(now),
+	)).Limit(sweepBatch).All(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, sess := range expired {
+		reason := gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT
+		if !now.Before(sess.AbsoluteExpireTime) {
+			reason = gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT
+		}
+		if err := endSessions(ctx, tx, sess.UserID, []string{sess.ID}, reason, ""); err != nil {
+			return 0, err
+		}
+	}
+	return len(expired), nil
+}

@@ -1,0 +1,194 @@
+package session
+
+import (
+	"context"
+	"slices"
+
+	"github.com/gatehouse/gatehouse/ent"
+	entgroup "github.com/gatehouse/gatehouse/ent/group"
+	"github.com/gatehouse/gatehouse/ent/groupmember"
+	entsession "github.com/gatehouse/gatehouse/ent/session"
+	entuser "github.com/gatehouse/gatehouse/ent/user"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/auth"
+	"github.com/gatehouse/gatehouse/server/convert"
+	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/paging"
+	"github.com/gatehouse/gatehouse/server/store"
+)
+
+func sessionNotFound(id string) error {
+	return errs.NotFound("SESSION_NOT_FOUND", "session %s not found", id)
+}
+
+// mayRead reports whether the caller may read sessions of userID.
+func mayRead(p *auth.Principal, userID string) bool {
+	return p.UserID == userID || p.HasAny(auth.RoleSessionAdmin, auth.RoleAuditor)
+}
+
+// Get returns one session: to its user, session admins and auditors.
+func (s *Service) Get(ctx context.Context, id string) (*gatehousev1.Session, error) {
+	sess, err := s.store.Client.Session.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, sessionNotFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !mayRead(auth.PrincipalFrom(ctx), sess.UserID) {
+		return nil, errs.PermissionDenied("PERMISSION_DENIED", "only the session's user, session admins and auditors may read it")
+	}
+	return convert.Session(sess), nil
+}
+
+// ListFilter selects sessions to list.
+type ListFilter struct {
+	// UserID is the user whose sessions to list; empty means the caller's own user.
+	UserID          string
+	Types           []gatehousev1.SessionType
+	IncludeInactive bool
+	PageSize        int32
+	PageToken       string
+}
+
+// List lists a user's sessions, newest first (ids are UUIDv7, so id order is creation order).
+func (s *Service) List(ctx context.Context, f ListFilter) ([]*gatehousev1.Session, string, error) {
+	p := auth.PrincipalFrom(ctx)
+	userID := f.UserID
+	if userID == "" {
+		userID = p.UserID
+	}
+	if !mayRead(p, userID) {
+		return nil, "", errs.PermissionDenied("PERMISSION_DENIED", "only session admins and auditors may list another user's sessions")
+	}
+	after, err := paging.Parse(f.PageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	q := s.store.Client.Session.Query().Where(entsession.UserID(userID))
+	if after != "" {
+		q = q.Where(entsession.IDLT(after))
+	}
+	if !f.IncludeInactive {
+		q = q.Where(entsession.Active(true))
+	}
+	if len(f.Types) > 0 {
+		var types []entsession.Type
+		for _, t := range f.Types {
+			if st, ok := convert.SessionTypeToStore(t); ok {
+				types = append(types, st)
+			}
+		}
+		q = q.Where(entsession.TypeIn(types...))
+	}
+	size := paging.Size(f.PageSize)
+	found, err := q.Order(ent.Desc(entsession.FieldID)).Limit(size + 1).All(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	found, next := paging.Trim(found, size, func(s *ent.Session) string { return s.ID })
+	out := make([]*gatehousev1.Session, len(found))
+	for i, sess := range found {
+		out[i] = convert.Session(sess)
+	}
+	return out, next, nil
+}
+
+// Terminate ends one session. Its own user ends it with REVOKED_BY_USER (LOGOUT when it is the
+// caller's own session); a session admin with REVOKED_BY_ADMIN. Ending an ended session changes
+// nothing and returns it.
+func (s *Service) Terminate(ctx context.Context, id, note string) (*gatehousev1.Session, store.Position, error) {
+	p := auth.PrincipalFrom(ctx)
+	var out *gatehousev1.Session
+	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		sess, err := tx.Session.Get(ctx, id)
+		if ent.IsNotFound(err) {
+			return sessionNotFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		var reason gatehousev1.TerminationReason
+		switch {
+		case sess.ID == p.SessionID:
+			reason = gatehousev1.TerminationReason_TERMINATION_REASON_LOGOUT
+		case sess.UserID == p.UserID:
+			reason = gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER
+		case p.Has(auth.RoleSessionAdmin):
+			reason = gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_ADMIN
+		default:
+			return errs.PermissionDenied("PERMISSION_DENIED", "only the session's user and session admins may end it")
+		}
+		if _, err := lockUser(ctx, tx, sess.UserID); err != nil && !ent.IsNotFound(err) {
+			return err
+		}
+		ended, err := EndSession(ctx, tx, sess, reason, note)
+		if err != nil {
+			return err
+		}
+		out = convert.Session(ended)
+		return nil
+	})
+	return out, pos, err
+}
+
+// TerminateUser ends every active session of a user except exceptID: REVOKED_BY_USER when the caller
+// is that user ("sign out everywhere else"), REVOKED_BY_ADMIN otherwise.
+func (s *Service) TerminateUser(ctx context.Context, userID, exceptID, note string) ([]string, store.Position, error) {
+	p := auth.PrincipalFrom(ctx)
+	reason := gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_ADMIN
+	if p.UserID == userID {
+		reason = gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER
+	}
+	var ended []string
+	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		if _, err := lockUser(ctx, tx, userID); ent.IsNotFound(err) {
+			return errs.NotFound("USER_NOT_FOUND", "user %s not found", userID)
+		} else if err != nil {
+			return err
+		}
+		var err error
+		ended, err = EndUserSessions(ctx, tx, userID, exceptID, reason, note)
+		return err
+	})
+	if ended == nil {
+		ended = []string{}
+	}
+	return ended, pos, err
+}
+
+// Check reports whether a subject holds role or belongs to groupID (one of the two is set). The
+// subject is a session token (which must validate) or a user id.
+func (s *Service) Check(ctx context.Context, token, userID, role, groupID string) (bool, error) {
+	var roles []string
+	if token != "" {
+		v, err := s.Validate(ctx, token)
+		if err != nil {
+			return false, err
+		}
+		userID, roles = v.User.Id, v.Roles
+	} else {
+		ok, err := s.store.Client.User.Query().Where(entuser.ID(userID)).Exist(ctx)
+		if err != nil || !ok {
+			return false, firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", userID))
+		}
+		if roles, err = s.store.RoleNames(ctx, s.store.DB, userID); err != nil {
+			return false, err
+		}
+	}
+	if role != "" {
+		return slices.Contains(roles, role), nil
+	}
+	ok, err := s.store.Client.Group.Query().Where(entgroup.ID(groupID)).Exist(ctx)
+	if err != nil || !ok {
+		return false, firstErr(err, errs.NotFound("GROUP_NOT_FOUND", "group %s not found", groupID))
+	}
+	return s.store.Client.GroupMember.Query().Where(groupmember.GroupID(groupID), groupmember.UserID(userID)).Exist(ctx)
+}
+
+func firstErr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}
