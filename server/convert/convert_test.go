@@ -1,0 +1,48 @@
+package convert_test
+
+import (
+	"slices"
+	"testing"
+
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/convert"
+)
+
+func TestMaskPaths(t *testing.T) {
+	if got := convert.MaskPaths(nil, "id"); got != nil {
+		t.Errorf("nil mask = %v, want nil (replace every field)", got)
+	}
+	if got := convert.MaskPaths([]string{}, "id"); got == nil || len(got) != 0 {
+		t.Errorf("empty mask = %#v, want empty and non-nil (change nothing)", got)
+	}
+	got := convert.MaskPaths([]string{"displayName", "display_name", "id", "createTime", "email"}, "id", "create_time")
+	if want := []string{"display_name", "email"}; !slices.Equal(got, want) {
+		t.Errorf("MaskPaths = %v, want %v", got, want)
+	}
+}
+
+func TestSessionTypesRoundTrip(t *testing.T) {
+	for v := range gatehousev1.SessionType_name {
+		typ := gatehousev1.SessionType(v)
+		st, ok := convert.SessionTypeToStore(typ)
+		if typ == gatehousev1.SessionType_SESSION_TYPE_UNSPECIFIED {
+			if ok {
+				t.Error("unspecified must not convert")
+			}
+			continue
+		}
+		if !ok || convert.SessionTypeFromStore(st) != typ {
+			t.Errorf("%v does not round-trip", typ)
+		}
+	}
+}
+
+func TestKeyAndIDs(t *testing.T) {
+	if convert.Key("Alice.Smith@Example") != "alice.smith@example" {
+		t.Error("Key must lower-case")
+	}
+	a, b := convert.NewID(), convert.NewID()
+	if a == b || len(a) != 36 || a[14] != '7' || b < a {
+		t.Errorf("ids %s, %s: want distinct, increasing UUIDv7", a, b)
+	}
+}
