@@ -154,9 +154,6 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (store.Position, 
 		if err != nil {
 			return err
 		}
-		if err := policy.DeleteForScope(ctx, tx, entpolicy.ScopeKindRole, name); err != nil {
-			return err
-		}
 		if err := tx.Role.DeleteOne(r).Exec(ctx); err != nil {
 			return err
 		}
@@ -164,8 +161,13 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (store.Position, 
 			Type:    gatehousev1.EventType_EVENT_TYPE_ROLE_DELETED,
 			Payload: &gatehousev1.Event_RoleDeleted{RoleDeleted: &gatehousev1.RolePayload{Role: convert.Role(r, c[name])}},
 		})
-		_, err = s.recomputeFrom(ctx, tx, holders, before)
-		return err
+		// NOTE: the role's policy goes only after the holders' sessions have been dealt with:
+		// losing the role is a role change, and its policy (re-authenticate, timeouts) decides what
+		// happens to their sessions, exactly as a revoke would.
+		if _, err := s.recomputeFrom(ctx, tx, holders, before); err != nil {
+			return err
+		}
+		return policy.DeleteForScope(ctx, tx, entpolicy.ScopeKindRole, name)
 	})
 }
 
