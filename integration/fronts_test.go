@@ -99,6 +99,52 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 }
 
+// TestMetrics checks that /metrics counts calls by protocol, method and status code, with the
+// node's own REST gateway counted as REST rather than as the gRPC calls it makes.
+func TestMetrics(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	for _, p := range testnode.Protocols {
+		testnode.Login(t, n.Client(p), "admin", testnode.AdminPassword)
+		if _, err := testnode.Call[gatehousev1.CreateSessionResponse](t.Context(), n.Client(p), gatehousev1.SessionService_CreateSession_FullMethodName, "",
+			&gatehousev1.CreateSessionRequest{
+				Credential: &gatehousev1.CreateSessionRequest_Password{Password: &gatehousev1.PasswordCredential{Username: "admin", Password: "wrong"}},
+				Type:       gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER,
+			}); err == nil {
+			t.Fatalf("%s: a wrong password logged in", p)
+		}
+	}
+	resp, err := testnode.HTTPClient().Get(n.BaseURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics = %d: %s", resp.StatusCode, body)
+	}
+	for _, p := range []string{"grpc", "connect", "rest"} {
+		for _, code := range []string{"OK", "Unauthenticated"} {
+			want := `gatehouse_rpc_calls_total{code="` + code + `",method="/gatehouse.v1.SessionService/CreateSession",protocol="` + p + `"} 1`
+			if !bytes.Contains(body, []byte(want+"\n")) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	}
+	for _, want := range []string{"gatehouse_rpc_duration_seconds_bucket{", "go_goroutines ", "go_sql_open_connections{"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, secret := range []string{testnode.AdminPassword, "ghs_"} {
+		if bytes.Contains(body, []byte(secret)) {
+			t.Errorf("/metrics contains %q", secret)
+		}
+	}
+}
+
 // TestConnectJSONMatchesREST sends the same read as a raw Connect JSON call and as the REST call,
 // and checks that both answer the same message.
 func TestConnectJSONMatchesREST(t *testing.T) {

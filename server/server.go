@@ -16,6 +16,9 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -110,11 +113,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// NOTE: a registry of the node's own, not the global one, so that several nodes in one
+	// process (the tests) do not collide.
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(st.DB, st.Dialect),
+	)
 	opts := transport.Options{
 		Log:           log,
 		Authenticator: sessions,
 		Rules:         api.Rules,
 		GatewaySecret: transport.NewGatewaySecret(),
+		Metrics:       transport.NewMetrics(registry),
 	}
 	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy(policies, sessions)}
 
@@ -173,6 +185,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", n.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.JSON)

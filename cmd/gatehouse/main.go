@@ -54,7 +54,7 @@ func run(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Database, "database", "sqlite://gatehouse.db", "database: sqlite://PATH (embedded, single node) or postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=... (clusters)")
 	if cmd == "serve" {
 		fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":9090", "native gRPC listen address (reflection and grpc.health.v1 included)")
-		fs.StringVar(&cfg.HTTPAddr, "http-addr", ":8080", "HTTP listen address: Connect, gRPC-Web, REST under /v1/, /healthz, /readyz, /openapi.json")
+		fs.StringVar(&cfg.HTTPAddr, "http-addr", ":8080", "HTTP listen address: Connect, gRPC-Web, REST under /v1/, /healthz, /readyz, /metrics, /openapi.json")
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate file; with --tls-key, serves TLS on both ports")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key file for --tls-cert")
 		fs.IntVar(&cfg.MaxConcurrentHashes, "max-concurrent-hashes", 0, "bound on concurrent argon2id password hashes (19 MiB each); 0 means the number of CPUs")

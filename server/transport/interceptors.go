@@ -54,6 +54,8 @@ type Options struct {
 	// is trusted as the client address. Empty disables that trust entirely. It must be printable
 	// ASCII and unguessable; NewGatewaySecret makes one.
 	GatewaySecret string
+	// Metrics, when set, receive a count and a duration of every call.
+	Metrics *Metrics
 }
 
 // GRPCServerOptions returns the grpc.Server options that install the unary and stream
@@ -78,10 +80,11 @@ func ConnectHandlerOptions(o Options) []connect.HandlerOption {
 
 // core is the protocol-neutral logic both interceptor twins share.
 type core struct {
-	log    *slog.Logger
-	authn  auth.Authenticator
-	rules  auth.RuleSet
-	secret []byte
+	log     *slog.Logger
+	authn   auth.Authenticator
+	rules   auth.RuleSet
+	secret  []byte
+	metrics *Metrics
 }
 
 func newCore(o Options) *core {
@@ -95,7 +98,7 @@ func newCore(o Options) *core {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &core{log: log, authn: o.Authenticator, rules: o.Rules, secret: []byte(o.GatewaySecret)}
+	return &core{log: log, authn: o.Authenticator, rules: o.Rules, secret: []byte(o.GatewaySecret), metrics: o.Metrics}
 }
 
 // call is the state of one call, filled in by the steps and read by the access log.
@@ -174,14 +177,17 @@ func (k *core) check(c *call, req any) error {
 	return c.rule.Authorize(c.principal, req)
 }
 
-// logCall writes the access log line of a call. It never logs headers, tokens or messages.
+// logCall writes the access log line of a call and records its metrics. It never logs headers,
+// tokens or messages.
 func (k *core) logCall(ctx context.Context, c *call, code codes.Code, cause error) {
+	took := time.Since(c.start)
+	k.metrics.observe(c, code, took)
 	attrs := make([]slog.Attr, 0, 9)
 	attrs = append(attrs,
 		slog.String("protocol", c.protocol),
 		slog.String("method", c.method),
 		slog.String("code", code.String()),
-		slog.Duration("duration", time.Since(c.start)),
+		slog.Duration("duration", took),
 		slog.String("client_ip", c.client.IP),
 	)
 	if c.principal != nil {
@@ -244,12 +250,11 @@ func hostOf(addr string) string {
 // --- gRPC twin ---
 
 func (k *core) unaryGRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	c := &call{protocol: "grpc", method: info.FullMethod, start: time.Now()}
+	md, _ := metadata.FromIncomingContext(ctx)
+	c := k.grpcCall(ctx, info.FullMethod, md)
 	defer func() { err = k.endGRPC(ctx, c, err) }()
 	defer recoverPanic(&err)
 
-	md, _ := metadata.FromIncomingContext(ctx)
-	c.client = k.grpcClient(ctx, md)
 	callCtx, err := k.admit(ctx, c, firstValue(md, headerAuthorization))
 	if err != nil {
 		return nil, err
@@ -262,12 +267,11 @@ func (k *core) unaryGRPC(ctx context.Context, req any, info *grpc.UnaryServerInf
 
 func (k *core) streamGRPC(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	ctx := ss.Context()
-	c := &call{protocol: "grpc", method: info.FullMethod, start: time.Now()}
+	md, _ := metadata.FromIncomingContext(ctx)
+	c := k.grpcCall(ctx, info.FullMethod, md)
 	defer func() { err = k.endGRPC(ctx, c, err) }()
 	defer recoverPanic(&err)
 
-	md, _ := metadata.FromIncomingContext(ctx)
-	c.client = k.grpcClient(ctx, md)
 	callCtx, err := k.admit(ctx, c, firstValue(md, headerAuthorization))
 	if err != nil {
 		return err
@@ -283,6 +287,16 @@ func (k *core) endGRPC(ctx context.Context, c *call, err error) error {
 	}
 	k.logCall(ctx, c, status.Code(out), err)
 	return out
+}
+
+// grpcCall starts the state of a native gRPC call. Calls of the node's own REST gateway are
+// recorded as protocol "rest".
+func (k *core) grpcCall(ctx context.Context, method string, md metadata.MD) *call {
+	c := &call{protocol: "grpc", method: method, start: time.Now(), client: k.grpcClient(ctx, md)}
+	if k.fromGateway(md) {
+		c.protocol = "rest"
+	}
+	return c
 }
 
 // grpcClient reads the client's address and user agent. NOTE: x-forwarded-for is trusted only
