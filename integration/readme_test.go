@@ -1,0 +1,175 @@
+package integration_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/internal/testnode"
+)
+
+// The README's curl sections are the first thing a newcomer runs. These tests run them as written,
+// with bash, curl and jq, against real gatehouse processes, so that the README stays true.
+
+// readmeAdminPassword is the administrator password the README's walkthrough starts the node with.
+const readmeAdminPassword = "change-me-now"
+
+// readmeBlocks returns the README's sh code blocks, in order.
+func readmeBlocks(t *testing.T) []string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
+	if err != nil {
+		t.Fatalf("reading the README: %v", err)
+	}
+	var blocks []string
+	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(raw), -1) {
+		blocks = append(blocks, m[1])
+	}
+	return blocks
+}
+
+// readmeBlock returns the README's one sh block that starts with prefix.
+func readmeBlock(t *testing.T, prefix string) string {
+	t.Helper()
+	var found []string
+	for _, b := range readmeBlocks(t) {
+		if strings.HasPrefix(b, prefix) {
+			found = append(found, b)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("the README has %d sh blocks starting with %q, want 1", len(found), prefix)
+	}
+	return found[0]
+}
+
+// runShell runs script with bash under strict flags (a failing curl or jq fails it) and returns
+// its standard output.
+func runShell(t *testing.T, script string) string {
+	t.Helper()
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the README's walkthrough needs %s on the PATH (apt-get install curl jq): %v", tool, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", "set -euo pipefail\n"+script)
+	cmd.Env = cliEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the script failed: %v\nstdout:\n%s\nstderr:\n%s\nscript:\n%s", err, out, stderr.String(), script)
+	}
+	return string(out)
+}
+
+// readmeNode starts `gatehouse serve` on database as the README does, with
+// GATEHOUSE_ADMIN_PASSWORD, and returns its HTTP address.
+func readmeNode(t *testing.T, database string) string {
+	t.Helper()
+	_, httpAddr := serve(t, gatehouseBinary(t), database, cliEnv("GATEHOUSE_ADMIN_PASSWORD="+readmeAdminPassword))
+	return httpAddr
+}
+
+// onNode points a README script at a node: the README's calls go to localhost:8080.
+func onNode(script, httpAddr string) string {
+	return strings.ReplaceAll(script, "localhost:8080", httpAddr)
+}
+
+// matchLines checks that out has exactly the lines of want, each matched by its pattern, in order.
+// A pattern is a regular expression in which <id> stands for a server-assigned id.
+func matchLines(t *testing.T, what, out string, want []string) {
+	t.Helper()
+	got := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("%s printed %d lines, want %d:\n%s", what, len(got), len(want), out)
+	}
+	for i, w := range want {
+		re := regexp.MustCompile("^" + strings.ReplaceAll(w, "<id>", `[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}`) + "$")
+		if !re.MatchString(got[i]) {
+			t.Errorf("%s, line %d:\n got %s\nwant %s", what, i+1, got[i], w)
+		}
+	}
+}
+
+// TestREADMEWalkthrough runs the "Walkthrough with curl" section on SQLite and on PostgreSQL: the
+// administrator logs in, creates a user, a group and two roles, grants one to the group, adds the
+// user, and reads her effective roles with their provenance; then alice logs in with both roles.
+func TestREADMEWalkthrough(t *testing.T) {
+	script := readmeBlock(t, "# Log in as admin") + "echo\n" + readmeBlock(t, "curl -s localhost:8080/v1/sessions \\\n")
+	for _, b := range testnode.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			t.Parallel()
+			out := runShell(t, onNode(script, readmeNode(t, testnode.DatabaseURL(t, b))))
+			want := []string{
+				`\{"name":"viewer","description":"","contains":\[\],"builtIn":false,"createTime":"[^"]+"\}`,
+				`\{"name":"ops_lead","description":"","contains":\["viewer"\],"builtIn":false,"createTime":"[^"]+"\}`,
+				`\{"consistencyToken":"[A-Za-z0-9_-]+"\}`,
+				`\{"consistencyToken":"[A-Za-z0-9_-]+"\}`,
+				`\{`, `  "roles": \[`, `    \{`, `      "role": "ops_lead",`, `      "sources": \[`, `        \{`,
+				`          "groupId": "<id>"`,
+				`        \}`, `      \]`, `    \},`, `    \{`, `      "role": "viewer",`, `      "sources": \[`, `        \{`,
+				`          "containedInRole": "ops_lead"`,
+				`        \}`, `      \]`, `    \}`, `  \]`, `\}`,
+				``, `\[`, `  "ops_lead",`, `  "viewer"`, `\]`,
+			}
+			matchLines(t, "the walkthrough", out, want)
+		})
+	}
+}
+
+// readmeSessionsWant is what the "Sessions and policies with curl" section prints, in order, as
+// the README's paragraph under it says. Bob's three sessions are listed newest first.
+var readmeSessionsWant = []string{
+	`\{"id":"<id>","scope":\{"userId":"<id>"\},"maxSessions":1,.*\}`,
+	`\{"evicted":\["<id>"\]\}`,
+	`\{"code":16,"message":"the session has ended","reason":"SESSION_TERMINATED","why":\{"termination_reason":"TERMINATION_REASON_CONCURRENT_LIMIT"\}\}`,
+	`\{"active":true,"type":"SESSION_TYPE_NON_INTERACTIVE"\}`,
+	`\{"role":"contractor"\}`,
+	`"LIMIT_ACTION_DENY_NEW"`,
+	`\{"code":8,"reason":"CONCURRENT_SESSION_LIMIT"\}`,
+	`\{"type":"SESSION_TYPE_MOBILE_APP","device":"phone","active":true,"terminationReason":"TERMINATION_REASON_UNSPECIFIED"\}`,
+	`\{"type":"SESSION_TYPE_WEB_BROWSER","device":"laptop","active":false,"terminationReason":"TERMINATION_REASON_CONCURRENT_LIMIT"\}`,
+	`\{"type":"SESSION_TYPE_NON_INTERACTIVE","device":"ci-job","active":true,"terminationReason":"TERMINATION_REASON_UNSPECIFIED"\}`,
+	`\["reports"\]`,
+	`\{"active":false,"terminationReason":"TERMINATION_REASON_REVOKED_BY_ADMIN","note":"lost phone"\}`,
+	`\["<id>"\]`,
+	`\{"reason":"SESSION_TERMINATED","why":\{"termination_reason":"TERMINATION_REASON_ROLE_CHANGE"\}\}`,
+	`\{"user":"bob","roles":\["payroll","reports"\]\}`,
+}
+
+// TestREADMESessions runs the "Sessions and policies with curl" section on SQLite, and on two
+// PostgreSQL nodes: there the administrator's calls go to one node while bob's logins and every
+// validation go to the other, so each step shows the effect of a change made on the other node.
+func TestREADMESessions(t *testing.T) {
+	script := readmeBlock(t, "H=localhost:8080\n")
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		out := runShell(t, onNode(script, readmeNode(t, testnode.DatabaseURL(t, testnode.SQLite))))
+		matchLines(t, "the sessions section", out, readmeSessionsWant)
+	})
+	t.Run("postgres two nodes", func(t *testing.T) {
+		t.Parallel()
+		database := testnode.DatabaseURL(t, testnode.Postgres)
+		a := readmeNode(t, database)
+		b := readmeNode(t, database)
+		twoNodes := strings.Replace(script, "H=localhost:8080\n", "H="+a+"; H2="+b+"\n", 1)
+		for _, call := range []string{"login() { curl -s $H/", "curl -s $H/v1/sessions:validate"} {
+			if !strings.Contains(twoNodes, call) {
+				t.Fatalf("the sessions section no longer has %q; update this test", call)
+			}
+			twoNodes = strings.ReplaceAll(twoNodes, call, strings.Replace(call, "$H/", "$H2/", 1))
+		}
+		out := runShell(t, twoNodes)
+		matchLines(t, "the sessions section across two nodes", out, readmeSessionsWant)
+	})
+}
