@@ -149,10 +149,6 @@ type authzRow struct {
 	anyone bool
 	// allow lists the authenticated callers that pass besides gatehouse.admin, which passes always.
 	allow []authzCaller
-	// ownerInDomain: the transport lets every authenticated caller through and the domain checks
-	// that the caller owns the session. While the handler answers UNIMPLEMENTED that check cannot
-	// be observed, so a denied caller getting UNIMPLEMENTED is reported as a skip, not a pass.
-	ownerInDomain bool
 	// endsSessions: the call ends the callers' usual sessions, so the row must run after every
 	// other row of the node.
 	endsSessions bool
@@ -343,7 +339,7 @@ func authzRows() []*authzRow {
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				return &gatehousev1.ValidateSessionRequest{Token: e.heldToken(a)}
 			}},
-		{method: gatehousev1.SessionService_GetSession_FullMethodName, allow: []authzCaller{self, sa, aud}, ownerInDomain: true,
+		{method: gatehousev1.SessionService_GetSession_FullMethodName, allow: []authzCaller{self, sa, aud},
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				return &gatehousev1.GetSessionRequest{SessionId: e.target(a).sessionID}
 			}},
@@ -355,7 +351,7 @@ func authzRows() []*authzRow {
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				return &gatehousev1.ListSessionsRequest{}
 			}},
-		{method: gatehousev1.SessionService_TerminateSession_FullMethodName, allow: []authzCaller{self, sa}, ownerInDomain: true,
+		{method: gatehousev1.SessionService_TerminateSession_FullMethodName, allow: []authzCaller{self, sa},
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				if a.caller == authzSelf {
 					// The caller ends a session of their own: a new one, so that their usual
@@ -583,14 +579,11 @@ func (e *authzEnv) check(t *testing.T, r *authzRow, c authzCaller) {
 	}
 	want := r.want(c)
 	err := e.call(r.md, r.method, a.token, req)
-	got, code, problem := authzClassify(err)
+	got, problem := authzClassify(err)
 	switch {
 	case problem != "":
 		t.Fatalf("%s as %s (want %s): %s", r.name(), c, want, problem)
 	case got == want:
-	case want == authzDenied && r.ownerInDomain && code == codes.Unimplemented:
-		t.Skipf("%s as %s: want %s; the handler answers UNIMPLEMENTED, so the session-owner check "+
-			"the domain is to make cannot be observed yet (%v)", r.name(), c, want, err)
 	default:
 		t.Errorf("%s as %s: got %s (%v), want %s", r.name(), c, got, err, want)
 	}
@@ -598,35 +591,35 @@ func (e *authzEnv) check(t *testing.T, r *authzRow, c authzCaller) {
 
 // authzClassify turns the answer of a call into an outcome, or explains why the answer says
 // nothing about authorisation.
-func authzClassify(err error) (authzOutcome, codes.Code, string) {
+func authzClassify(err error) (authzOutcome, string) {
 	if err == nil {
-		return authzAllowed, codes.OK, ""
+		return authzAllowed, ""
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return 0, codes.Unknown, "the call failed without a status: " + err.Error()
+		return 0, "the call failed without a status: " + err.Error()
 	}
 	switch st.Code() {
 	case codes.Unauthenticated:
-		return authzUnauthenticated, st.Code(), ""
+		return authzUnauthenticated, ""
 	case codes.PermissionDenied:
-		return authzDenied, st.Code(), ""
+		return authzDenied, ""
 	case codes.InvalidArgument:
 		// Requests are validated before they are authorised: a request that fails validation
 		// (reason INVALID_ARGUMENT, or no reason when the REST gateway rejects it) never reaches
 		// authorisation. A domain reason (a handler's own check) comes after it.
 		if r := testnode.Reason(err); r == "" || r == "INVALID_ARGUMENT" {
-			return 0, st.Code(), fmt.Sprintf("the request is invalid, so authorisation was not reached: %v", err)
+			return 0, fmt.Sprintf("the request is invalid, so authorisation was not reached: %v", err)
 		}
 	case codes.Internal, codes.Unknown, codes.DeadlineExceeded, codes.Canceled, codes.Unavailable:
-		return 0, st.Code(), fmt.Sprintf("the call failed without an authorisation decision: %v", err)
+		return 0, fmt.Sprintf("the call failed without an authorisation decision: %v", err)
 	}
 	// Every error of the service carries an ErrorInfo reason (API.md); one without came from
 	// elsewhere (an unknown gRPC method, a REST route that did not match) and proves nothing.
 	if testnode.Reason(err) == "" {
-		return 0, st.Code(), fmt.Sprintf("the error has no ErrorInfo reason, so it did not come from the service: %v", err)
+		return 0, fmt.Sprintf("the error has no ErrorInfo reason, so it did not come from the service: %v", err)
 	}
-	return authzAllowed, st.Code(), ""
+	return authzAllowed, ""
 }
 
 // call invokes a unary RPC, or opens a server stream and reads its first message, through the
