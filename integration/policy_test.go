@@ -2,6 +2,8 @@ package integration_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -246,20 +249,11 @@ func TestPolicyCRUD(t *testing.T) {
 		if up.IdleTimeout.AsDuration() != time.Minute || up.AbsoluteTimeout.AsDuration() != 8*time.Hour {
 			t.Errorf("after updating idle_timeout: %v", up)
 		}
-		if isREST(t) {
-			// Over REST, a PATCH without a mask changes the fields present in the body.
-			up = polUpdate(a, &gatehousev1.SessionPolicy{Id: user.Id, IdleTimeout: durationpb.New(2 * time.Minute)})
-			if up.IdleTimeout.AsDuration() != 2*time.Minute || up.AbsoluteTimeout.AsDuration() != 8*time.Hour ||
-				up.OnRoleChange != gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE {
-				t.Errorf("after a REST PATCH without a mask: %v", up)
-			}
-		} else {
-			// Without a mask, the request replaces every field.
-			up = polUpdate(a, &gatehousev1.SessionPolicy{Id: user.Id, IdleTimeout: durationpb.New(2 * time.Minute)})
-			if up.IdleTimeout.AsDuration() != 2*time.Minute || up.AbsoluteTimeout != nil ||
-				up.OnRoleChange != gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_UNSPECIFIED {
-				t.Errorf("after an update without a mask: %v", up)
-			}
+		// Without a mask, the populated fields change (over REST: the fields present in the body).
+		up = polUpdate(a, &gatehousev1.SessionPolicy{Id: user.Id, IdleTimeout: durationpb.New(2 * time.Minute)})
+		if up.IdleTimeout.AsDuration() != 2*time.Minute || up.AbsoluteTimeout.AsDuration() != 8*time.Hour ||
+			up.OnRoleChange != gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE {
+			t.Errorf("after an update without a mask: %v", up)
 		}
 		updates := 5
 
@@ -389,16 +383,289 @@ func TestPolicyBadInputWritesNothing(t *testing.T) {
 			{"zero idle_timeout", &gatehousev1.SessionPolicy{Id: staff.Id, IdleTimeout: durationpb.New(0)}, "idle_timeout", "policy.idle_timeout"},
 			{"negative absolute_timeout", &gatehousev1.SessionPolicy{Id: staff.Id, AbsoluteTimeout: durationpb.New(-time.Second)}, "absolute_timeout", "policy.absolute_timeout"},
 			{"unknown field in the mask", &gatehousev1.SessionPolicy{Id: staff.Id}, "no_such_field", "update_mask"},
+			{"unknown path under the scope", &gatehousev1.SessionPolicy{Id: staff.Id, Scope: polRole("staff")}, "scope.bogus", "update_mask"},
+			{"malformed id", &gatehousev1.SessionPolicy{Id: "not-a-uuid", MaxSessions: proto.Int32(3)}, "max_sessions", "policy.id"},
 		} {
 			_, err := testnode.Call[gatehousev1.UpdateSessionPolicyResponse](context.Background(), c, gatehousev1.PolicyService_UpdateSessionPolicy_FullMethodName, a.tok,
 				&gatehousev1.UpdateSessionPolicyRequest{Policy: tc.policy, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{tc.mask}}})
 			polWantErr(t, "update with "+tc.what, err, codes.InvalidArgument, "", tc.field)
+		}
+		if !isREST(t) {
+			// The id names the policy to change: it is required (a REST path always carries one).
+			_, err := testnode.Call[gatehousev1.UpdateSessionPolicyResponse](context.Background(), c, gatehousev1.PolicyService_UpdateSessionPolicy_FullMethodName, a.tok,
+				&gatehousev1.UpdateSessionPolicyRequest{Policy: &gatehousev1.SessionPolicy{MaxSessions: proto.Int32(3)}})
+			polWantErr(t, "update without an id", err, codes.InvalidArgument, "INVALID_ARGUMENT", "policy")
 		}
 		if diff := cmp.Diff(staff, polGet(a, staff.Id), protocmp.Transform()); diff != "" {
 			t.Errorf("refused updates changed the policy (-before +after):\n%s", diff)
 		}
 		if e := polCount(t, n, "events"); e != events {
 			t.Errorf("refused updates wrote %d events", e-events)
+		}
+	})
+}
+
+// polIgnoreUpdateTime compares policies without their update_time.
+var polIgnoreUpdateTime = protocmp.IgnoreFields(&gatehousev1.SessionPolicy{}, "update_time")
+
+// TestPolicyUpdateWithoutMask checks AIP-134 on every front: an update without an update_mask
+// changes the fields populated in the request and keeps every other (over REST, the fields present
+// in the body, which for this client are the populated ones).
+func TestPolicyUpdateWithoutMask(t *testing.T) {
+	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		a := newIDAdmin(t, n, c)
+		a.createRole("staff")
+		const (
+			web = gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER
+			app = gatehousev1.SessionType_SESSION_TYPE_MOBILE_APP
+		)
+		p := polCreate(a, &gatehousev1.SessionPolicy{
+			Scope: polRole("staff"), MaxSessions: proto.Int32(4), CountedTypes: []gatehousev1.SessionType{web},
+			OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, IdleTimeout: durationpb.New(time.Hour),
+			AbsoluteTimeout: durationpb.New(8 * time.Hour), OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE,
+		})
+		mark := lastEventID(t, n)
+		want := proto.Clone(p).(*gatehousev1.SessionPolicy)
+		steps := []struct {
+			what   string
+			in     *gatehousev1.SessionPolicy
+			change func(w *gatehousev1.SessionPolicy)
+		}{
+			{"max_sessions", &gatehousev1.SessionPolicy{MaxSessions: proto.Int32(6)},
+				func(w *gatehousev1.SessionPolicy) { w.MaxSessions = proto.Int32(6) }},
+			{"counted_types", &gatehousev1.SessionPolicy{CountedTypes: []gatehousev1.SessionType{web, app}},
+				func(w *gatehousev1.SessionPolicy) { w.CountedTypes = []gatehousev1.SessionType{web, app} }},
+			{"on_limit", &gatehousev1.SessionPolicy{OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST},
+				func(w *gatehousev1.SessionPolicy) { w.OnLimit = gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST }},
+			{"idle_timeout", &gatehousev1.SessionPolicy{IdleTimeout: durationpb.New(2 * time.Hour)},
+				func(w *gatehousev1.SessionPolicy) { w.IdleTimeout = durationpb.New(2 * time.Hour) }},
+			{"absolute_timeout", &gatehousev1.SessionPolicy{AbsoluteTimeout: durationpb.New(4 * time.Hour)},
+				func(w *gatehousev1.SessionPolicy) { w.AbsoluteTimeout = durationpb.New(4 * time.Hour) }},
+			{"on_role_change", &gatehousev1.SessionPolicy{OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REFRESH},
+				func(w *gatehousev1.SessionPolicy) {
+					w.OnRoleChange = gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REFRESH
+				}},
+			{"two fields, with the scope sent back", &gatehousev1.SessionPolicy{Scope: polRole("staff"), MaxSessions: proto.Int32(2), IdleTimeout: durationpb.New(3 * time.Hour)},
+				func(w *gatehousev1.SessionPolicy) {
+					w.MaxSessions, w.IdleTimeout = proto.Int32(2), durationpb.New(3*time.Hour)
+				}},
+		}
+		last := p.UpdateTime.AsTime()
+		for _, st := range steps {
+			st.in.Id = p.Id
+			got := polUpdate(a, st.in)
+			st.change(want)
+			if diff := cmp.Diff(want, got, protocmp.Transform(), polIgnoreUpdateTime); diff != "" {
+				t.Errorf("after an update of %s without a mask (-want +got):\n%s", st.what, diff)
+			}
+			if got.UpdateTime.AsTime().Before(last) {
+				t.Errorf("after an update of %s: update_time %v went back from %v", st.what, got.UpdateTime.AsTime(), last)
+			}
+			last = got.UpdateTime.AsTime()
+		}
+		if diff := cmp.Diff(want, polGet(a, p.Id), protocmp.Transform(), polIgnoreUpdateTime); diff != "" {
+			t.Errorf("GetSessionPolicy after the updates (-want +got):\n%s", diff)
+		}
+		if got := polEvents(eventsAfter(t, n, mark), gatehousev1.EventType_EVENT_TYPE_POLICY_UPDATED); len(got) != len(steps) {
+			t.Errorf("%d POLICY_UPDATED events for %d updates", len(got), len(steps))
+		}
+	})
+}
+
+// TestPolicyUpdateChangingNothing checks that an update whose mask (given, or implied by the
+// populated fields) names no updatable field changes nothing: no update_time bump, no event, the
+// policy returned as stored, and the head of the log as the consistency token.
+func TestPolicyUpdateChangingNothing(t *testing.T) {
+	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		a := newIDAdmin(t, n, c)
+		a.createRole("staff")
+		p := polCreate(a, &gatehousev1.SessionPolicy{Scope: polRole("staff"), MaxSessions: proto.Int32(4), IdleTimeout: durationpb.New(time.Hour)})
+		for _, tc := range []struct {
+			what     string
+			req      *gatehousev1.UpdateSessionPolicyRequest
+			skipREST bool // grpc-gateway derives a mask from the body when the one sent is empty
+		}{
+			{"an empty mask", &gatehousev1.UpdateSessionPolicyRequest{
+				Policy: &gatehousev1.SessionPolicy{Id: p.Id, MaxSessions: proto.Int32(9)}, UpdateMask: &fieldmaskpb.FieldMask{}}, true},
+			{"no mask and no field set", &gatehousev1.UpdateSessionPolicyRequest{
+				Policy: &gatehousev1.SessionPolicy{Id: p.Id}}, false},
+			{"no mask, only the scope sent back", &gatehousev1.UpdateSessionPolicyRequest{
+				Policy: &gatehousev1.SessionPolicy{Id: p.Id, Scope: polRole("staff")}}, false},
+			{"a mask of output-only fields and the unchanged scope", &gatehousev1.UpdateSessionPolicyRequest{
+				Policy:     &gatehousev1.SessionPolicy{Id: p.Id, Scope: polRole("staff"), MaxSessions: proto.Int32(9)},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"id", "create_time", "update_time", "scope"}}}, false},
+		} {
+			if tc.skipREST && isREST(t) {
+				continue
+			}
+			mark := lastEventID(t, n)
+			head := smPositions(t, n, mark-1)[mark]
+			resp, err := testnode.Call[gatehousev1.UpdateSessionPolicyResponse](context.Background(), c,
+				gatehousev1.PolicyService_UpdateSessionPolicy_FullMethodName, a.tok, tc.req)
+			if err != nil {
+				t.Errorf("update with %s: %v", tc.what, err)
+				continue
+			}
+			if diff := cmp.Diff(p, resp.Policy, protocmp.Transform()); diff != "" {
+				t.Errorf("update with %s returned a policy other than the stored one (-stored +returned):\n%s", tc.what, diff)
+			}
+			if diff := cmp.Diff(p, polGet(a, p.Id), protocmp.Transform()); diff != "" {
+				t.Errorf("update with %s changed the policy (-before +after):\n%s", tc.what, diff)
+			}
+			if evs := eventsAfter(t, n, mark); len(evs) != 0 {
+				t.Errorf("update with %s wrote events %v", tc.what, evs)
+			}
+			if tok, err := store.ParseCursor(resp.ConsistencyToken); err != nil || tok != head {
+				t.Errorf("update with %s: consistency token %q (%+v, %v), want the log head %+v", tc.what, resp.ConsistencyToken, tok, err, head)
+			}
+		}
+	})
+}
+
+// polRESTBody returns the policy object of a GetSessionPolicy REST response body, decoded as
+// generic JSON.
+func polRESTBody(t *testing.T, raw []byte) map[string]any {
+	t.Helper()
+	var resp struct {
+		Policy map[string]any `json:"policy"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil || resp.Policy == nil {
+		t.Fatalf("GetSessionPolicy body %s: %v", raw, err)
+	}
+	return resp.Policy
+}
+
+// TestPolicyRESTPatchWithoutMask sends raw REST PATCH requests without an update_mask, so that
+// grpc-gateway derives the mask from the body: a policy read with GET and sent back with one field
+// changed (the mask then names id, the times and scope.role, scope.user_id or scope.global) changes
+// that field; a body with a different scope is refused; a malformed id is invalid.
+func TestPolicyRESTPatchWithoutMask(t *testing.T) {
+	for _, b := range testnode.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			t.Parallel()
+			n := testnode.Start(t, b)
+			c := n.Client(testnode.REST)
+			a := newIDAdmin(t, n, c)
+			a.createRole("staff")
+			uma := a.createUser("uma", "")
+			hc := testnode.HTTPClient()
+			send := func(method, path, body string) (int, *status.Status, []byte) {
+				t.Helper()
+				return sendRaw(t, hc, n.BaseURL(), a.tok, method, path, body)
+			}
+			policies := []*gatehousev1.SessionPolicy{
+				polCreate(a, &gatehousev1.SessionPolicy{Scope: polGlobal(), MaxSessions: proto.Int32(9)}),
+				polCreate(a, &gatehousev1.SessionPolicy{Scope: polRole("staff"), MaxSessions: proto.Int32(3),
+					OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, CountedTypes: []gatehousev1.SessionType{gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER}}),
+				polCreate(a, &gatehousev1.SessionPolicy{Scope: polUser(uma.Id), IdleTimeout: durationpb.New(time.Hour),
+					OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE}),
+			}
+			for _, p := range policies {
+				what := "PATCH of the " + p.Scope.String() + " policy"
+				code, _, raw := send(http.MethodGet, "/v1/policies/"+p.Id, "")
+				if code != http.StatusOK {
+					t.Fatalf("GET /v1/policies/%s: HTTP %d: %s", p.Id, code, raw)
+				}
+				body := polRESTBody(t, raw)
+				body["absoluteTimeout"] = "7200s"
+				echoed, err := json.Marshal(body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, st, raw := send(http.MethodPatch, "/v1/policies/"+p.Id, string(echoed))
+				if code != http.StatusOK {
+					t.Errorf("%s echoing the GET response: HTTP %d (%v): %s", what, code, st.Err(), raw)
+					continue
+				}
+				got := &gatehousev1.UpdateSessionPolicyResponse{}
+				if err := protojson.Unmarshal(raw, got); err != nil {
+					t.Fatalf("%s: response %s: %v", what, raw, err)
+				}
+				want := proto.Clone(p).(*gatehousev1.SessionPolicy)
+				want.AbsoluteTimeout = durationpb.New(2 * time.Hour)
+				if diff := cmp.Diff(want, got.Policy, protocmp.Transform(), polIgnoreUpdateTime); diff != "" {
+					t.Errorf("%s echoing the GET response (-want +got):\n%s", what, diff)
+				}
+
+				// A different scope in the body stays immutable, and writes nothing.
+				other := map[string]any{"role": "staff"}
+				if p.Scope.GetRole() != "" {
+					other = map[string]any{"userId": uma.Id}
+				}
+				body["scope"] = other
+				moved, _ := json.Marshal(body)
+				before := takeSnapshot(t, n.Store())
+				code, st, raw = send(http.MethodPatch, "/v1/policies/"+p.Id, string(moved))
+				if st == nil {
+					t.Errorf("%s with another scope: HTTP %d, want 400: %s", what, code, raw)
+				} else {
+					polWantErr(t, what+" with another scope", st.Err(), codes.InvalidArgument, "IMMUTABLE_SCOPE", "policy.scope")
+				}
+				checkNothingChanged(t, n.Store(), before, takeSnapshot(t, n.Store()), false)
+			}
+
+			// A field present in the body as null is cleared.
+			staff := policies[1]
+			code, st, raw := send(http.MethodPatch, "/v1/policies/"+staff.Id, `{"maxSessions": null}`)
+			if code != http.StatusOK {
+				t.Errorf("PATCH {maxSessions: null}: HTTP %d (%v): %s", code, st.Err(), raw)
+			} else if got := polGet(a, staff.Id); got.MaxSessions != nil || got.OnLimit != staff.OnLimit || len(got.CountedTypes) != 1 {
+				t.Errorf("after PATCH {maxSessions: null}: %v, want only max_sessions cleared", got)
+			}
+
+			// The id in the path must be a UUID.
+			before := takeSnapshot(t, n.Store())
+			code, st, raw = send(http.MethodPatch, "/v1/policies/not-a-uuid", `{"maxSessions": 2}`)
+			if st == nil || code != http.StatusBadRequest {
+				t.Errorf("PATCH /v1/policies/not-a-uuid: HTTP %d, want 400: %s", code, raw)
+			} else {
+				polWantErr(t, "PATCH /v1/policies/not-a-uuid", st.Err(), codes.InvalidArgument, "INVALID_ARGUMENT", "policy.id")
+			}
+			checkNothingChanged(t, n.Store(), before, takeSnapshot(t, n.Store()), false)
+		})
+	}
+}
+
+// TestPolicyLimitActionFromSmallestLimit checks, through ResolveSessionPolicy and a login, that the
+// limit's action comes from the policy that set the smallest limit: a larger limit's deny-new does
+// not apply to a smaller limit that sets no action (which falls through to the global policy and the
+// default), and deny-new wins a tie on the smallest limit.
+func TestPolicyLimitActionFromSmallestLimit(t *testing.T) {
+	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		a := newIDAdmin(t, n, c)
+		for _, r := range []string{"lim_small", "lim_big", "lim_tie"} {
+			a.createRole(r)
+		}
+		polCreate(a, &gatehousev1.SessionPolicy{Scope: polRole("lim_small"), MaxSessions: proto.Int32(2)})
+		polCreate(a, &gatehousev1.SessionPolicy{Scope: polRole("lim_big"), MaxSessions: proto.Int32(5), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW})
+		lia, _ := smUser(a, "lia", "lim_small", "lim_big") // one session
+
+		check := func(what string, action gatehousev1.LimitAction, src *gatehousev1.PolicySource) {
+			t.Helper()
+			r := polResolve(t, c, a.tok, lia.Id)
+			if r.GetMaxSessions() != 2 || !proto.Equal(r.MaxSessionsSource, polSource(polRole("lim_small"))) {
+				t.Errorf("%s: max_sessions %d from %v, want 2 from lim_small", what, r.GetMaxSessions(), r.MaxSessionsSource)
+			}
+			if r.OnLimit != action || !proto.Equal(r.OnLimitSource, src) {
+				t.Errorf("%s: on_limit %s from %v, want %s from %v", what, r.OnLimit, r.OnLimitSource, action, src)
+			}
+		}
+		check("the smallest limit sets no action", gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, polBuiltIn)
+
+		// Logins follow the resolution: at the limit of 2 the oldest session is evicted.
+		testnode.Login(t, c, "lia", "lia-password")
+		if third := testnode.Login(t, c, "lia", "lia-password"); len(third.EvictedSessionIds) != 1 {
+			t.Errorf("a third login under a limit of 2 that evicts evicted %v, want one session", third.EvictedSessionIds)
+		}
+
+		polCreate(a, &gatehousev1.SessionPolicy{Scope: polGlobal(), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST})
+		check("the smallest limit sets no action, the global policy does", gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, polSource(polGlobal()))
+
+		polCreate(a, &gatehousev1.SessionPolicy{Scope: polRole("lim_tie"), MaxSessions: proto.Int32(2), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW})
+		a.grantUser("lim_tie", lia.Id)
+		r := polResolve(t, c, a.tok, lia.Id)
+		if r.OnLimit != gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW || !proto.Equal(r.OnLimitSource, polSource(polRole("lim_tie"))) {
+			t.Errorf("with a tie on the smallest limit: on_limit %s from %v, want DENY_NEW from lim_tie", r.OnLimit, r.OnLimitSource)
 		}
 	})
 }

@@ -73,7 +73,9 @@ func (h *Policy) ListSessionPolicies(ctx context.Context, req *gatehousev1.ListS
 
 // UpdateSessionPolicy implements PolicyService.UpdateSessionPolicy.
 func (h *Policy) UpdateSessionPolicy(ctx context.Context, req *gatehousev1.UpdateSessionPolicyRequest) (*gatehousev1.UpdateSessionPolicyResponse, error) {
-	var mask []string // nil: no mask, replace every field
+	// NOTE: nil means no mask (the fields populated in the policy); an empty mask that was sent
+	// (or that grpc-gateway derived from an empty body) names nothing and changes nothing.
+	var mask []string
 	if req.UpdateMask != nil {
 		mask = append([]string{}, req.UpdateMask.Paths...)
 	}

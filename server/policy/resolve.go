@@ -172,24 +172,7 @@ func (s *Set) Resolve() *Resolved {
 			return union, ps
 		}, DefaultCountedTypes)
 
-	// NOTE: the limit's action comes from the role policy that set the smallest limit; policies
-	// that set an action but no limit rank after those that set one; deny-new wins a tie.
-	r.OnLimit, r.OnLimitSource = field(s, func(p *ent.SessionPolicy) bool { return p.OnLimit != "" },
-		func(p *ent.SessionPolicy) gatehousev1.LimitAction { return limitAction(p.OnLimit) },
-		func(ps []*ent.SessionPolicy) (gatehousev1.LimitAction, []*ent.SessionPolicy) {
-			_, by := smallest(func(p *ent.SessionPolicy) int64 {
-				if p.MaxSessions == nil {
-					return 1 << 40
-				}
-				return int64(*p.MaxSessions)
-			})(ps)
-			for _, p := range by {
-				if limitAction(p.OnLimit) == gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW {
-					return gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, []*ent.SessionPolicy{p}
-				}
-			}
-			return limitAction(by[0].OnLimit), by[:1]
-		}, DefaultOnLimit)
+	r.OnLimit, r.OnLimitSource = s.onLimit()
 
 	idle, idleSrc := field(s, func(p *ent.SessionPolicy) bool { return p.IdleTimeoutNs != nil },
 		func(p *ent.SessionPolicy) int64 { return *p.IdleTimeoutNs },
@@ -215,6 +198,56 @@ func (s *Set) Resolve() *Resolved {
 			return gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REFRESH, ps
 		}, DefaultOnRoleChange)
 	return r
+}
+
+// onLimit resolves the limit's action. The user's value wins if set. Otherwise the action comes
+// from the role policies that set the smallest limit (deny-new if any of them says so, else
+// evict-oldest if any says so); when none of them sets an action, the field falls through to the
+// global policy and the default, as any unset field does.
+//
+// NOTE: policies with a larger limit, or with an action but no limit, are not consulted when some
+// role policy sets a limit: their action belongs to a limit that is not in force. Only when no role
+// policy sets a limit do the role policies that set an action combine on their own (deny-new wins).
+func (s *Set) onLimit() (gatehousev1.LimitAction, *gatehousev1.PolicySource) {
+	if s.User != nil && s.User.OnLimit != "" {
+		return limitAction(s.User.OnLimit), from(s.User)
+	}
+	var limiting, acting []*ent.SessionPolicy
+	for _, p := range s.Roles {
+		if p.MaxSessions != nil {
+			limiting = append(limiting, p)
+		}
+		if p.OnLimit != "" {
+			acting = append(acting, p)
+		}
+	}
+	if len(limiting) > 0 {
+		_, tied := smallest(func(p *ent.SessionPolicy) int32 { return *p.MaxSessions })(limiting)
+		acting = slices.DeleteFunc(tied, func(p *ent.SessionPolicy) bool { return p.OnLimit == "" })
+	}
+	if len(acting) > 0 {
+		return strictestLimitAction(acting)
+	}
+	if s.Global != nil && s.Global.OnLimit != "" {
+		return limitAction(s.Global.OnLimit), from(s.Global)
+	}
+	return DefaultOnLimit, builtIn
+}
+
+// strictestLimitAction combines the actions of policies that each set one: deny-new if any says
+// so, from every policy that says so; otherwise evict-oldest, from every policy.
+func strictestLimitAction(ps []*ent.SessionPolicy) (gatehousev1.LimitAction, *gatehousev1.PolicySource) {
+	const denyNew = gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW
+	var denying []*ent.SessionPolicy
+	for _, p := range ps {
+		if limitAction(p.OnLimit) == denyNew {
+			denying = append(denying, p)
+		}
+	}
+	if len(denying) > 0 {
+		return denyNew, from(denying...)
+	}
+	return gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, from(ps...)
 }
 
 // ReauthenticateOnChange decides the role-change action for a change of the roles in changed

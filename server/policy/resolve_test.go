@@ -107,3 +107,85 @@ func TestReauthenticateOnChange(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveOnLimit covers where the limit's action comes from (ARCHITECTURE.md section 8): the
+// role policies that set the smallest limit, deny-new on a tie, falling through to the global
+// policy and the default when none of them sets an action.
+func TestResolveOnLimit(t *testing.T) {
+	const (
+		denyNew    = gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW
+		evictOlder = gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST
+	)
+	global := func(onLimit string) *ent.SessionPolicy {
+		return &ent.SessionPolicy{ScopeKind: entpolicy.ScopeKindGlobal, OnLimit: onLimit}
+	}
+	user := func(p ent.SessionPolicy) *ent.SessionPolicy {
+		p.ScopeKind, p.ScopeRef = entpolicy.ScopeKindUser, "u1"
+		return &p
+	}
+	small := rolePolicy("small", ent.SessionPolicy{MaxSessions: i32(2)})
+	smallEvict := rolePolicy("small_evict", ent.SessionPolicy{MaxSessions: i32(2), OnLimit: evict})
+	smallDeny := rolePolicy("small_deny", ent.SessionPolicy{MaxSessions: i32(2), OnLimit: deny})
+	bigDeny := rolePolicy("big_deny", ent.SessionPolicy{MaxSessions: i32(5), OnLimit: deny})
+	bigEvict := rolePolicy("big_evict", ent.SessionPolicy{MaxSessions: i32(5), OnLimit: evict})
+	onlyDeny := rolePolicy("only_deny", ent.SessionPolicy{OnLimit: deny})
+	onlyEvict := rolePolicy("only_evict", ent.SessionPolicy{OnLimit: evict})
+
+	// src names the scopes a source must list, in order: a role name, "global", "user" or "" for
+	// the built-in default.
+	for _, tc := range []struct {
+		name string
+		set  policy.Set
+		want gatehousev1.LimitAction
+		src  []string
+	}{
+		{"the smallest limit sets no action: the default, not the larger limit's",
+			policy.Set{Roles: []*ent.SessionPolicy{small, bigDeny}}, evictOlder, []string{""}},
+		{"the smallest limit sets no action: the global action",
+			policy.Set{Roles: []*ent.SessionPolicy{small, bigDeny}, Global: global(evict)}, evictOlder, []string{"global"}},
+		{"the smallest limit sets no action: a global deny-new",
+			policy.Set{Roles: []*ent.SessionPolicy{small, bigEvict}, Global: global(deny)}, denyNew, []string{"global"}},
+		{"the smallest limit's action beats a larger limit's deny-new",
+			policy.Set{Roles: []*ent.SessionPolicy{bigDeny, smallEvict}}, evictOlder, []string{"small_evict"}},
+		{"the smallest limit's action beats the global one",
+			policy.Set{Roles: []*ent.SessionPolicy{smallEvict}, Global: global(deny)}, evictOlder, []string{"small_evict"}},
+		{"a tie on the smallest limit: deny-new wins",
+			policy.Set{Roles: []*ent.SessionPolicy{smallEvict, smallDeny, bigEvict}}, denyNew, []string{"small_deny"}},
+		{"a tie on the smallest limit where only one sets an action",
+			policy.Set{Roles: []*ent.SessionPolicy{small, smallEvict, bigDeny}}, evictOlder, []string{"small_evict"}},
+		{"an action without a limit does not apply to another role's limit",
+			policy.Set{Roles: []*ent.SessionPolicy{onlyDeny, small}}, evictOlder, []string{""}},
+		{"no role sets a limit: deny-new among the actions",
+			policy.Set{Roles: []*ent.SessionPolicy{onlyDeny, onlyEvict}, Global: global(evict)}, denyNew, []string{"only_deny"}},
+		{"no role sets a limit: evict-oldest among the actions",
+			policy.Set{Roles: []*ent.SessionPolicy{onlyEvict}, Global: global(deny)}, evictOlder, []string{"only_evict"}},
+		{"the user's action wins",
+			policy.Set{User: user(ent.SessionPolicy{OnLimit: evict}), Roles: []*ent.SessionPolicy{smallDeny}}, evictOlder, []string{"user"}},
+		{"the user's limit without an action: the roles' smallest limit decides",
+			policy.Set{User: user(ent.SessionPolicy{MaxSessions: i32(9)}), Roles: []*ent.SessionPolicy{smallDeny, bigEvict}}, denyNew, []string{"small_deny"}},
+		{"the user's limit without an action, roles without one: the global action",
+			policy.Set{User: user(ent.SessionPolicy{MaxSessions: i32(9)}), Roles: []*ent.SessionPolicy{small, bigDeny}, Global: global(evict)},
+			evictOlder, []string{"global"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.set.Resolve()
+			var src []string
+			if r.OnLimitSource.GetBuiltInDefault() {
+				src = append(src, "")
+			}
+			for _, sc := range r.OnLimitSource.GetScopes() {
+				switch {
+				case sc.GetGlobal():
+					src = append(src, "global")
+				case sc.GetUserId() != "":
+					src = append(src, "user")
+				default:
+					src = append(src, sc.GetRole())
+				}
+			}
+			if r.OnLimit != tc.want || !slices.Equal(src, tc.src) {
+				t.Errorf("on_limit = %v from %q, want %v from %q", r.OnLimit, src, tc.want, tc.src)
+			}
+		})
+	}
+}

@@ -99,6 +99,12 @@ func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*g
 	v := valuesOf(in)
 	var out *gatehousev1.SessionPolicy
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
+		// with role changes, user deletions and logins (which share it), so that a login sees the
+		// policy entirely before or after the change and the change's hook sees its session.
+		if err := tx.LockRoleGraph(ctx); err != nil {
+			return err
+		}
 		kind, ref, err := scopeOf(ctx, tx, in.Scope)
 		if err != nil {
 			return err
@@ -144,7 +150,9 @@ func policyEvent(t gatehousev1.EventType, p *gatehousev1.SessionPolicy) *gatehou
 	return ev
 }
 
-// scopeOf checks that a scope's role or user exists and returns its storage form.
+// scopeOf checks that a scope's role or user exists and returns its storage form. The caller holds
+// the role-graph lock, which deleting a role or a user takes too, so the role or user cannot go
+// away before tx commits and leave the new policy behind.
 func scopeOf(ctx context.Context, tx *store.Tx, sc *gatehousev1.PolicyScope) (entpolicy.ScopeKind, string, error) {
 	switch k := sc.Kind.(type) {
 	case *gatehousev1.PolicyScope_Role:
@@ -206,13 +214,48 @@ func (s *Service) List(ctx context.Context, pageSize int32, pageToken string) ([
 	return out, next, nil
 }
 
-// Update changes the fields named in mask: nil means every field (a replacement), and a field named
-// but unset in the policy is cleared. The scope is immutable.
+// scopePaths are the update-mask paths that name the scope or a part of it. The scope is
+// immutable, so they are accepted only when the scope sent equals the stored one: that is what a
+// REST PATCH without a mask names when it sends back a policy it read (grpc-gateway derives the
+// mask from the body, down to scope.role).
+var scopePaths = []string{"scope", "scope.global", "scope.role", "scope.user_id"}
+
+// populated returns the fields set in p (AIP-134: the implied mask of an update without one).
+func populated(p *gatehousev1.SessionPolicy) []string {
+	var out []string
+	if p.MaxSessions != nil {
+		out = append(out, "max_sessions")
+	}
+	if len(p.CountedTypes) > 0 {
+		out = append(out, "counted_types")
+	}
+	if p.OnLimit != gatehousev1.LimitAction_LIMIT_ACTION_UNSPECIFIED {
+		out = append(out, "on_limit")
+	}
+	if p.IdleTimeout != nil {
+		out = append(out, "idle_timeout")
+	}
+	if p.AbsoluteTimeout != nil {
+		out = append(out, "absolute_timeout")
+	}
+	if p.OnRoleChange != gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_UNSPECIFIED {
+		out = append(out, "on_role_change")
+	}
+	return out
+}
+
+// Update changes the fields named in mask, where a field named but unset in the policy is
+// cleared. A nil mask means the fields populated in the policy (AIP-134). The output-only fields
+// may be named and are ignored; the scope may be named when it is sent unchanged. When no field is
+// left to change, nothing changes: the policy is returned as stored, with no event.
 func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string) (*gatehousev1.SessionPolicy, store.Position, error) {
-	// NOTE: the scope may be sent back unchanged; a different scope is refused below.
-	mask = convert.MaskPaths(mask, "id", "scope", "create_time", "update_time")
+	scopeNamed := false
 	if mask == nil {
-		mask = policyFields
+		mask = populated(in)
+	} else {
+		mask = convert.MaskPaths(mask, "id", "create_time", "update_time")
+		scopeNamed = slices.ContainsFunc(mask, func(f string) bool { return slices.Contains(scopePaths, f) })
+		mask = slices.DeleteFunc(mask, func(f string) bool { return slices.Contains(scopePaths, f) })
 	}
 	for _, f := range mask {
 		if !slices.Contains(policyFields, f) {
@@ -223,6 +266,12 @@ func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mas
 	v := valuesOf(in)
 	var out *gatehousev1.SessionPolicy
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
+		// with role changes, user deletions and logins (which share it), so that a login sees the
+		// policy entirely before or after the change and the change's hook sees its session.
+		if err := tx.LockRoleGraph(ctx); err != nil {
+			return err
+		}
 		p, err := tx.SessionPolicy.Get(ctx, in.GetId())
 		if ent.IsNotFound(err) {
 			return policyNotFound(in.GetId())
@@ -230,9 +279,16 @@ func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mas
 		if err != nil {
 			return err
 		}
-		if in.Scope != nil && !scopeEqual(in.Scope, Scope(p)) {
+		// NOTE: a scope sent (or named in the mask) must be the stored one; naming the scope without
+		// sending one would clear it.
+		if (in.Scope != nil || scopeNamed) && !scopeEqual(in.Scope, Scope(p)) {
 			return errs.InvalidArgument("IMMUTABLE_SCOPE", "a policy's scope cannot change",
 				errs.FieldViolation{Field: "policy.scope", Description: "immutable; delete the policy and create one for the other scope"})
+		}
+		if len(mask) == 0 {
+			// Nothing to change: no update_time bump and no event; InTx returns the log head.
+			out = Proto(p)
+			return nil
 		}
 		upd := p.Update().SetUpdateTime(convert.Now())
 		for _, f := range mask {
@@ -284,6 +340,12 @@ func scopeEqual(a, b *gatehousev1.PolicyScope) bool {
 // Delete deletes a policy.
 func (s *Service) Delete(ctx context.Context, id string) (store.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
+		// with role changes, user deletions and logins (which share it), so that a login sees the
+		// policy entirely before or after the change and the change's hook sees its session.
+		if err := tx.LockRoleGraph(ctx); err != nil {
+			return err
+		}
 		p, err := tx.SessionPolicy.Get(ctx, id)
 		if ent.IsNotFound(err) {
 			return policyNotFound(id)

@@ -1126,7 +1126,8 @@ func (*PolicyScope_UserId) isPolicyScope_Kind() {}
 // Unset fields fall through to broader scopes and then to the built-in defaults.
 type SessionPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is the server-assigned id (UUIDv7). Output only.
+	// id is the server-assigned id (UUIDv7). Output only (ignored on create), except in
+	// UpdateSessionPolicy where it names the policy to change and is required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// scope is whom the policy applies to. Required on create; immutable.
 	Scope *PolicyScope `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
@@ -1140,7 +1141,14 @@ type SessionPolicy struct {
 	IdleTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
 	// absolute_timeout ends a session this long after it was created.
 	AbsoluteTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=absolute_timeout,json=absoluteTimeout,proto3" json:"absolute_timeout,omitempty"`
-	// on_role_change says what happens to live sessions when the user's roles change.
+	// on_role_change says what happens to live sessions when the user's effective roles change. It
+	// is decided per change, over the roles gained or lost: re-authenticate (the sessions end with
+	// TERMINATION_REASON_ROLE_CHANGE) if the user's own policy or the policy of any role gained or
+	// lost says so; otherwise, if none of those policies sets on_role_change, the global policy's
+	// value; otherwise refresh (the sessions carry the new roles at once). So a refresh set by the
+	// user's policy or by a gained or lost role's policy overrides a global re-authenticate, but not
+	// a re-authenticate from another of them; the policies of roles the change leaves alone play no
+	// part.
 	OnRoleChange RoleChangeAction `protobuf:"varint,8,opt,name=on_role_change,json=onRoleChange,proto3,enum=gatehouse.v1.RoleChangeAction" json:"on_role_change,omitempty"`
 	// create_time is when the policy was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
@@ -1323,9 +1331,9 @@ const file_gatehouse_v1_common_proto_rawDesc = "" +
 	"\x06global\x18\x01 \x01(\bB\a\xbaH\x04j\x02\b\x01H\x00R\x06global\x125\n" +
 	"\x04role\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$H\x00R\x04role\x12#\n" +
 	"\auser_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\x06userIdB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"\x9d\x05\n" +
-	"\rSessionPolicy\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xaa\x05\n" +
+	"\rSessionPolicy\x12\x1b\n" +
+	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x02id\x12/\n" +
 	"\x05scope\x18\x02 \x01(\v2\x19.gatehouse.v1.PolicyScopeR\x05scope\x123\n" +
 	"\fmax_sessions\x18\x03 \x01(\x05B\v\xbaH\b\x1a\x06\x18\xa0\x8d\x06(\x01H\x00R\vmaxSessions\x88\x01\x01\x12Q\n" +
 	"\rcounted_types\x18\x04 \x03(\x0e2\x19.gatehouse.v1.SessionTypeB\x11\xbaH\x0e\x92\x01\v\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\fcountedTypes\x12>\n" +

@@ -331,10 +331,19 @@ func (x *ListSessionPoliciesResponse) GetNextPageToken() string {
 // UpdateSessionPolicyRequest is the request of UpdateSessionPolicy.
 type UpdateSessionPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// policy carries the id of the policy to change and the new values.
+	// policy carries the id of the policy to change (required) and the new values.
 	Policy *SessionPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	// update_mask names the fields to change. Over REST, without a mask, the fields present in the
-	// body are changed. A field in the mask but unset in the policy is cleared (falls through).
+	// update_mask names the fields to change: max_sessions, counted_types, on_limit, idle_timeout,
+	// absolute_timeout, on_role_change. A field named in the mask but unset in the policy is cleared
+	// (falls through to broader scopes). Without a mask (AIP-134), the fields populated in the policy
+	// are changed: max_sessions when set, counted_types when not empty, on_limit and on_role_change
+	// when not UNSPECIFIED, idle_timeout and absolute_timeout when set; a field cannot be cleared
+	// without a mask. Over REST, a PATCH without a mask changes the fields present in the JSON body
+	// (grpc-gateway derives the mask from it), so a body with "maxSessions": null clears the limit.
+	// The output-only fields (id, create_time, update_time) may be named and are ignored; scope (or a
+	// path under it) may be named when the scope sent equals the policy's, since the scope is
+	// immutable. A mask that names no updatable field changes nothing: no event is written and the
+	// policy is returned as stored.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1000,9 +1009,10 @@ const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"~\n" +
 	"\x1bListSessionPoliciesResponse\x127\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x1b.gatehouse.v1.SessionPolicyR\bpolicies\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x96\x01\n" +
-	"\x1aUpdateSessionPolicyRequest\x12;\n" +
-	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\x12;\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf3\x01\n" +
+	"\x1aUpdateSessionPolicyRequest\x12\x97\x01\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyBb\xbaH_\xba\x01Y\n" +
+	"\x12policy_id_required\x124policy.id is required: it names the policy to change\x1a\rthis.id != ''\xc8\x01\x01R\x06policy\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"\x7f\n" +
 	"\x1bUpdateSessionPolicyResponse\x123\n" +
