@@ -153,11 +153,14 @@ func badInputCases(f badInputFixture) []badCase {
 		invalid("CreateRole/name starting with a digit", post, "/v1/roles", `{"name": "1role"}`, "name"),
 		invalid("CreateRole/empty name", post, "/v1/roles", `{"name": ""}`, "name"),
 		invalid("CreateRole/name of 65 chars", post, "/v1/roles", `{"name": "`+long(65)+`"}`, "name"),
-		invalid("CreateRole/reserved prefix", post, "/v1/roles", `{"name": "gatehouse.x"}`, "name"),
+		invalid("CreateRole/reserved prefix", post, "/v1/roles", `{"name": "gatehouse.x"}`, "name").withReason("INVALID_ARGUMENT"),
 		invalid("CreateRole/description of 1025 chars", post, "/v1/roles", `{"name": "newrole", "description": "`+long(1025)+`"}`, "description"),
 		invalid("CreateRole/malformed contained name", post, "/v1/roles", `{"name": "newrole", "contains": ["viewer", "Bad-Role"]}`, "contains[1]"),
 		invalid("CreateRole/duplicate contained name", post, "/v1/roles", `{"name": "newrole", "contains": ["viewer", "viewer"]}`, "contains"),
-		invalid("CreateRole/string for list", post, "/v1/roles", `{"name": "newrole", "contains": "viewer"}`), // a JSON syntax error names no field
+		// A wrong-type value: protojson reports a string where a list belongs as a syntax error
+		// ("unexpected token"), which names no field.
+		invalid("CreateRole/string for list", post, "/v1/roles", `{"name": "newrole", "contains": "viewer"}`),
+		invalid("CreateRole/JSON syntax error", post, "/v1/roles", `{"name": "newrole",}`),
 		failed("CreateRole/duplicate", post, "/v1/roles", `{"name": "viewer"}`, codes.AlreadyExists, conflict, "ROLE_EXISTS"),
 		failed("CreateRole/unknown contained role", post, "/v1/roles", `{"name": "newrole", "contains": ["viewer", "nope"]}`, codes.NotFound, notFound, "ROLE_NOT_FOUND"),
 		failed("CreateRole/containing itself", post, "/v1/roles", `{"name": "selfish", "contains": ["selfish"]}`, codes.FailedPrecondition, bad, "ROLE_CYCLE"),
@@ -245,6 +248,24 @@ func TestBadInputREST(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBadInputReservedRoleName checks through every front that a role name with the reserved
+// gatehouse. prefix is INVALID_ARGUMENT with one field violation, on name (the protovalidate rule of
+// CreateRoleRequest, which is the only check), and creates nothing.
+func TestBadInputReservedRoleName(t *testing.T) {
+	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		admin := testnode.AdminToken(t, c)
+		for _, name := range []string{"gatehouse.x", "gatehouse.admin"} {
+			before := takeSnapshot(t, n.Store())
+			err := expectError(t, c, gatehousev1.IdentityService_CreateRole_FullMethodName, admin,
+				&gatehousev1.CreateRoleRequest{Name: name}, codes.InvalidArgument, "INVALID_ARGUMENT")
+			if got := testnode.Violations(err); !slices.Equal(got, []string{"name"}) {
+				t.Errorf("CreateRole %q: field violations %q, want [name]", name, got)
+			}
+			checkNothingChanged(t, n.Store(), before, takeSnapshot(t, n.Store()), false)
+		}
+	})
 }
 
 // badInputSetup creates the users, group and roles the bad requests refer to.

@@ -159,8 +159,9 @@ func isREST(t *testing.T) bool { return strings.HasSuffix(t.Name(), "/"+string(t
 // client following the OpenAPI document sends: the bare resource as the PATCH body (without the id,
 // which is in the path) and the mask, if any, as ?update_mask=a,b.
 //
-// NOTE: the generic REST invoker puts the id in the body and the mask as update_mask.paths=..., which
-// grpc-gateway merges with the mask it derives from the body, so it cannot express a masked update.
+// NOTE: the generic REST invoker sends the mask the same way (?update_mask=a,b, which replaces the
+// mask grpc-gateway derives from the body), but it marshals the whole user, id included, as the
+// body; this helper sends the body the OpenAPI document describes instead.
 func (a *idAdmin) updateUser(req *gatehousev1.UpdateUserRequest) (*gatehousev1.UpdateUserResponse, error) {
 	a.t.Helper()
 	if !isREST(a.t) {
@@ -607,6 +608,201 @@ func TestUpdateUser(t *testing.T) {
 	})
 }
 
+// TestUpdateUserWithoutMask checks that an update without an update_mask changes only the fields
+// the request's user populates (AIP-134), through every front: an empty string clears nothing and
+// a false does not re-enable a disabled user; only an explicit mask does that.
+func TestUpdateUserWithoutMask(t *testing.T) {
+	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		a := newIDAdmin(t, n, c)
+		u := mutate[gatehousev1.CreateUserResponse](a, gatehousev1.IdentityService_CreateUser_FullMethodName,
+			&gatehousev1.CreateUserRequest{Username: "gil", Email: "gil@example.com", DisplayName: "Gil", Disabled: true}).User
+		get := func() *gatehousev1.User {
+			t.Helper()
+			return read[gatehousev1.GetUserResponse](a, gatehousev1.IdentityService_GetUser_FullMethodName, &gatehousev1.GetUserRequest{UserId: u.Id}).User
+		}
+		ignoreTimes := protocmp.IgnoreFields(&gatehousev1.User{}, "update_time", "create_time")
+
+		// The review's case: {id, username, display_name} sent to a disabled user with an email.
+		mark := lastEventID(t, n)
+		upd := a.mustUpdateUser(&gatehousev1.UpdateUserRequest{User: &gatehousev1.User{Id: u.Id, Username: "gil", DisplayName: "Gil G."}})
+		want := proto.CloneOf(u)
+		want.DisplayName = "Gil G."
+		if diff := cmp.Diff(want, upd, protocmp.Transform(), ignoreTimes); diff != "" {
+			t.Errorf("UpdateUser {id, username, display_name} without a mask (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(want, get(), protocmp.Transform(), ignoreTimes); diff != "" {
+			t.Errorf("GetUser after UpdateUser without a mask (-want +got):\n%s", diff)
+		}
+		updated := ofType(eventsAfter(t, n, mark), gatehousev1.EventType_EVENT_TYPE_USER_UPDATED)
+		if len(updated) != 1 || !slices.Equal(updated[0].Event.GetUserUpdated().GetChangedFields(), []string{"display_name"}) {
+			t.Errorf("USER_UPDATED events %v, want one with changed_fields [display_name]", updated)
+		}
+
+		// Only the email, populated: the rest stays, the user stays disabled.
+		a.mustUpdateUser(&gatehousev1.UpdateUserRequest{User: &gatehousev1.User{Id: u.Id, Email: "gil@new.example.com"}})
+		want.Email = "gil@new.example.com"
+		if diff := cmp.Diff(want, get(), protocmp.Transform(), ignoreTimes); diff != "" {
+			t.Errorf("after UpdateUser {email} without a mask (-want +got):\n%s", diff)
+		}
+
+		// Nothing populated but the id: nothing changes and nothing is written (so the consistency
+		// token does not move either).
+		mark = lastEventID(t, n)
+		if _, err := a.updateUser(&gatehousev1.UpdateUserRequest{User: &gatehousev1.User{Id: u.Id}}); err != nil {
+			t.Fatalf("UpdateUser {id} without a mask: %v", err)
+		}
+		if diff := cmp.Diff(want, get(), protocmp.Transform(), ignoreTimes); diff != "" {
+			t.Errorf("after UpdateUser {id} without a mask (-want +got):\n%s", diff)
+		}
+		if evs := eventsAfter(t, n, mark); len(evs) != 0 {
+			t.Errorf("UpdateUser {id} without a mask wrote events: %v", evs)
+		}
+
+		// An explicit mask still sets what it names, defaults included.
+		a.mustUpdateUser(&gatehousev1.UpdateUserRequest{
+			User:       &gatehousev1.User{Id: u.Id},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"disabled", "email"}},
+		})
+		want.Disabled, want.Email = false, ""
+		if diff := cmp.Diff(want, get(), protocmp.Transform(), ignoreTimes); diff != "" {
+			t.Errorf("after UpdateUser {} with mask [disabled email] (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// do calls a mutating method as the administrator, fails the test on an error and checks the
+// consistency token of the response.
+func (a *idAdmin) do(method string, req proto.Message) {
+	a.t.Helper()
+	resp, err := respFor(method)
+	if err != nil {
+		a.t.Fatalf("%s: %v", method, err)
+	}
+	if err := a.c.Invoke(context.Background(), method, a.tok, req, resp); err != nil {
+		a.t.Fatalf("%s %v: %v", method, req, err)
+	}
+	a.checkToken(method[strings.LastIndexByte(method, '/')+1:], resp.(tokened).GetConsistencyToken())
+}
+
+// TestBuiltInRoleChangesNeedAdmin checks that only gatehouse.admin may change who holds a
+// gatehouse.* role, whatever the path: an identity administrator is refused with
+// PERMISSION_DENIED/BUILT_IN_ROLE_CHANGE and the database is left as it was, while gatehouse.admin
+// may make every one of the same changes.
+func TestBuiltInRoleChangesNeedAdmin(t *testing.T) {
+	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		a := newIDAdmin(t, n, c)
+		ida := a.createUser("ida", "ida-password")
+		aud := a.createUser("aud", "")
+		bob := a.createUser("bob", "")
+		carol := a.createUser("carol", "")
+		a.grantUser("gatehouse.identity_admin", ida.Id)
+		a.grantUser("gatehouse.auditor", aud.Id)
+		a.createRole("helper")
+		a.grantUser("helper", ida.Id)
+		a.createRole("wrapper", "gatehouse.auditor")
+		a.grantUser("wrapper", carol.Id)
+		mine := a.createGroup("mine") // ida is a member; it holds nothing
+		a.addMember(mine.Id, ida.Id)
+		admins := a.createGroup("admins") // holds gatehouse.admin; nobody is a member
+		a.grantGroup("gatehouse.admin", admins.Id)
+		auditors := a.createGroup("auditors") // holds gatehouse.auditor; bob is a member
+		a.grantGroup("gatehouse.auditor", auditors.Id)
+		a.addMember(auditors.Id, bob.Id)
+		idaTok := testnode.Login(t, c, "ida", "ida-password").Token
+
+		grantUser := func(role, u string) proto.Message {
+			return &gatehousev1.GrantRoleRequest{Role: role, Principal: &gatehousev1.GrantRoleRequest_UserId{UserId: u}}
+		}
+		revokeUser := func(role, u string) proto.Message {
+			return &gatehousev1.RevokeRoleRequest{Role: role, Principal: &gatehousev1.RevokeRoleRequest_UserId{UserId: u}}
+		}
+		type step struct {
+			method string
+			req    proto.Message
+		}
+		const admin = "gatehouse.admin"
+		cases := []struct {
+			name string
+			step
+			// want is the change gatehouse.admin's call makes: added and removed roles per user.
+			want map[string][2][]string
+			// undo restores the state for the next case; nil for the cases that run last.
+			undo *step
+		}{
+			{"grant gatehouse.admin to self", step{gatehousev1.IdentityService_GrantRole_FullMethodName, grantUser(admin, ida.Id)},
+				map[string][2][]string{ida.Id: {{admin}, nil}},
+				&step{gatehousev1.IdentityService_RevokeRole_FullMethodName, revokeUser(admin, ida.Id)}},
+			{"grant gatehouse.admin to a group of one's own", step{gatehousev1.IdentityService_GrantRole_FullMethodName,
+				&gatehousev1.GrantRoleRequest{Role: admin, Principal: &gatehousev1.GrantRoleRequest_GroupId{GroupId: mine.Id}}},
+				map[string][2][]string{ida.Id: {{admin}, nil}},
+				&step{gatehousev1.IdentityService_RevokeRole_FullMethodName,
+					&gatehousev1.RevokeRoleRequest{Role: admin, Principal: &gatehousev1.RevokeRoleRequest_GroupId{GroupId: mine.Id}}}},
+			{"join a group holding gatehouse.admin", step{gatehousev1.IdentityService_AddGroupMember_FullMethodName,
+				&gatehousev1.AddGroupMemberRequest{GroupId: admins.Id, UserId: ida.Id}},
+				map[string][2][]string{ida.Id: {{admin}, nil}},
+				&step{gatehousev1.IdentityService_RemoveGroupMember_FullMethodName,
+					&gatehousev1.RemoveGroupMemberRequest{GroupId: admins.Id, UserId: ida.Id}}},
+			{"make a role one holds contain gatehouse.admin", step{gatehousev1.IdentityService_AddContainedRole_FullMethodName,
+				&gatehousev1.AddContainedRoleRequest{Role: "helper", ContainedRole: admin}},
+				map[string][2][]string{ida.Id: {{admin}, nil}},
+				&step{gatehousev1.IdentityService_RemoveContainedRole_FullMethodName,
+					&gatehousev1.RemoveContainedRoleRequest{Role: "helper", ContainedRole: admin}}},
+			{"make gatehouse.auditor contain gatehouse.admin", step{gatehousev1.IdentityService_AddContainedRole_FullMethodName,
+				&gatehousev1.AddContainedRoleRequest{Role: "gatehouse.auditor", ContainedRole: admin}},
+				map[string][2][]string{aud.Id: {{admin}, nil}, bob.Id: {{admin}, nil}, carol.Id: {{admin}, nil}},
+				&step{gatehousev1.IdentityService_RemoveContainedRole_FullMethodName,
+					&gatehousev1.RemoveContainedRoleRequest{Role: "gatehouse.auditor", ContainedRole: admin}}},
+			{"grant another built-in role to someone else", step{gatehousev1.IdentityService_GrantRole_FullMethodName,
+				grantUser("gatehouse.session_issuer", bob.Id)},
+				map[string][2][]string{bob.Id: {{"gatehouse.session_issuer"}, nil}},
+				&step{gatehousev1.IdentityService_RevokeRole_FullMethodName, revokeUser("gatehouse.session_issuer", bob.Id)}},
+			{"grant self a custom role containing a built-in role", step{gatehousev1.IdentityService_GrantRole_FullMethodName,
+				grantUser("wrapper", ida.Id)},
+				map[string][2][]string{ida.Id: {{"gatehouse.auditor", "wrapper"}, nil}},
+				&step{gatehousev1.IdentityService_RevokeRole_FullMethodName, revokeUser("wrapper", ida.Id)}},
+			{"remove a member of a group holding a built-in role", step{gatehousev1.IdentityService_RemoveGroupMember_FullMethodName,
+				&gatehousev1.RemoveGroupMemberRequest{GroupId: auditors.Id, UserId: bob.Id}},
+				map[string][2][]string{bob.Id: {nil, {"gatehouse.auditor"}}},
+				&step{gatehousev1.IdentityService_AddGroupMember_FullMethodName,
+					&gatehousev1.AddGroupMemberRequest{GroupId: auditors.Id, UserId: bob.Id}}},
+			{"delete a group holding a built-in role", step{gatehousev1.IdentityService_DeleteGroup_FullMethodName,
+				&gatehousev1.DeleteGroupRequest{GroupId: auditors.Id}},
+				map[string][2][]string{bob.Id: {nil, {"gatehouse.auditor"}}}, nil},
+			{"delete a role containing a built-in role", step{gatehousev1.IdentityService_DeleteRole_FullMethodName,
+				&gatehousev1.DeleteRoleRequest{Name: "wrapper"}},
+				map[string][2][]string{carol.Id: {nil, {"gatehouse.auditor", "wrapper"}}}, nil},
+			{"revoke gatehouse.admin from the administrator", step{gatehousev1.IdentityService_RevokeRole_FullMethodName,
+				revokeUser(admin, a.userID)},
+				map[string][2][]string{a.userID: {nil, {admin}}}, nil},
+		}
+
+		// The identity administrator: refused every time, and nothing is written.
+		for _, tc := range cases {
+			before := takeSnapshot(t, n.Store())
+			err := expectError(t, c, tc.method, idaTok, tc.req, codes.PermissionDenied, "BUILT_IN_ROLE_CHANGE")
+			if msg := status.Convert(err).Message(); !strings.Contains(msg, "only gatehouse.admin may change who holds gatehouse.* roles") {
+				t.Errorf("%s: message %q does not say that only gatehouse.admin may change who holds gatehouse.* roles", tc.name, msg)
+			}
+			checkNothingChanged(t, n.Store(), before, takeSnapshot(t, n.Store()), false)
+		}
+		// Changes that move no built-in role stay open to the identity administrator.
+		a.createRole("plain")
+		testnode.MustCall[gatehousev1.GrantRoleResponse](t, c, gatehousev1.IdentityService_GrantRole_FullMethodName, idaTok, grantUser("plain", bob.Id))
+		a.wantRoles("bob after the identity admin's custom grant", bob.Id,
+			eff("gatehouse.auditor", viaGroup(auditors.Id)), eff("plain", direct()))
+
+		// gatehouse.admin: every one of the same changes goes through.
+		for _, tc := range cases {
+			mark := lastEventID(t, n)
+			a.do(tc.method, tc.req)
+			wantRolesChanged(t, tc.name, eventsAfter(t, n, mark), tc.want)
+			if tc.undo != nil {
+				a.do(tc.undo.method, tc.undo.req)
+			}
+		}
+	})
+}
+
 func TestGroupsAndMembers(t *testing.T) {
 	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
@@ -634,9 +830,13 @@ func TestGroupsAndMembers(t *testing.T) {
 		a.addMember(eng.Id, bob.Id)
 		a.addMember(eng.Id, alice.Id)
 		a.addMember(ops.Id, alice.Id)
-		// Adding a member again changes nothing.
+		// Adding a member again changes nothing and writes nothing.
+		mark := lastEventID(t, n)
 		testnode.MustCall[gatehousev1.AddGroupMemberResponse](t, c, gatehousev1.IdentityService_AddGroupMember_FullMethodName, a.tok,
 			&gatehousev1.AddGroupMemberRequest{GroupId: eng.Id, UserId: alice.Id})
+		if evs := eventsAfter(t, n, mark); len(evs) != 0 {
+			t.Errorf("adding an existing member again wrote events: %v", evs)
+		}
 
 		members := read[gatehousev1.ListGroupMembersResponse](a, gatehousev1.IdentityService_ListGroupMembers_FullMethodName,
 			&gatehousev1.ListGroupMembersRequest{GroupId: eng.Id})
@@ -883,11 +1083,13 @@ func TestContainmentChain(t *testing.T) {
 		a.grantUser("a", alice.Id)
 		a.wantRoles("a⊃b⊃c", alice.Id, eff("a", direct()), eff("b", viaRole("a")), eff("c", viaRole("b")))
 
-		// Cycles are refused, whatever their length, and change nothing.
+		// Cycles are refused, whatever their length, and change nothing: no row, no event.
+		before := takeSnapshot(t, n.Store())
 		for _, link := range [][2]string{{"c", "a"}, {"b", "a"}, {"a", "a"}} {
 			a.fails(gatehousev1.IdentityService_AddContainedRole_FullMethodName,
 				&gatehousev1.AddContainedRoleRequest{Role: link[0], ContainedRole: link[1]}, codes.FailedPrecondition, "ROLE_CYCLE")
 		}
+		checkNothingChanged(t, n.Store(), before, takeSnapshot(t, n.Store()), false)
 		a.wantRoles("after refused cycles", alice.Id, eff("a", direct()), eff("b", viaRole("a")), eff("c", viaRole("b")))
 
 		// Extending the chain reaches the holder at once; a diamond shows both paths.
@@ -900,8 +1102,10 @@ func TestContainmentChain(t *testing.T) {
 			&gatehousev1.AddContainedRoleRequest{Role: "a", ContainedRole: "c"})
 		a.wantRoles("diamond", alice.Id,
 			eff("a", direct()), eff("b", viaRole("a")), eff("c", viaRole("a"), viaRole("b")), eff("d", viaRole("c")))
+		before = takeSnapshot(t, n.Store())
 		a.fails(gatehousev1.IdentityService_AddContainedRole_FullMethodName,
 			&gatehousev1.AddContainedRoleRequest{Role: "d", ContainedRole: "b"}, codes.FailedPrecondition, "ROLE_CYCLE")
+		checkNothingChanged(t, n.Store(), before, takeSnapshot(t, n.Store()), false)
 	})
 }
 

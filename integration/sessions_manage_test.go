@@ -164,12 +164,33 @@ func TestSessionClientInfo(t *testing.T) {
 				// Partly given: the rest is filled from the transport.
 				s = smCreate(t, c, "cleo", "cleo-password", web, &gatehousev1.ClientInfo{DeviceName: "Cleo's laptop"})
 				check("only a device name", s.Session, smTransportUserAgent[p], "127.0.0.1", "Cleo's laptop")
-				// Given (an SSO front end passing on its own client's details): kept as given.
+				// Given by anyone but a session issuer: the user agent and device are kept, but the
+				// address is the one the call came from, not a claim of the caller's.
 				given := &gatehousev1.ClientInfo{UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Test/1.0", IpAddress: "203.0.113.7", DeviceName: "kiosk"}
 				s = smCreate(t, c, "cleo", "cleo-password", web, given)
-				check("full client info", s.Session, given.UserAgent, given.IpAddress, given.DeviceName)
-				if !proto.Equal(s.Session.Client, given) {
-					t.Errorf("given client info %v came back as %v", given, s.Session.Client)
+				check("full client info from an anonymous caller", s.Session, given.UserAgent, "127.0.0.1", given.DeviceName)
+				_, plainTok := smUser(a, "plain")
+				s, err := smTryCreate(c, plainTok, smPasswordReq("cleo", "cleo-password", web, given))
+				if err != nil {
+					t.Fatal(err)
+				}
+				check("full client info from a caller without session issuer", s.Session, given.UserAgent, "127.0.0.1", given.DeviceName)
+				// Given by a session issuer (a front end passing on its own client's details), for a
+				// trusted or a password login: kept as given.
+				_, issuerTok := smUser(a, "sso", "gatehouse.session_issuer")
+				trusted := smTrustedReq("cleo", web)
+				trusted.Client = given
+				for what, req := range map[string]*gatehousev1.CreateSessionRequest{
+					"a trusted login": trusted, "a password login": smPasswordReq("cleo", "cleo-password", web, given),
+				} {
+					s, err := smTryCreate(c, issuerTok, req)
+					if err != nil {
+						t.Fatalf("%s by a session issuer: %v", what, err)
+					}
+					check(what+" by a session issuer", s.Session, given.UserAgent, given.IpAddress, given.DeviceName)
+					if !proto.Equal(s.Session.Client, given) {
+						t.Errorf("%s by a session issuer: given client info %v came back as %v", what, given, s.Session.Client)
+					}
 				}
 			})
 		}
@@ -463,16 +484,24 @@ func TestTerminateUserSessions(t *testing.T) {
 // smStartRateLimited starts a node allowing few failed logins per username.
 func smStartRateLimited(t *testing.T, b testnode.Backend, failuresPerUser int) *testnode.Node {
 	t.Helper()
+	return smStartLimited(t, b, failuresPerUser, 0)
+}
+
+// smStartLimited starts a node allowing failuresPerUser failed logins per username and
+// failuresPerAddress per client address (0: the default) within an hour.
+func smStartLimited(t *testing.T, b testnode.Backend, failuresPerUser, failuresPerAddress int) *testnode.Node {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := server.Start(ctx, server.Config{
-		GRPCAddr:             "127.0.0.1:0",
-		HTTPAddr:             "127.0.0.1:0",
-		Database:             testnode.DatabaseURL(t, b),
-		AdminPassword:        testnode.AdminPassword,
-		LoginFailuresPerUser: failuresPerUser,
-		LoginFailureWindow:   time.Hour,
-		Logger:               slog.New(slog.NewTextHandler(io.Discard, nil)),
+		GRPCAddr:                "127.0.0.1:0",
+		HTTPAddr:                "127.0.0.1:0",
+		Database:                testnode.DatabaseURL(t, b),
+		AdminPassword:           testnode.AdminPassword,
+		LoginFailuresPerUser:    failuresPerUser,
+		LoginFailuresPerAddress: failuresPerAddress,
+		LoginFailureWindow:      time.Hour,
+		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatalf("starting a node: %v", err)

@@ -84,7 +84,7 @@ func (h *Identity) ListUsers(ctx context.Context, req *gatehousev1.ListUsersRequ
 
 // UpdateUser implements IdentityService.UpdateUser.
 func (h *Identity) UpdateUser(ctx context.Context, req *gatehousev1.UpdateUserRequest) (*gatehousev1.UpdateUserResponse, error) {
-	var mask []string // nil: no mask, replace every updatable field
+	var mask []string // nil: no mask, update the fields req.User populates (AIP-134)
 	if req.UpdateMask != nil {
 		mask = append([]string{}, req.UpdateMask.Paths...)
 	}

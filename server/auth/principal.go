@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"slices"
+	"strings"
 )
 
 // Built-in roles. The gatehouse. prefix is reserved for them; they cannot be deleted.
@@ -54,6 +55,22 @@ func (p *Principal) Has(role string) bool {
 	}
 	_, ok := slices.BinarySearch(p.Roles, role)
 	return ok
+}
+
+// IsBuiltIn reports whether role is a built-in role's name (it has the reserved prefix).
+func IsBuiltIn(role string) bool { return strings.HasPrefix(role, ReservedRolePrefix) }
+
+// MissingBuiltIn returns the first built-in role among roles that the principal does not hold, or
+// "" when it holds them all (gatehouse.admin holds every role). A caller acting on someone (setting
+// their password, opening a session for them) must hold every built-in role they hold, or it could
+// act with powers it does not have.
+func (p *Principal) MissingBuiltIn(roles []string) string {
+	for _, r := range roles {
+		if IsBuiltIn(r) && !p.Has(r) {
+			return r
+		}
+	}
+	return ""
 }
 
 // HasAny reports whether the principal holds any of roles (gatehouse.admin implies all).

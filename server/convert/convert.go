@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/ent"
@@ -119,7 +121,7 @@ func Session(s *ent.Session) *gatehousev1.Session {
 // MaskPaths normalises update-mask paths: JSON names become proto names (displayName is
 // display_name) and the output-only fields named in ignore are dropped, as the API design
 // guidelines ask (AIP-203), so that a client may send back a resource it read. A nil mask stays nil
-// (no mask: replace every updatable field).
+// (no mask: the caller takes the populated fields, PopulatedPaths).
 func MaskPaths(paths []string, ignore ...string) []string {
 	if paths == nil {
 		return nil
@@ -136,6 +138,21 @@ func MaskPaths(paths []string, ignore ...string) []string {
 		}
 		if n := b.String(); !slices.Contains(ignore, n) && !slices.Contains(out, n) {
 			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// PopulatedPaths returns, in the order given, those of fields (proto field names) that msg has
+// populated: set to a value other than the field's default. It is the implied update mask of an
+// update request without one (AIP-134), so that without a mask an empty string or a false never
+// overwrites anything.
+func PopulatedPaths(msg proto.Message, fields ...string) []string {
+	m := msg.ProtoReflect()
+	out := []string{}
+	for _, f := range fields {
+		if fd := m.Descriptor().Fields().ByName(protoreflect.Name(f)); fd != nil && m.Has(fd) {
+			out = append(out, f)
 		}
 	}
 	return out

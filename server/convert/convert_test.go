@@ -10,7 +10,7 @@ import (
 
 func TestMaskPaths(t *testing.T) {
 	if got := convert.MaskPaths(nil, "id"); got != nil {
-		t.Errorf("nil mask = %v, want nil (replace every field)", got)
+		t.Errorf("nil mask = %v, want nil (no mask: the caller decides)", got)
 	}
 	if got := convert.MaskPaths([]string{}, "id"); got == nil || len(got) != 0 {
 		t.Errorf("empty mask = %#v, want empty and non-nil (change nothing)", got)
@@ -18,6 +18,25 @@ func TestMaskPaths(t *testing.T) {
 	got := convert.MaskPaths([]string{"displayName", "display_name", "id", "createTime", "email"}, "id", "create_time")
 	if want := []string{"display_name", "email"}; !slices.Equal(got, want) {
 		t.Errorf("MaskPaths = %v, want %v", got, want)
+	}
+}
+
+func TestPopulatedPaths(t *testing.T) {
+	fields := []string{"username", "email", "display_name", "disabled", "no_such_field"}
+	for _, tc := range []struct {
+		name string
+		user *gatehousev1.User
+		want []string
+	}{
+		{"nil user", nil, []string{}},
+		{"id only", &gatehousev1.User{Id: "x"}, []string{}},
+		{"defaults are not populated", &gatehousev1.User{Id: "x", Email: "", Disabled: false}, []string{}},
+		{"in the order asked", &gatehousev1.User{Disabled: true, DisplayName: "D", Username: "u"}, []string{"username", "display_name", "disabled"}},
+	} {
+		got := convert.PopulatedPaths(tc.user, fields...)
+		if got == nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: PopulatedPaths = %#v, want %#v (non-nil)", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -11,13 +11,17 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gatehouse/gatehouse/ent"
+	entsession "github.com/gatehouse/gatehouse/ent/session"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testpg"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/identity"
+	"github.com/gatehouse/gatehouse/server/policy"
+	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -252,6 +256,151 @@ func BenchmarkGroupGrantToTenThousandMembers(b *testing.B) {
 				if _, _, err := g.svc.CreateRole(ctx, role, "", nil); err != nil {
 					b.Fatal(err)
 				}
+				b.StartTimer()
+				start := time.Now()
+				if _, err := g.svc.GrantRole(ctx, role, identity.Principal{GroupID: g.groupID}); err != nil {
+					b.Fatal(err)
+				}
+				spent += time.Since(start)
+				grants++
+			}
+			b.ReportMetric(spent.Seconds()*1000/float64(grants), "ms/grant")
+			b.ReportMetric(float64(grants*bigGroupSize)/spent.Seconds(), "users/s")
+		})
+	}
+}
+
+// bigGroupWithSessions is a bigGroup whose members each hold one live session, with the session
+// and policy domains wired as a node wires them, so that role changes apply session policies.
+type bigGroupWithSessions struct {
+	*bigGroup
+	policies *policy.Service
+}
+
+// newBigGroupWithSessions creates a bigGroup of n members, each with one live web-browser session
+// (inserted in bulk), and rewires its identity domain with the session hooks.
+func newBigGroupWithSessions(tb testing.TB, backend string, n int) *bigGroupWithSessions {
+	tb.Helper()
+	ctx := context.Background()
+	g := newBigGroup(tb, backend, n)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hasher := auth.NewHasher(0)
+	sessions := session.New(g.st, hasher, log, session.Options{})
+	g.svc = identity.New(g.st, hasher, log, sessions.RolesChanged)
+	tx, err := g.st.Client.Tx(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := convert.Now()
+	const batch = 1000
+	for lo := 0; lo < n; lo += batch {
+		creates := make([]*ent.SessionCreate, 0, batch)
+		for _, u := range g.members[lo:min(lo+batch, n)] {
+			_, hash, err := auth.NewToken()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			creates = append(creates, tx.Session.Create().SetID(convert.NewID()).SetUserID(u).SetTokenHash(hash).
+				SetType(entsession.TypeWebBrowser).SetCreateTime(now).SetLastActiveTime(now).
+				SetIdleExpireTime(now.Add(policy.DefaultIdleTimeout)).SetAbsoluteExpireTime(now.Add(policy.DefaultAbsoluteTimeout)))
+		}
+		if err := tx.Session.CreateBulk(creates...).Exec(ctx); err != nil {
+			_ = tx.Rollback()
+			tb.Fatalf("inserting sessions: %v", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		tb.Fatal(err)
+	}
+	return &bigGroupWithSessions{bigGroup: g, policies: policy.New(g.st, sessions.PolicyChanged)}
+}
+
+// newRoleWithPolicy creates a role with a session policy.
+func (g *bigGroupWithSessions) newRoleWithPolicy(tb testing.TB, name string, p *gatehousev1.SessionPolicy) {
+	tb.Helper()
+	ctx := context.Background()
+	if _, _, err := g.svc.CreateRole(ctx, name, "", nil); err != nil {
+		tb.Fatal(err)
+	}
+	p.Scope = &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Role{Role: name}}
+	if _, _, err := g.policies.Create(ctx, p); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// TestGroupGrantAppliesSessionPolicies grants a group of 10,000 members, each with a live session,
+// first a role whose policy shortens the absolute timeout (every session's expiry moves, in the
+// grant's transaction) and then a role whose policy says re-authenticate (every session ends with
+// ROLE_CHANGE, one event each). It logs the durations; it asserts nothing about time.
+func TestGroupGrantAppliesSessionPolicies(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			g := newBigGroupWithSessions(t, backend, bigGroupSize)
+			g.newRoleWithPolicy(t, "timed", &gatehousev1.SessionPolicy{AbsoluteTimeout: durationpb.New(time.Hour)})
+			g.newRoleWithPolicy(t, "payroll", &gatehousev1.SessionPolicy{OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE})
+
+			start := time.Now()
+			if _, err := g.svc.GrantRole(ctx, "timed", identity.Principal{GroupID: g.groupID}); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: GrantRole of a role with a timeout policy to %d members with sessions took %v",
+				backend, bigGroupSize, time.Since(start).Round(time.Millisecond))
+			sessions, err := g.st.Client.Session.Query().All(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			moved := 0
+			for _, s := range sessions {
+				if s.Active && s.AbsoluteExpireTime.Equal(s.CreateTime.Add(time.Hour)) && !s.IdleExpireTime.After(s.AbsoluteExpireTime) {
+					moved++
+				}
+			}
+			if moved != bigGroupSize {
+				t.Errorf("%d of %d sessions are active with the role's one-hour absolute timeout, want all", moved, bigGroupSize)
+			}
+
+			before := g.count(t, "SELECT COUNT(*) FROM events")
+			start = time.Now()
+			if _, err := g.svc.GrantRole(ctx, "payroll", identity.Principal{GroupID: g.groupID}); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: GrantRole of a re-authenticate role to %d members with sessions took %v",
+				backend, bigGroupSize, time.Since(start).Round(time.Millisecond))
+			if n := g.count(t, "SELECT COUNT(*) FROM sessions WHERE active"); n != 0 {
+				t.Errorf("%d sessions are still active after the re-authenticate grant", n)
+			}
+			if n := g.count(t, "SELECT COUNT(*) FROM sessions WHERE termination_reason = ?", gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE.String()); n != bigGroupSize {
+				t.Errorf("%d sessions ended with ROLE_CHANGE, want %d", n, bigGroupSize)
+			}
+			if n := g.count(t, "SELECT COUNT(*) FROM events WHERE type = ?", gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED.String()); n != bigGroupSize {
+				t.Errorf("%d SESSION_TERMINATED events, want %d", n, bigGroupSize)
+			}
+			if n := g.count(t, "SELECT COUNT(*) FROM events") - before; n != 1+2*bigGroupSize {
+				t.Errorf("the grant wrote %d events, want %d (the grant, and per member ROLES_CHANGED and SESSION_TERMINATED)", n, 1+2*bigGroupSize)
+			}
+		})
+	}
+}
+
+// BenchmarkGroupGrantWithSessionPolicies measures GrantRole, to a group of 10,000 members each
+// with a live session, of a role whose policy sets an absolute timeout (every session's expiry is
+// rewritten in the grant's transaction), the heaviest refresh the hooks do.
+func BenchmarkGroupGrantWithSessionPolicies(b *testing.B) {
+	for _, backend := range backends {
+		b.Run(backend, func(b *testing.B) {
+			ctx := context.Background()
+			g := newBigGroupWithSessions(b, backend, bigGroupSize)
+			var (
+				grants int
+				spent  time.Duration
+			)
+			for b.Loop() {
+				b.StopTimer()
+				role := fmt.Sprintf("timed-%d", grants)
+				// NOTE: each grant shortens the timeout, so that every session's expiry moves.
+				g.newRoleWithPolicy(b, role, &gatehousev1.SessionPolicy{AbsoluteTimeout: durationpb.New(time.Duration(20-grants%20) * time.Hour)})
 				b.StartTimer()
 				start := time.Now()
 				if _, err := g.svc.GrantRole(ctx, role, identity.Principal{GroupID: g.groupID}); err != nil {

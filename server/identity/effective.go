@@ -42,7 +42,8 @@ func snapshot(ctx context.Context, tx *store.Tx, users []string) (map[string][]s
 }
 
 // recomputeFrom is recompute with the users' role sets before the change given (nil: read them
-// from effective_roles, which the change has not touched).
+// from effective_roles, which the change has not touched). It fails with PERMISSION_DENIED when the
+// change gives or takes a built-in role and the caller may not do that (checkBuiltInChanges).
 func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) ([]RoleChange, error) {
 	var changes []RoleChange
 	for start := 0; start < len(users); start += recomputeBatch {
@@ -52,6 +53,9 @@ func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []strin
 			return nil, err
 		}
 		changes = append(changes, c...)
+	}
+	if err := checkBuiltInChanges(ctx, changes); err != nil {
+		return nil, err
 	}
 	for _, c := range changes {
 		tx.Emit(&gatehousev1.Event{

@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"slices"
-	"strings"
 
 	"github.com/gatehouse/gatehouse/ent"
 	entgroup "github.com/gatehouse/gatehouse/ent/group"
@@ -13,7 +12,6 @@ import (
 	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
-	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/paging"
@@ -26,13 +24,16 @@ func roleNotFound(name string) error {
 }
 
 // CreateRole creates a role that contains the named existing roles.
+//
+// NOTE: the reserved gatehouse. prefix is not checked here: the protovalidate rule on
+// CreateRoleRequest.name (role_name_reserved) rejects it on every front before the handler runs,
+// and the built-in roles are created by the store's migration, not through CreateRole.
 func (s *Service) CreateRole(ctx context.Context, name, description string, contains []string) (*gatehousev1.Role, store.Position, error) {
-	if strings.HasPrefix(name, auth.ReservedRolePrefix) {
-		return nil, store.Position{}, errs.InvalidArgument("RESERVED_ROLE_NAME", "the gatehouse. prefix is reserved for built-in roles",
-			errs.FieldViolation{Field: "name", Description: "the gatehouse. prefix is reserved for built-in roles"})
-	}
 	if slices.Contains(contains, name) {
 		return nil, store.Position{}, errs.FailedPrecondition("ROLE_CYCLE", "role %q cannot contain itself", name)
+	}
+	if err := requireAdminForBuiltIn(ctx, contains...); err != nil {
+		return nil, store.Position{}, err
 	}
 	var out *gatehousev1.Role
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
@@ -203,6 +204,9 @@ func (s *Service) AddContainedRole(ctx context.Context, role, containedRole stri
 		if err := bothRolesExist(ctx, tx, role, containedRole); err != nil {
 			return err
 		}
+		if err := requireAdminForBuiltIn(ctx, role, containedRole); err != nil {
+			return err
+		}
 		exists, err := tx.RoleContainment.Query().Where(rolecontainment.Role(role), rolecontainment.ContainedRole(containedRole)).Exist(ctx)
 		if err != nil || exists {
 			return err
@@ -234,6 +238,9 @@ func (s *Service) RemoveContainedRole(ctx context.Context, role, containedRole s
 			return err
 		}
 		if err := bothRolesExist(ctx, tx, role, containedRole); err != nil {
+			return err
+		}
+		if err := requireAdminForBuiltIn(ctx, role, containedRole); err != nil {
 			return err
 		}
 		n, err := tx.RoleContainment.Delete().Where(rolecontainment.Role(role), rolecontainment.ContainedRole(containedRole)).Exec(ctx)
@@ -299,6 +306,9 @@ func (s *Service) changeGrant(ctx context.Context, role string, p Principal, gra
 		}
 		if ok, err := tx.Role.Query().Where(entrole.ID(role)).Exist(ctx); err != nil || !ok {
 			return firstErr(err, roleNotFound(role))
+		}
+		if err := requireAdminForBuiltIn(ctx, role); err != nil {
+			return err
 		}
 		var (
 			where    = rolegrant.Role(role)

@@ -136,13 +136,15 @@ func userPage(ctx context.Context, q *ent.UserQuery, size int) ([]*gatehousev1.U
 // Updatable user fields, as named in update masks.
 var userFields = []string{"username", "email", "display_name", "disabled"}
 
-// UpdateUser changes the fields named in mask. A nil mask means every updatable field (a full
-// replacement); an empty, non-nil mask changes nothing (a REST PATCH with an empty body). Disabling a
-// user ends their sessions with USER_DISABLED.
+// UpdateUser changes the fields named in mask. A nil mask (no update_mask) means the fields that in
+// populates, as AIP-134 asks: its non-empty strings, and disabled when it is true. So without a mask
+// an empty string never clears a field and disabled can only be set to false with a mask naming it.
+// An empty, non-nil mask changes nothing (a REST PATCH with an empty body). Disabling a user ends
+// their sessions with USER_DISABLED.
 func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []string) (*gatehousev1.User, store.Position, error) {
 	mask = convert.MaskPaths(mask, "id", "create_time", "update_time", "has_password")
 	if mask == nil {
-		mask = userFields
+		mask = convert.PopulatedPaths(in, userFields...)
 	}
 	for _, f := range mask {
 		if !slices.Contains(userFields, f) {
@@ -158,6 +160,9 @@ func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []s
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		u, err := txUser(ctx, tx, in.GetId())
 		if err != nil {
+			return err
+		}
+		if err := mayManageUser(ctx, tx, u.ID); err != nil {
 			return err
 		}
 		upd := u.Update().SetUpdateTime(convert.Now())
@@ -230,6 +235,9 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (store.Position, er
 		if err != nil {
 			return err
 		}
+		if err := mayManageUser(ctx, tx, id); err != nil {
+			return err
+		}
 		if _, err := session.EndUserSessions(ctx, tx, id, "", gatehousev1.TerminationReason_TERMINATION_REASON_USER_DELETED, ""); err != nil {
 			return err
 		}
@@ -278,6 +286,11 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentP
 		except = p.SessionID
 	}
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		if !self {
+			if err := mayManageUser(ctx, tx, userID); err != nil {
+				return err
+			}
+		}
 		n, err := tx.User.Update().Where(entuser.ID(userID)).SetPasswordHash(hash).SetUpdateTime(convert.Now()).Save(ctx)
 		if err != nil {
 			return err

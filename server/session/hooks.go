@@ -3,7 +3,10 @@ package session
 import (
 	"context"
 	"slices"
+	"strings"
+	"time"
 
+	"github.com/gatehouse/gatehouse/ent"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
@@ -11,14 +14,23 @@ import (
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
-// hookBatch bounds the users one query of the hooks reads.
+// hookBatch bounds the users one round of the hooks handles.
 const hookBatch = 500
+
+// NOTE: the hooks below run inside transactions that hold the role-graph lock (tx.LockRoleGraph),
+// and every login takes that lock shared (tx.ShareRoleGraph) before it reads the user's roles and
+// policy. So a login either commits before the change, and the hook sees its session, or starts
+// after it, and sees the new roles and policies: no session escapes a re-authentication or keeps
+// outdated timeouts.
 
 // RolesChanged applies the role-change policy inside the transaction that changed users' effective
 // roles (ARCHITECTURE.md section 8): the sessions of users whose own policy, or the policy of a role
 // they gained or lost, says re-authenticate end with ROLE_CHANGE; the others carry the new roles
 // from now on (validation reads them within the same commit). When a changed role's policy sets
 // timeouts, the users' live sessions get expiries under their new policy.
+//
+// NOTE: the work is set-based: a grant to a group of 10,000 members costs a few queries per batch
+// of hookBatch users, never a round trip per member.
 func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []policy.RoleChange) error {
 	var changedRoles []string
 	for _, c := range changes {
@@ -28,13 +40,10 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 			}
 		}
 	}
-	// NOTE: one query for the policies of every changed role and the global one, and one per
-	// batch of users for their own policies: a grant to a group of 10,000 costs a few dozen
-	// queries here, not one per member.
 	shared, err := tx.SessionPolicy.Query().Where(entpolicy.Or(
 		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
 		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(changedRoles...)),
-	)).All(ctx)
+	)).Order(ent.Asc(entpolicy.FieldScopeRef)).All(ctx)
 	if err != nil {
 		return err
 	}
@@ -48,32 +57,34 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 		base.Roles = append(base.Roles, p)
 		timeoutsChange = timeoutsChange || p.IdleTimeoutNs != nil || p.AbsoluteTimeoutNs != nil
 	}
-	for start := 0; start < len(changes); start += hookBatch {
-		batch := changes[start:min(start+hookBatch, len(changes))]
+	for batch := range slices.Chunk(changes, hookBatch) {
 		ids := make([]string, len(batch))
 		for i, c := range batch {
 			ids[i] = c.UserID
 		}
-		own, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(ids...)).All(ctx)
+		own, err := userPolicies(ctx, tx, ids)
 		if err != nil {
 			return err
 		}
+		var reauth, refresh []string
 		for _, c := range batch {
 			set := base
-			for _, p := range own {
-				if p.ScopeRef == c.UserID {
-					set.User = p
-				}
+			set.User = own[c.UserID]
+			switch {
+			case set.ReauthenticateOnChange(append(slices.Clone(c.Added), c.Removed...)):
+				reauth = append(reauth, c.UserID)
+			case timeoutsChange:
+				refresh = append(refresh, c.UserID)
 			}
-			if set.ReauthenticateOnChange(append(slices.Clone(c.Added), c.Removed...)) {
-				if _, err := EndUserSessions(ctx, tx, c.UserID, "", gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, ""); err != nil {
-					return err
-				}
-			} else if timeoutsChange {
-				if err := s.refreshExpiry(ctx, tx, c.UserID); err != nil {
-					return err
-				}
+		}
+		if len(reauth) > 0 {
+			_, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", 0, entsession.UserIDIn(reauth...))
+			if err != nil {
+				return err
 			}
+		}
+		if err := s.refreshExpiry(ctx, tx, refresh); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -90,41 +101,160 @@ func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gateho
 		users = []string{scope.GetUserId()}
 	case scope.GetRole() != "":
 		users, err = queryStrings(ctx, tx, `SELECT DISTINCT s.user_id FROM sessions s
-			JOIN effective_roles e ON e.user_id = s.user_id AND e.role = ? WHERE s.active`, scope.GetRole())
+			JOIN effective_roles e ON e.user_id = s.user_id AND e.role = ? WHERE s.active ORDER BY s.user_id`, scope.GetRole())
 	default:
-		users, err = queryStrings(ctx, tx, "SELECT DISTINCT user_id FROM sessions WHERE active")
+		users, err = queryStrings(ctx, tx, "SELECT DISTINCT user_id FROM sessions WHERE active ORDER BY user_id")
 	}
 	if err != nil {
 		return err
 	}
-	for _, u := range users {
-		if err := s.refreshExpiry(ctx, tx, u); err != nil {
+	for batch := range slices.Chunk(users, hookBatch) {
+		if err := s.refreshExpiry(ctx, tx, batch); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// refreshExpiry recomputes the expiries of a user's live sessions under their current policy.
-func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, userID string) error {
-	live, err := tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true)).All(ctx)
+// userPolicies reads the user-scoped policies of users, by user id.
+func userPolicies(ctx context.Context, tx *store.Tx, users []string) (map[string]*ent.SessionPolicy, error) {
+	ps, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(users...)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*ent.SessionPolicy, len(ps))
+	for _, p := range ps {
+		out[p.ScopeRef] = p
+	}
+	return out, nil
+}
+
+// refreshExpiry recomputes the expiries of the live sessions of users (at most hookBatch of them)
+// under their current policies, in a fixed number of statements.
+func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) error {
+	if len(users) == 0 {
+		return nil
+	}
+	live, err := tx.Session.Query().Where(entsession.UserIDIn(users...), entsession.Active(true)).All(ctx)
 	if err != nil || len(live) == 0 {
 		return err
 	}
-	r, err := policy.ResolveFor(ctx, s.store, tx, tx.SessionPolicy, userID)
+	withSessions := make([]string, 0, len(users))
+	for _, sess := range live {
+		if !slices.Contains(withSessions, sess.UserID) {
+			withSessions = append(withSessions, sess.UserID)
+		}
+	}
+	roles, err := roleNamesOf(ctx, tx, withSessions)
 	if err != nil {
 		return err
 	}
-	for _, sess := range live {
-		idle, absolute := expiry(r, sess.CreateTime, sess.LastActiveTime)
-		if idle.Equal(sess.IdleExpireTime) && absolute.Equal(sess.AbsoluteExpireTime) {
-			continue
-		}
-		if err := sess.Update().SetIdleExpireTime(idle).SetAbsoluteExpireTime(absolute).Exec(ctx); err != nil {
-			return err
+	var allRoles []string
+	for _, rs := range roles {
+		for _, r := range rs {
+			if !slices.Contains(allRoles, r) {
+				allRoles = append(allRoles, r)
+			}
 		}
 	}
-	return nil
+	ps, err := tx.SessionPolicy.Query().Where(entpolicy.Or(
+		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
+		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(withSessions...)),
+		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(allRoles...)),
+	)).Order(ent.Asc(entpolicy.FieldScopeRef)).All(ctx)
+	if err != nil {
+		return err
+	}
+	var global *ent.SessionPolicy
+	own := map[string]*ent.SessionPolicy{}
+	byRole := map[string]*ent.SessionPolicy{}
+	for _, p := range ps {
+		switch p.ScopeKind {
+		case entpolicy.ScopeKindGlobal:
+			global = p
+		case entpolicy.ScopeKindUser:
+			own[p.ScopeRef] = p
+		default:
+			byRole[p.ScopeRef] = p
+		}
+	}
+	resolved := make(map[string]*policy.Resolved, len(withSessions))
+	for _, u := range withSessions {
+		set := policy.Set{User: own[u], Global: global}
+		for _, r := range roles[u] {
+			if p := byRole[r]; p != nil {
+				set.Roles = append(set.Roles, p)
+			}
+		}
+		resolved[u] = set.Resolve()
+	}
+	var changed []expiryChange
+	for _, sess := range live {
+		idle, absolute := expiry(resolved[sess.UserID], sess.CreateTime, sess.LastActiveTime)
+		if !idle.Equal(sess.IdleExpireTime) || !absolute.Equal(sess.AbsoluteExpireTime) {
+			changed = append(changed, expiryChange{id: sess.ID, idle: idle, absolute: absolute})
+		}
+	}
+	return setExpiries(ctx, tx, changed)
+}
+
+// expiryChange is a session's new expiry.
+type expiryChange struct {
+	id             string
+	idle, absolute time.Time
+}
+
+// setExpiries writes new expiries of sessions in one UPDATE.
+func setExpiries(ctx context.Context, tx *store.Tx, changes []expiryChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	// NOTE: lib/pq sends times as untyped text, which a CASE cannot assign to a timestamptz
+	// column without a cast; SQLite stores times as the driver formats them and needs none.
+	param := "?"
+	if tx.Store().IsPostgres() {
+		param = "CAST(? AS timestamptz)"
+	}
+	var idle, absolute strings.Builder
+	idleArgs := make([]any, 0, 2*len(changes))
+	absArgs := make([]any, 0, 2*len(changes))
+	ids := make([]any, 0, len(changes))
+	for _, c := range changes {
+		idle.WriteString(" WHEN ? THEN " + param)
+		absolute.WriteString(" WHEN ? THEN " + param)
+		idleArgs = append(idleArgs, c.id, c.idle.UTC())
+		absArgs = append(absArgs, c.id, c.absolute.UTC())
+		ids = append(ids, c.id)
+	}
+	query := "UPDATE sessions SET idle_expire_time = CASE id" + idle.String() + " END," +
+		" absolute_expire_time = CASE id" + absolute.String() + " END" +
+		" WHERE id IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + ")"
+	args := append(append(idleArgs, absArgs...), ids...)
+	_, err := tx.Exec(ctx, query, args...)
+	return err
+}
+
+// roleNamesOf reads the effective role names of users, sorted, by user id.
+func roleNamesOf(ctx context.Context, tx *store.Tx, users []string) (map[string][]string, error) {
+	args := make([]any, len(users))
+	for i, u := range users {
+		args[i] = u
+	}
+	rows, err := tx.Query(ctx, "SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+
+		strings.TrimSuffix(strings.Repeat("?, ", len(users)), ", ")+") ORDER BY user_id, role", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var u, r string
+		if err := rows.Scan(&u, &r); err != nil {
+			return nil, err
+		}
+		out[u] = append(out[u], r)
+	}
+	return out, rows.Err()
 }
 
 func queryStrings(ctx context.Context, tx *store.Tx, query string, args ...any) ([]string, error) {

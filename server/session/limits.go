@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
+	"github.com/gatehouse/gatehouse/ent/predicate"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
@@ -42,7 +43,7 @@ func expiry(r *policy.Resolved, created, lastActive time.Time) (idle, absolute t
 // session would exceed the limit, evicts the oldest counted sessions (CONCURRENT_LIMIT) or refuses
 // the login (RESOURCE_EXHAUSTED, CONCURRENT_SESSION_LIMIT), by policy. It returns the evicted ids.
 func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, r *policy.Resolved, now time.Time) ([]string, error) {
-	if err := endExpired(ctx, tx, tx.Session.Query().Where(entsession.UserID(userID)), now); err != nil {
+	if _, err := endExpired(ctx, tx, now, 0, entsession.UserID(userID)); err != nil {
 		return nil, err
 	}
 	if r.MaxSessions == nil || !r.Counts(typ) {
@@ -70,38 +71,25 @@ func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ ga
 			"the user already has %d active sessions, the most the policy allows", len(active)).
 			WithMetadata("max_sessions", strconv.Itoa(int(*r.MaxSessions)))
 	}
-	evicted := active[:excess]
-	if err := endSessions(ctx, tx, userID, evicted, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, ""); err != nil {
-		return nil, err
-	}
-	return evicted, nil
+	return endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, "", 0, entsession.IDIn(active[:excess]...))
 }
 
 // sweepBatch bounds the sessions one sweep transaction ends.
 const sweepBatch = 500
 
-// endExpired ends the active sessions selected by q whose idle or absolute expiry has passed, with
-// IDLE_TIMEOUT or ABSOLUTE_TIMEOUT. It returns how many it ended.
-func endExpired(ctx context.Context, tx *store.Tx, q *ent.SessionQuery, now time.Time) error {
-	_, err := endExpiredCount(ctx, tx, q, now)
-	return err
-}
-
-func endExpiredCount(ctx context.Context, tx *store.Tx, q *ent.SessionQuery, now time.Time) (int, error) {
-	expired, err := q.Where(entsession.Active(true), entsession.Or(
-		entsession.IdleExpireTimeLTE(now), entsession.AbsoluteExpireTimeLTE(now),
-	)).Limit(sweepBatch).All(ctx)
+// endExpired ends the active sessions that match where and whose absolute or idle expiry has
+// passed, with ABSOLUTE_TIMEOUT or IDLE_TIMEOUT, at most limit of them when limit is positive. It
+// returns how many it ended.
+func endExpired(ctx context.Context, tx *store.Tx, now time.Time, limit int, where ...predicate.Session) (int, error) {
+	absolute, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, "", limit,
+		append(where, entsession.AbsoluteExpireTimeLTE(now))...)
 	if err != nil {
 		return 0, err
 	}
-	for _, sess := range expired {
-		reason := gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT
-		if !now.Before(sess.AbsoluteExpireTime) {
-			reason = gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT
-		}
-		if err := endSessions(ctx, tx, sess.UserID, []string{sess.ID}, reason, ""); err != nil {
-			return 0, err
-		}
+	if limit > 0 && len(absolute) >= limit {
+		return len(absolute), nil
 	}
-	return len(expired), nil
+	idle, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", max(limit-len(absolute), 0),
+		append(where, entsession.IdleExpireTimeLTE(now))...)
+	return len(absolute) + len(idle), err
 }

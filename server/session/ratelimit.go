@@ -57,10 +57,11 @@ func (l *limiter) allowed(key string, now time.Time) bool {
 	return b == nil || b.tokens >= 1
 }
 
-// failed records a failed attempt of key.
-func (l *limiter) failed(key string, now time.Time) {
+// failed records a failed attempt of key and reports whether the budget still had room for it
+// (concurrent attempts may all have passed allowed before any of them failed).
+func (l *limiter) failed(key string, now time.Time) bool {
 	if l == nil || l.cfg.Burst <= 0 || key == "" {
-		return
+		return true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -69,6 +70,7 @@ func (l *limiter) failed(key string, now time.Time) {
 		b = &bucket{tokens: float64(l.cfg.Burst), last: now}
 		l.buckets[key] = b
 	}
+	within := b.tokens >= 1
 	b.tokens = max(0, b.tokens-1)
 	// Forget keys whose buckets are full again, at most once per period, so the map stays small.
 	if now.Sub(l.swept) > l.cfg.Per {
@@ -79,4 +81,5 @@ func (l *limiter) failed(key string, now time.Time) {
 			}
 		}
 	}
+	return within
 }

@@ -76,13 +76,13 @@ type Created struct {
 
 // CreateWithPassword logs a user in with a password. Unknown users, wrong passwords, disabled users
 // and users without a password all get one INVALID_CREDENTIALS error after the same amount of work.
+// Failed logins are limited per username and per client address (LOGIN_RATE_LIMITED).
 func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, error) {
-	userKey, addr := convert.Key(in.Username), s.clientInfo(ctx, in.Client).IpAddress
-	now := time.Now()
-	if !s.users.allowed(userKey, now) || !s.addrs.allowed(addr, now) {
-		return nil, errs.ResourceExhausted("LOGIN_RATE_LIMITED", "too many failed logins; try again later")
+	userKey, addrKey := convert.Key(in.Username), s.clientAddress(ctx, in.Client)
+	if !s.loginAllowed(userKey, addrKey, time.Now()) {
+		return nil, errLoginRateLimited()
 	}
-	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(in.Username))).Only(ctx)
+	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(userKey)).Only(ctx)
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
 	}
@@ -96,13 +96,33 @@ func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, e
 		// exists or has a password.
 		s.hasher.VerifyDummy(ctx, in.Password)
 	}
+	now := time.Now()
 	if !ok || u.Disabled {
-		s.users.failed(userKey, now)
-		s.addrs.failed(addr, now)
+		withinUser, withinAddr := s.users.failed(userKey, now), s.addrs.failed(addrKey, now)
 		s.recordFailure(ctx, in.Username, u, in.Client)
+		if !withinUser || !withinAddr {
+			return nil, errLoginRateLimited()
+		}
 		return nil, errInvalidCredentials()
 	}
-	return s.create(ctx, u, in.Type, in.Client, false)
+	// NOTE: the budget is checked again once the hash is done: failures that completed while this
+	// attempt was hashing may have used it up. A correct password past the budget gets no session,
+	// so a burst of concurrent guesses is worth no more than the budget (plus the hashes in
+	// flight), however many requests it sends.
+	if !s.loginAllowed(userKey, addrKey, now) {
+		return nil, errLoginRateLimited()
+	}
+	return s.create(ctx, u, u.PasswordHash, in.Type, in.Client, nil)
+}
+
+// loginAllowed reports whether the failed-login budgets of a username and a client address allow
+// another attempt.
+func (s *Service) loginAllowed(userKey, addrKey string, now time.Time) bool {
+	return s.users.allowed(userKey, now) && s.addrs.allowed(addrKey, now)
+}
+
+func errLoginRateLimited() error {
+	return errs.ResourceExhausted("LOGIN_RATE_LIMITED", "too many failed logins; try again later")
 }
 
 // recordFailure appends a LOGIN_FAILED event in its own transaction. It never records the password.
@@ -126,21 +146,31 @@ func (s *Service) recordFailure(ctx context.Context, username string, u *ent.Use
 	}
 }
 
-// clientInfo fills the fields of the client description that the caller left empty from the
-// transport.
+// clientInfo describes the client of a new session: the user agent and device name the caller gave,
+// the user agent of the call otherwise, and the client address of clientAddress.
 func (s *Service) clientInfo(ctx context.Context, in *gatehousev1.ClientInfo) *gatehousev1.ClientInfo {
-	out := &gatehousev1.ClientInfo{}
-	if in != nil {
-		out.UserAgent, out.IpAddress, out.DeviceName = in.UserAgent, in.IpAddress, in.DeviceName
+	out := &gatehousev1.ClientInfo{
+		UserAgent:  in.GetUserAgent(),
+		IpAddress:  s.clientAddress(ctx, in),
+		DeviceName: in.GetDeviceName(),
 	}
-	c := auth.ClientFrom(ctx)
 	if out.UserAgent == "" {
-		out.UserAgent = truncate(c.UserAgent, 512)
-	}
-	if out.IpAddress == "" {
-		out.IpAddress = c.IP
+		out.UserAgent = truncate(auth.ClientFrom(ctx).UserAgent, 512)
 	}
 	return out
+}
+
+// clientAddress returns the address a login comes from: the one a session issuer reports in the
+// request (the address it saw), otherwise the address of the call.
+//
+// NOTE: from any other caller an address in the request is only a claim: honouring it would let a
+// guesser dodge the per-address limit by claiming a new address each time, or lock out another
+// address by claiming it, and would put untrusted addresses into the session list.
+func (s *Service) clientAddress(ctx context.Context, in *gatehousev1.ClientInfo) string {
+	if in.GetIpAddress() != "" && auth.PrincipalFrom(ctx).Has(auth.RoleSessionIssuer) {
+		return in.GetIpAddress()
+	}
+	return auth.ClientFrom(ctx).IP
 }
 
 func truncate(s string, n int) string {
@@ -150,8 +180,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// create opens a session for an authenticated user.
-func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo, trusted bool) (*Created, error) {
+// create opens a session for an authenticated user: one who gave the password whose hash is
+// verifiedHash, or, when verifiedHash is nil, one that the session issuer vouches for.
+func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo, issuer *auth.Principal) (*Created, error) {
+	trusted := verifiedHash == nil
 	st, ok := convert.SessionTypeToStore(typ)
 	if !ok {
 		return nil, errs.InvalidArgument("INVALID_ARGUMENT", "type must be a session type",
@@ -164,6 +196,9 @@ func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.Sessi
 	ci := s.clientInfo(ctx, client)
 	out := &Created{Token: token}
 	out.Pos, err = s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		if err := tx.ShareRoleGraph(ctx); err != nil {
+			return err
+		}
 		// NOTE: the user's row lock serialises logins of one user across nodes, so that racing
 		// logins cannot both see room under the limit.
 		locked, err := lockUser(ctx, tx, u.ID)
@@ -173,9 +208,20 @@ func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.Sessi
 		if err != nil {
 			return err
 		}
+		// NOTE: a password changed since it was verified (a SetPassword that committed while this
+		// login was hashing) no longer logs in: the change ends the user's sessions, and a session
+		// opened with the old password must not slip in after it.
+		if !trusted && (locked.PasswordHash == nil || *locked.PasswordHash != *verifiedHash) {
+			return errInvalidCredentials()
+		}
 		roles, err := s.store.RoleNames(ctx, tx, u.ID)
 		if err != nil {
 			return err
+		}
+		if issuer != nil {
+			if err := mayIssueFor(issuer, roles); err != nil {
+				return err
+			}
 		}
 		set, err := policy.Load(ctx, tx.SessionPolicy, u.ID, roles)
 		if err != nil {
@@ -222,8 +268,9 @@ func (s *Service) create(ctx context.Context, u *ent.User, typ gatehousev1.Sessi
 	return out, nil
 }
 
-// CreateTrusted opens a session for a user that a session issuer authenticated elsewhere (SAML,
-// OIDC, LDAP). Unknown and disabled users get the same INVALID_CREDENTIALS as a failed password.
+// CreateTrusted opens a session for a user that the calling session issuer authenticated elsewhere
+// (SAML, OIDC, LDAP). Unknown and disabled users get the same INVALID_CREDENTIALS as a failed
+// password; a user holding a built-in role the issuer does not hold is PERMISSION_DENIED.
 func (s *Service) CreateTrusted(ctx context.Context, username string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo) (*Created, error) {
 	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(username))).Only(ctx)
 	if err != nil && !ent.IsNotFound(err) {
@@ -233,7 +280,23 @@ func (s *Service) CreateTrusted(ctx context.Context, username string, typ gateho
 		s.recordFailure(ctx, username, u, client)
 		return nil, errInvalidCredentials()
 	}
-	return s.create(ctx, u, typ, client, true)
+	// NOTE: the authorisation rule admits only session issuers to trusted logins.
+	return s.create(ctx, u, nil, typ, client, auth.PrincipalFrom(ctx))
+}
+
+// mayIssueFor refuses a trusted login for a user holding a built-in role that the issuer does not
+// hold itself.
+//
+// NOTE: otherwise gatehouse.session_issuer would be gatehouse.admin in disguise: an issuer could
+// open a session for the administrator and act with its roles. Issuers vouch for who a user is,
+// not for more power than their own.
+func mayIssueFor(issuer *auth.Principal, roles []string) error {
+	if r := issuer.MissingBuiltIn(roles); r != "" {
+		return errs.PermissionDenied("CALLER_LACKS_ROLE",
+			"a session issuer may not open a session for a user holding %s, which the issuer does not hold", r).
+			WithMetadata("role", r)
+	}
+	return nil
 }
 
 // Validated is a session that a token authenticates.

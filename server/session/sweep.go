@@ -48,7 +48,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 				}
 			}
 			var err error
-			n, err = endExpiredCount(ctx, tx, tx.Session.Query(), s.now())
+			n, err = endExpired(ctx, tx, s.now(), sweepBatch)
 			return err
 		})
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/gatehouse/gatehouse/ent"
+	"github.com/gatehouse/gatehouse/ent/predicate"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/convert"
@@ -13,54 +14,71 @@ import (
 // EndUserSessions ends every active session of userID except exceptID (which may be empty) with
 // reason, inside tx, and emits one SESSION_TERMINATED event per session. It returns the ended ids.
 func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string, reason gatehousev1.TerminationReason, note string) ([]string, error) {
-	q := tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true))
+	where := []predicate.Session{entsession.UserID(userID)}
 	if exceptID != "" {
-		q = q.Where(entsession.IDNEQ(exceptID))
+		where = append(where, entsession.IDNEQ(exceptID))
 	}
-	ids, err := q.IDs(ctx)
-	if err != nil || len(ids) == 0 {
-		return nil, err
-	}
-	if err := endSessions(ctx, tx, userID, ids, reason, note); err != nil {
-		return nil, err
-	}
-	return ids, nil
+	return endWhere(ctx, tx, reason, note, 0, where...)
 }
 
-// endSessions marks sessions of one user ended and emits their events.
-func endSessions(ctx context.Context, tx *store.Tx, userID string, ids []string, reason gatehousev1.TerminationReason, note string) error {
-	now := convert.Now()
-	err := tx.Session.Update().
-		Where(entsession.IDIn(ids...), entsession.Active(true)).
+// endWhere ends the active sessions that match where (at most limit of them, oldest first, when
+// limit is positive) with reason, and emits one SESSION_TERMINATED event for each. It returns the
+// ids it ended.
+//
+// NOTE: on PostgreSQL the sessions are locked before they are ended, and a session that a
+// concurrent transaction ended meanwhile no longer matches once that transaction commits, so every
+// session ends exactly once, with one event and one reason, whoever races to end it (a logout, an
+// administrator, the sweeper, an eviction). SQLite write transactions are exclusive already.
+func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, limit int, where ...predicate.Session) ([]string, error) {
+	q := tx.Session.Query().
+		Where(append(where, entsession.Active(true))...).
+		Order(ent.Asc(entsession.FieldID))
+	if limit > 0 {
+		q = q.Limit(limit)
+	}
+	if tx.Store().IsPostgres() {
+		q = q.ForUpdate()
+	}
+	live, err := q.Select(entsession.FieldID, entsession.FieldUserID).All(ctx)
+	if err != nil || len(live) == 0 {
+		return nil, err
+	}
+	ids := make([]string, len(live))
+	for i, s := range live {
+		ids[i] = s.ID
+	}
+	err = tx.Session.Update().
+		Where(entsession.IDIn(ids...)).
 		SetActive(false).
 		SetTerminationReason(reason.String()).
-		SetTerminateTime(now).
+		SetTerminateTime(convert.Now()).
 		SetNote(note).
 		Exec(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, id := range ids {
+	for _, s := range live {
 		tx.Emit(&gatehousev1.Event{
 			Type:      gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED,
-			UserId:    userID,
-			SessionId: id,
+			UserId:    s.UserID,
+			SessionId: s.ID,
 			Payload: &gatehousev1.Event_SessionTerminated{SessionTerminated: &gatehousev1.SessionTerminatedPayload{
 				Reason: reason,
 				Note:   note,
 			}},
 		})
 	}
-	return nil
+	return ids, nil
 }
 
-// EndSession ends one active session inside tx and returns it as it is now. Ending a session that
-// has already ended changes nothing and returns it unchanged.
+// EndSession ends one session inside tx and returns it as it is now. Ending a session that has
+// already ended (or that a concurrent transaction ends first) changes nothing and returns it as
+// that ending left it.
 func EndSession(ctx context.Context, tx *store.Tx, s *ent.Session, reason gatehousev1.TerminationReason, note string) (*ent.Session, error) {
 	if !s.Active {
 		return s, nil
 	}
-	if err := endSessions(ctx, tx, s.UserID, []string{s.ID}, reason, note); err != nil {
+	if _, err := endWhere(ctx, tx, reason, note, 0, entsession.ID(s.ID)); err != nil {
 		return nil, err
 	}
 	return tx.Session.Get(ctx, s.ID)
