@@ -814,7 +814,10 @@ type ClientInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// user_agent is the client's user agent.
 	UserAgent string `protobuf:"bytes,1,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
-	// ip_address is the client's address as seen by the caller.
+	// ip_address is the client's address as seen by the caller. It is believed only from a caller
+	// holding gatehouse.session_issuer (a front end reporting the address its client came from), and
+	// then it is also the address the failed-login limit counts; from any other caller the node
+	// records the address the call came from instead.
 	IpAddress string `protobuf:"bytes,2,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
 	// device_name is a human-readable device name ("Alice's phone").
 	DeviceName    string `protobuf:"bytes,3,opt,name=device_name,json=deviceName,proto3" json:"device_name,omitempty"`

@@ -488,8 +488,11 @@ type UpdateUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// user carries the id of the user to change and the new values.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	// update_mask names the fields to change: username, email, display_name, disabled. Over REST,
-	// without a mask, the fields present in the body are changed.
+	// update_mask names the fields to change: username, email, display_name, disabled. A named field
+	// takes the request's value, even an empty string or false. Without a mask (AIP-134) only the
+	// fields the request's user populates change: its non-empty strings, and disabled when it is
+	// true; clearing a field or re-enabling a user needs a mask. Over REST, without a mask, the
+	// fields present in the body are changed.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

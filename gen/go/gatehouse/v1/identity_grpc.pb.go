@@ -50,6 +50,12 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // IdentityService manages users, groups, roles, grants and effective roles.
+//
+// Built-in roles (gatehouse.*) are guarded: only gatehouse.admin may grant, revoke or contain one,
+// or make any change that gives someone a built-in role or takes one away (PERMISSION_DENIED,
+// BUILT_IN_ROLE_CHANGE); and a caller may update, delete or set the password of a user only if it
+// holds every built-in role that user holds (PERMISSION_DENIED, CALLER_LACKS_ROLE). So an identity
+// admin cannot make itself an administrator or take over an administrator's account.
 type IdentityServiceClient interface {
 	// CreateUser creates a user. Identity admins only.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
@@ -365,6 +371,12 @@ func (c *identityServiceClient) GetEffectiveRoles(ctx context.Context, in *GetEf
 // for forward compatibility.
 //
 // IdentityService manages users, groups, roles, grants and effective roles.
+//
+// Built-in roles (gatehouse.*) are guarded: only gatehouse.admin may grant, revoke or contain one,
+// or make any change that gives someone a built-in role or takes one away (PERMISSION_DENIED,
+// BUILT_IN_ROLE_CHANGE); and a caller may update, delete or set the password of a user only if it
+// holds every built-in role that user holds (PERMISSION_DENIED, CALLER_LACKS_ROLE). So an identity
+// admin cannot make itself an administrator or take over an administrator's account.
 type IdentityServiceServer interface {
 	// CreateUser creates a user. Identity admins only.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)

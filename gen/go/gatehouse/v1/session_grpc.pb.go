@@ -38,8 +38,11 @@ const (
 // SessionService creates, validates, lists, watches and ends sessions, and serves the event log.
 type SessionServiceClient interface {
 	// CreateSession logs a user in. A password credential needs no authorization; a trusted
-	// credential needs the gatehouse.session_issuer role. Every failed login is one UNAUTHENTICATED
-	// "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED (CONCURRENT_SESSION_LIMIT).
+	// credential needs the gatehouse.session_issuer role, and a user holding a built-in role the
+	// issuer does not hold is PERMISSION_DENIED (CALLER_LACKS_ROLE). Every failed login is one
+	// UNAUTHENTICATED "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED
+	// (CONCURRENT_SESSION_LIMIT); too many failed logins for the username or the client address are
+	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED).
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
@@ -201,8 +204,11 @@ func (c *sessionServiceClient) ListEvents(ctx context.Context, in *ListEventsReq
 // SessionService creates, validates, lists, watches and ends sessions, and serves the event log.
 type SessionServiceServer interface {
 	// CreateSession logs a user in. A password credential needs no authorization; a trusted
-	// credential needs the gatehouse.session_issuer role. Every failed login is one UNAUTHENTICATED
-	// "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED (CONCURRENT_SESSION_LIMIT).
+	// credential needs the gatehouse.session_issuer role, and a user holding a built-in role the
+	// issuer does not hold is PERMISSION_DENIED (CALLER_LACKS_ROLE). Every failed login is one
+	// UNAUTHENTICATED "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED
+	// (CONCURRENT_SESSION_LIMIT); too many failed logins for the username or the client address are
+	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED).
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with

@@ -67,8 +67,11 @@ const (
 // SessionServiceClient is a client for the gatehouse.v1.SessionService service.
 type SessionServiceClient interface {
 	// CreateSession logs a user in. A password credential needs no authorization; a trusted
-	// credential needs the gatehouse.session_issuer role. Every failed login is one UNAUTHENTICATED
-	// "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED (CONCURRENT_SESSION_LIMIT).
+	// credential needs the gatehouse.session_issuer role, and a user holding a built-in role the
+	// issuer does not hold is PERMISSION_DENIED (CALLER_LACKS_ROLE). Every failed login is one
+	// UNAUTHENTICATED "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED
+	// (CONCURRENT_SESSION_LIMIT); too many failed logins for the username or the client address are
+	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED).
 	CreateSession(context.Context, *v1.CreateSessionRequest) (*v1.CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
@@ -275,8 +278,11 @@ func (c *sessionServiceClient) ListEvents(ctx context.Context, req *v1.ListEvent
 // SessionServiceHandler is an implementation of the gatehouse.v1.SessionService service.
 type SessionServiceHandler interface {
 	// CreateSession logs a user in. A password credential needs no authorization; a trusted
-	// credential needs the gatehouse.session_issuer role. Every failed login is one UNAUTHENTICATED
-	// "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED (CONCURRENT_SESSION_LIMIT).
+	// credential needs the gatehouse.session_issuer role, and a user holding a built-in role the
+	// issuer does not hold is PERMISSION_DENIED (CALLER_LACKS_ROLE). Every failed login is one
+	// UNAUTHENTICATED "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED
+	// (CONCURRENT_SESSION_LIMIT); too many failed logins for the username or the client address are
+	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED).
 	CreateSession(context.Context, *v1.CreateSessionRequest) (*v1.CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
