@@ -32,7 +32,7 @@ func snapshot(ctx context.Context, tx *store.Tx, users []string) (map[string][]s
 	out := map[string][]string{}
 	for start := 0; start < len(users); start += recomputeBatch {
 		batch := users[start:min(start+recomputeBatch, len(users))]
-		sets, err := roleSets(ctx, tx, placeholders(len(batch)), batch)
+		sets, err := roleSets(ctx, tx, batch)
 		if err != nil {
 			return nil, err
 		}
@@ -112,7 +112,7 @@ func recomputeBatchOf(ctx context.Context, tx *store.Tx, users []string, before 
 	in := placeholders(len(users))
 	if before == nil {
 		var err error
-		if before, err = roleSets(ctx, tx, in, users); err != nil {
+		if before, err = roleSets(ctx, tx, users); err != nil {
 			return nil, err
 		}
 	}
@@ -122,7 +122,7 @@ func recomputeBatchOf(ctx context.Context, tx *store.Tx, users []string, before 
 	if _, err := tx.Exec(ctx, fmt.Sprintf(materialiseSQL, in), append(args(users), args(users)...)...); err != nil {
 		return nil, fmt.Errorf("materialising effective roles: %w", err)
 	}
-	after, err := roleSets(ctx, tx, in, users)
+	after, err := roleSets(ctx, tx, users)
 	if err != nil {
 		return nil, err
 	}
@@ -144,22 +144,13 @@ func orEmpty(s []string) []string {
 	return s
 }
 
-// roleSets reads the sorted role names of each user in the IN list.
-func roleSets(ctx context.Context, tx *store.Tx, in string, users []string) (map[string][]string, error) {
-	rows, err := tx.Query(ctx, "SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+in+") ORDER BY user_id, role", args(users)...)
+// roleSets reads the sorted role names of each of users.
+func roleSets(ctx context.Context, tx *store.Tx, users []string) (map[string][]string, error) {
+	sets, err := tx.Store().RoleNamesOf(ctx, tx, users)
 	if err != nil {
 		return nil, fmt.Errorf("reading effective roles: %w", err)
 	}
-	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var u, r string
-		if err := rows.Scan(&u, &r); err != nil {
-			return nil, err
-		}
-		out[u] = append(out[u], r)
-	}
-	return out, rows.Err()
+	return sets, nil
 }
 
 // diff returns what after has that before lacks, and the reverse; both inputs are sorted.

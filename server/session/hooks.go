@@ -145,7 +145,7 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 			withSessions = append(withSessions, sess.UserID)
 		}
 	}
-	roles, err := roleNamesOf(ctx, tx, withSessions)
+	roles, err := tx.Store().RoleNamesOf(ctx, tx, withSessions)
 	if err != nil {
 		return err
 	}
@@ -232,29 +232,6 @@ func setExpiries(ctx context.Context, tx *store.Tx, changes []expiryChange) erro
 	args := append(append(idleArgs, absArgs...), ids...)
 	_, err := tx.Exec(ctx, query, args...)
 	return err
-}
-
-// roleNamesOf reads the effective role names of users, sorted, by user id.
-func roleNamesOf(ctx context.Context, tx *store.Tx, users []string) (map[string][]string, error) {
-	args := make([]any, len(users))
-	for i, u := range users {
-		args[i] = u
-	}
-	rows, err := tx.Query(ctx, "SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+
-		strings.TrimSuffix(strings.Repeat("?, ", len(users)), ", ")+") ORDER BY user_id, role", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var u, r string
-		if err := rows.Scan(&u, &r); err != nil {
-			return nil, err
-		}
-		out[u] = append(out[u], r)
-	}
-	return out, rows.Err()
 }
 
 func queryStrings(ctx context.Context, tx *store.Tx, query string, args ...any) ([]string, error) {

@@ -263,3 +263,30 @@ func (s *Store) RoleNames(ctx context.Context, q Querier, userID string) ([]stri
 	}
 	return roles, rows.Err()
 }
+
+// RoleNamesOf returns the effective role names of each of users, sorted, read through q. Users
+// without roles are absent from the map.
+func (s *Store) RoleNamesOf(ctx context.Context, q Querier, users []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(users))
+	for i, u := range users {
+		args[i] = u
+	}
+	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+
+		strings.TrimSuffix(strings.Repeat("?, ", len(users)), ", ")+") ORDER BY user_id, role"), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u, r string
+		if err := rows.Scan(&u, &r); err != nil {
+			return nil, err
+		}
+		out[u] = append(out[u], r)
+	}
+	return out, rows.Err()
+}
