@@ -7,10 +7,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testnode"
@@ -397,4 +399,36 @@ func TestIdentityAdminsCannotActAboveThemselves(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSweepersOnTwoNodesEndEachSessionOnce lets thirty sessions idle out with two PostgreSQL nodes
+// sweeping the same database: every session ends, by IDLE_TIMEOUT, with exactly one event.
+func TestSweepersOnTwoNodesEndEachSessionOnce(t *testing.T) {
+	t.Parallel()
+	na, _, ca, cb := mnTwoNodes(t)
+	a := newIDAdmin(t, na, ca)
+	u := toUserWithPolicy(a, "sid", &gatehousev1.SessionPolicy{IdleTimeout: durationpb.New(time.Second)})
+	var ids []string
+	for i := range 30 {
+		c := []testnode.Invoker{ca, cb}[i%2]
+		s, err := hLogin(c, "", "sid", "sid-password", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.Session.Id)
+	}
+	toAwait(t, "every session ended by the sweepers", func() (bool, error) {
+		for _, r := range mnSessions(t, na, u.Id) {
+			if r.active {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	ends := limTerminations(t, na, u.Id)
+	for _, id := range ids {
+		if got := ends[id]; !slices.Equal(got, []gatehousev1.TerminationReason{gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT}) {
+			t.Errorf("session %s has SESSION_TERMINATED events %v, want exactly [IDLE_TIMEOUT]", id, got)
+		}
+	}
 }
