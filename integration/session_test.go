@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc"
@@ -553,25 +552,11 @@ func TestSecretsStayOutOfLogsAndEvents(t *testing.T) {
 		t.Run(string(b), func(t *testing.T) {
 			t.Parallel()
 			var logs lockedBuffer
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
 			const adminPassword = "admin-secret-Zq8Vw3"
-			srv, err := server.Start(ctx, server.Config{
-				GRPCAddr:      "127.0.0.1:0",
-				HTTPAddr:      "127.0.0.1:0",
+			srv := testnode.StartWith(t, server.Config{
 				Database:      testnode.DatabaseURL(t, b),
 				AdminPassword: adminPassword,
 				Logger:        slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			})
-			if err != nil {
-				t.Fatalf("starting a node: %v", err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				if err := srv.Shutdown(ctx); err != nil {
-					t.Errorf("shutting the node down: %v", err)
-				}
 			})
 
 			secrets := []string{adminPassword}

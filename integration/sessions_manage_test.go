@@ -2,8 +2,6 @@ package integration_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -491,29 +489,12 @@ func smStartRateLimited(t *testing.T, b testnode.Backend, failuresPerUser int) *
 // failuresPerAddress per client address (0: the default) within an hour.
 func smStartLimited(t *testing.T, b testnode.Backend, failuresPerUser, failuresPerAddress int) *testnode.Node {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	srv, err := server.Start(ctx, server.Config{
-		GRPCAddr:                "127.0.0.1:0",
-		HTTPAddr:                "127.0.0.1:0",
+	return testnode.StartWith(t, server.Config{
 		Database:                testnode.DatabaseURL(t, b),
-		AdminPassword:           testnode.AdminPassword,
 		LoginFailuresPerUser:    failuresPerUser,
 		LoginFailuresPerAddress: failuresPerAddress,
 		LoginFailureWindow:      time.Hour,
-		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatalf("starting a node: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutting the node down: %v", err)
-		}
-	})
-	return &testnode.Node{Node: srv}
 }
 
 func TestRateLimitedLogins(t *testing.T) {

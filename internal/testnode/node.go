@@ -64,17 +64,31 @@ func Start(t testing.TB, b Backend) *Node {
 // StartOn starts a node on the given database URL.
 func StartOn(t testing.TB, databaseURL string) *Node {
 	t.Helper()
+	return StartWith(t, server.Config{Database: databaseURL})
+}
+
+// StartWith starts a node with cfg, whose Database must be set, and shuts it down when the test
+// ends. Unset addresses become 127.0.0.1 with OS-chosen ports, an unset AdminPassword is
+// AdminPassword, and an unset Logger discards the logs.
+func StartWith(t testing.TB, cfg server.Config) *Node {
+	t.Helper()
+	if cfg.GRPCAddr == "" {
+		cfg.GRPCAddr = "127.0.0.1:0"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:0"
+	}
+	if cfg.AdminPassword == "" {
+		cfg.AdminPassword = AdminPassword
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	n, err := server.Start(ctx, server.Config{
-		GRPCAddr:      "127.0.0.1:0",
-		HTTPAddr:      "127.0.0.1:0",
-		Database:      databaseURL,
-		AdminPassword: AdminPassword,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	n, err := server.Start(ctx, cfg)
 	if err != nil {
-		t.Fatalf("starting a node on %s: %v", databaseURL, err)
+		t.Fatalf("starting a node on %s: %v", cfg.Database, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -83,7 +97,7 @@ func StartOn(t testing.TB, databaseURL string) *Node {
 			t.Errorf("shutting the node down: %v", err)
 		}
 	})
-	return &Node{Node: n, Database: databaseURL, t: t}
+	return &Node{Node: n, Database: cfg.Database, t: t}
 }
 
 // BaseURL is the node's HTTP base URL.
