@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/policy"
@@ -74,19 +73,6 @@ func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []strin
 	return changes, nil
 }
 
-// placeholders returns "?, ?, ..." for n arguments.
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
-}
-
-func args(ids []string) []any {
-	out := make([]any, len(ids))
-	for i, id := range ids {
-		out[i] = id
-	}
-	return out
-}
-
 // materialiseSQL computes, for the users in the IN list (bound twice), every (user, role, source)
 // of their effective roles: direct grants, grants to their groups, and roles contained in any role
 // of their closure.
@@ -109,17 +95,17 @@ UNION
 SELECT c.user_id, rc.contained_role, 'role', rc.role FROM closure c JOIN role_containments rc ON rc.role = c.role`
 
 func recomputeBatchOf(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) ([]RoleChange, error) {
-	in := placeholders(len(users))
+	in := store.Placeholders(len(users))
 	if before == nil {
 		var err error
 		if before, err = roleSets(ctx, tx, users); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := tx.Exec(ctx, "DELETE FROM effective_roles WHERE user_id IN ("+in+")", args(users)...); err != nil {
+	if _, err := tx.Exec(ctx, "DELETE FROM effective_roles WHERE user_id IN ("+in+")", store.Args(users)...); err != nil {
 		return nil, fmt.Errorf("clearing effective roles: %w", err)
 	}
-	if _, err := tx.Exec(ctx, fmt.Sprintf(materialiseSQL, in), append(args(users), args(users)...)...); err != nil {
+	if _, err := tx.Exec(ctx, fmt.Sprintf(materialiseSQL, in), append(store.Args(users), store.Args(users)...)...); err != nil {
 		return nil, fmt.Errorf("materialising effective roles: %w", err)
 	}
 	after, err := roleSets(ctx, tx, users)

@@ -62,26 +62,53 @@ type Set struct {
 
 // Load reads the policies that can apply to a user holding roles.
 func Load(ctx context.Context, c *ent.SessionPolicyClient, userID string, roles []string) (*Set, error) {
-	ps, err := c.Query().Where(entpolicy.Or(
-		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRef(userID)),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(roles...)),
-	)).Order(ent.Asc(entpolicy.FieldScopeRef)).All(ctx)
+	sets, err := LoadAll(ctx, c, []string{userID}, map[string][]string{userID: roles})
 	if err != nil {
 		return nil, err
 	}
-	s := &Set{}
+	return sets[userID], nil
+}
+
+// LoadAll reads, in one query, the policies that can apply to each of users, who hold the roles in
+// roles (sorted; a user absent from roles holds none).
+func LoadAll(ctx context.Context, c *ent.SessionPolicyClient, users []string, roles map[string][]string) (map[string]*Set, error) {
+	var held []string
+	for _, u := range users {
+		held = append(held, roles[u]...)
+	}
+	slices.Sort(held)
+	ps, err := c.Query().Where(entpolicy.Or(
+		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
+		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(users...)),
+		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(slices.Compact(held)...)),
+	)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var global *ent.SessionPolicy
+	own := map[string]*ent.SessionPolicy{}
+	byRole := map[string]*ent.SessionPolicy{}
 	for _, p := range ps {
 		switch p.ScopeKind {
 		case entpolicy.ScopeKindGlobal:
-			s.Global = p
+			global = p
 		case entpolicy.ScopeKindUser:
-			s.User = p
+			own[p.ScopeRef] = p
 		default:
-			s.Roles = append(s.Roles, p)
+			byRole[p.ScopeRef] = p
 		}
 	}
-	return s, nil
+	out := make(map[string]*Set, len(users))
+	for _, u := range users {
+		set := &Set{User: own[u], Global: global}
+		for _, r := range roles[u] {
+			if p := byRole[r]; p != nil {
+				set.Roles = append(set.Roles, p)
+			}
+		}
+		out[u] = set
+	}
+	return out, nil
 }
 
 // Scope returns the API scope of a stored policy.

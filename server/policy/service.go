@@ -220,30 +220,6 @@ func (s *Service) List(ctx context.Context, pageSize int32, pageToken string) ([
 // mask from the body, down to scope.role).
 var scopePaths = []string{"scope", "scope.global", "scope.role", "scope.user_id"}
 
-// populated returns the fields set in p (AIP-134: the implied mask of an update without one).
-func populated(p *gatehousev1.SessionPolicy) []string {
-	var out []string
-	if p.MaxSessions != nil {
-		out = append(out, "max_sessions")
-	}
-	if len(p.CountedTypes) > 0 {
-		out = append(out, "counted_types")
-	}
-	if p.OnLimit != gatehousev1.LimitAction_LIMIT_ACTION_UNSPECIFIED {
-		out = append(out, "on_limit")
-	}
-	if p.IdleTimeout != nil {
-		out = append(out, "idle_timeout")
-	}
-	if p.AbsoluteTimeout != nil {
-		out = append(out, "absolute_timeout")
-	}
-	if p.OnRoleChange != gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_UNSPECIFIED {
-		out = append(out, "on_role_change")
-	}
-	return out
-}
-
 // Update changes the fields named in mask, where a field named but unset in the policy is
 // cleared. A nil mask means the fields populated in the policy (AIP-134). The output-only fields
 // may be named and are ignored; the scope may be named when it is sent unchanged. When no field is
@@ -251,7 +227,7 @@ func populated(p *gatehousev1.SessionPolicy) []string {
 func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string) (*gatehousev1.SessionPolicy, store.Position, error) {
 	scopeNamed := false
 	if mask == nil {
-		mask = populated(in)
+		mask = convert.PopulatedPaths(in, policyFields...)
 	} else {
 		mask = convert.MaskPaths(mask, "id", "create_time", "update_time")
 		scopeNamed = slices.ContainsFunc(mask, func(f string) bool { return slices.Contains(scopePaths, f) })
@@ -378,25 +354,19 @@ func DeleteForScope(ctx context.Context, tx *store.Tx, kind entpolicy.ScopeKind,
 	return nil
 }
 
-// ResolveFor resolves the policy in force for a user, reading through client c (the store's
-// client or a transaction's).
-func ResolveFor(ctx context.Context, st *store.Store, q store.Querier, c *ent.SessionPolicyClient, userID string) (*Resolved, error) {
-	roles, err := st.RoleNames(ctx, q, userID)
-	if err != nil {
-		return nil, err
-	}
-	set, err := Load(ctx, c, userID, roles)
-	if err != nil {
-		return nil, err
-	}
-	return set.Resolve(), nil
-}
-
 // Resolve resolves the policy in force for a user, who must exist.
 func (s *Service) Resolve(ctx context.Context, userID string) (*Resolved, error) {
 	ok, err := s.store.Client.User.Query().Where(entuser.ID(userID)).Exist(ctx)
 	if err != nil || !ok {
 		return nil, firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", userID))
 	}
-	return ResolveFor(ctx, s.store, s.store.DB, s.store.Client.SessionPolicy, userID)
+	roles, err := s.store.RoleNames(ctx, s.store.DB, userID)
+	if err != nil {
+		return nil, err
+	}
+	set, err := Load(ctx, s.store.Client.SessionPolicy, userID, roles)
+	if err != nil {
+		return nil, err
+	}
+	return set.Resolve(), nil
 }

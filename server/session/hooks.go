@@ -139,53 +139,22 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	if err != nil || len(live) == 0 {
 		return err
 	}
-	withSessions := make([]string, 0, len(users))
-	for _, sess := range live {
-		if !slices.Contains(withSessions, sess.UserID) {
-			withSessions = append(withSessions, sess.UserID)
-		}
+	withSessions := make([]string, len(live))
+	for i, sess := range live {
+		withSessions[i] = sess.UserID
 	}
+	slices.Sort(withSessions)
+	withSessions = slices.Compact(withSessions)
 	roles, err := tx.Store().RoleNamesOf(ctx, tx, withSessions)
 	if err != nil {
 		return err
 	}
-	var allRoles []string
-	for _, rs := range roles {
-		for _, r := range rs {
-			if !slices.Contains(allRoles, r) {
-				allRoles = append(allRoles, r)
-			}
-		}
-	}
-	ps, err := tx.SessionPolicy.Query().Where(entpolicy.Or(
-		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(withSessions...)),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(allRoles...)),
-	)).Order(ent.Asc(entpolicy.FieldScopeRef)).All(ctx)
+	sets, err := policy.LoadAll(ctx, tx.SessionPolicy, withSessions, roles)
 	if err != nil {
 		return err
 	}
-	var global *ent.SessionPolicy
-	own := map[string]*ent.SessionPolicy{}
-	byRole := map[string]*ent.SessionPolicy{}
-	for _, p := range ps {
-		switch p.ScopeKind {
-		case entpolicy.ScopeKindGlobal:
-			global = p
-		case entpolicy.ScopeKindUser:
-			own[p.ScopeRef] = p
-		default:
-			byRole[p.ScopeRef] = p
-		}
-	}
-	resolved := make(map[string]*policy.Resolved, len(withSessions))
-	for _, u := range withSessions {
-		set := policy.Set{User: own[u], Global: global}
-		for _, r := range roles[u] {
-			if p := byRole[r]; p != nil {
-				set.Roles = append(set.Roles, p)
-			}
-		}
+	resolved := make(map[string]*policy.Resolved, len(sets))
+	for u, set := range sets {
 		resolved[u] = set.Resolve()
 	}
 	var changed []expiryChange
@@ -228,7 +197,7 @@ func setExpiries(ctx context.Context, tx *store.Tx, changes []expiryChange) erro
 	}
 	query := "UPDATE sessions SET idle_expire_time = CASE id" + idle.String() + " END," +
 		" absolute_expire_time = CASE id" + absolute.String() + " END" +
-		" WHERE id IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + ")"
+		" WHERE id IN (" + store.Placeholders(len(ids)) + ")"
 	args := append(append(idleArgs, absArgs...), ids...)
 	_, err := tx.Exec(ctx, query, args...)
 	return err

@@ -180,10 +180,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// create opens a session for an authenticated user: one who gave the password whose hash is
-// verifiedHash, or, when verifiedHash is nil, one that the session issuer vouches for.
+// create opens a session for an authenticated user: one whom issuer (a session issuer) vouches for
+// or, when issuer is nil, one who gave the password whose hash is verifiedHash.
 func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo, issuer *auth.Principal) (*Created, error) {
-	trusted := verifiedHash == nil
+	trusted := issuer != nil
 	st, ok := convert.SessionTypeToStore(typ)
 	if !ok {
 		return nil, errs.InvalidArgument("INVALID_ARGUMENT", "type must be a session type",
@@ -211,14 +211,14 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 		// NOTE: a password changed since it was verified (a SetPassword that committed while this
 		// login was hashing) no longer logs in: the change ends the user's sessions, and a session
 		// opened with the old password must not slip in after it.
-		if !trusted && (locked.PasswordHash == nil || *locked.PasswordHash != *verifiedHash) {
+		if !trusted && (verifiedHash == nil || locked.PasswordHash == nil || *locked.PasswordHash != *verifiedHash) {
 			return errInvalidCredentials()
 		}
 		roles, err := s.store.RoleNames(ctx, tx, u.ID)
 		if err != nil {
 			return err
 		}
-		if issuer != nil {
+		if trusted {
 			if err := mayIssueFor(issuer, roles); err != nil {
 				return err
 			}

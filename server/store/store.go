@@ -271,12 +271,8 @@ func (s *Store) RoleNamesOf(ctx context.Context, q Querier, users []string) (map
 	if len(users) == 0 {
 		return out, nil
 	}
-	args := make([]any, len(users))
-	for i, u := range users {
-		args[i] = u
-	}
 	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+
-		strings.TrimSuffix(strings.Repeat("?, ", len(users)), ", ")+") ORDER BY user_id, role"), args...)
+		Placeholders(len(users))+") ORDER BY user_id, role"), Args(users)...)
 	if err != nil {
 		return nil, err
 	}
@@ -289,4 +285,18 @@ func (s *Store) RoleNamesOf(ctx context.Context, q Querier, users []string) (map
 		out[u] = append(out[u], r)
 	}
 	return out, rows.Err()
+}
+
+// Placeholders returns "?, ?, ..." for n arguments of a query written with ? placeholders.
+func Placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// Args returns ids as query arguments.
+func Args(ids []string) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }
