@@ -173,8 +173,6 @@ func init() {
 	sessionDescIPAddress := sessionFields[5].Descriptor()
 	// session.DefaultIPAddress holds the default value on creation for the ip_address field.
 	session.DefaultIPAddress = sessionDescIPAddress.Default.(string)
-	// session.IPAddressValidator is a validator for the "ip_address" field. It is called by the builders before save.
-	session.IPAddressValidator = sessionDescIPAddress.Validators[0].(func(string) error)
 	// sessionDescDeviceName is the schema descriptor for device_name field.
 	sessionDescDeviceName := sessionFields[6].Descriptor()
 	// session.DefaultDeviceName holds the default value on creation for the device_name field.

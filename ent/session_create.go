@@ -292,11 +292,6 @@ func (_c *SessionCreate) check() error {
 	if _, ok := _c.mutation.IPAddress(); !ok {
 		return &ValidationError{Name: "ip_address", err: errors.New(`ent: missing required field "Session.ip_address"`)}
 	}
-	if v, ok := _c.mutation.IPAddress(); ok {
-		if err := session.IPAddressValidator(v); err != nil {
-			return &ValidationError{Name: "ip_address", err: fmt.Errorf(`ent: validator failed for field "Session.ip_address": %w`, err)}
-		}
-	}
 	if _, ok := _c.mutation.DeviceName(); !ok {
 		return &ValidationError{Name: "device_name", err: errors.New(`ent: missing required field "Session.device_name"`)}
 	}

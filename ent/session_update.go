@@ -214,11 +214,6 @@ func (_u *SessionUpdate) check() error {
 			return &ValidationError{Name: "user_agent", err: fmt.Errorf(`ent: validator failed for field "Session.user_agent": %w`, err)}
 		}
 	}
-	if v, ok := _u.mutation.IPAddress(); ok {
-		if err := session.IPAddressValidator(v); err != nil {
-			return &ValidationError{Name: "ip_address", err: fmt.Errorf(`ent: validator failed for field "Session.ip_address": %w`, err)}
-		}
-	}
 	if v, ok := _u.mutation.DeviceName(); ok {
 		if err := session.DeviceNameValidator(v); err != nil {
 			return &ValidationError{Name: "device_name", err: fmt.Errorf(`ent: validator failed for field "Session.device_name": %w`, err)}
@@ -501,11 +496,6 @@ func (_u *SessionUpdateOne) check() error {
 	if v, ok := _u.mutation.UserAgent(); ok {
 		if err := session.UserAgentValidator(v); err != nil {
 			return &ValidationError{Name: "user_agent", err: fmt.Errorf(`ent: validator failed for field "Session.user_agent": %w`, err)}
-		}
-	}
-	if v, ok := _u.mutation.IPAddress(); ok {
-		if err := session.IPAddressValidator(v); err != nil {
-			return &ValidationError{Name: "ip_address", err: fmt.Errorf(`ent: validator failed for field "Session.ip_address": %w`, err)}
 		}
 	}
 	if v, ok := _u.mutation.DeviceName(); ok {

@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,6 +50,17 @@ var authzServiceFiles = []protoreflect.FileDescriptor{
 	gatehousev1.File_gatehouse_v1_policy_proto,
 }
 
+// authzPendingRPCs are the RPCs that are declared but not implemented yet. For them, and only for
+// them, the matrix expects exactly UNIMPLEMENTED from the callers that pass authorisation (and
+// PERMISSION_DENIED or UNAUTHENTICATED from the others, as for every RPC); any other RPC answering
+// UNIMPLEMENTED fails the matrix. Remove an RPC from this list in the change that implements it:
+// the matrix fails, saying so, once a listed RPC answers anything but UNIMPLEMENTED.
+var authzPendingRPCs = map[string]bool{
+	gatehousev1.SessionService_WatchSession_FullMethodName: true,
+	gatehousev1.SessionService_WatchEvents_FullMethodName:  true,
+	gatehousev1.SessionService_ListEvents_FullMethodName:   true,
+}
+
 // authzMethods returns every method of the three services, by full gRPC method name.
 func authzMethods(t *testing.T) map[string]protoreflect.MethodDescriptor {
 	t.Helper()
@@ -76,6 +88,31 @@ func TestEveryRPCHasARule(t *testing.T) {
 	for name := range authzMethods(t) {
 		if _, ok := api.Rules(name); !ok {
 			t.Errorf("%s has no rule in api.Rules", name)
+		}
+	}
+}
+
+// TestAuthzUnimplementedIsAFailure checks the matrix's own verdicts on UNIMPLEMENTED: an RPC that
+// answers it is not counted as allowed (it fails the cell), and a pending RPC that answers anything
+// else fails with a message telling the developer to take it off authzPendingRPCs.
+func TestAuthzUnimplementedIsAFailure(t *testing.T) {
+	st, err := status.New(codes.Unimplemented, "ListEvents is not implemented yet").
+		WithDetails(&errdetails.ErrorInfo{Reason: "UNIMPLEMENTED", Domain: "gatehouse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unimplemented := st.Err()
+	if got, problem := authzClassify(unimplemented); problem == "" {
+		t.Errorf("authzClassify(UNIMPLEMENTED) = %s with no problem, want a failure", got)
+	}
+	method := gatehousev1.SessionService_ListEvents_FullMethodName
+	if p := authzPendingProblem(method, unimplemented); p != "" {
+		t.Errorf("a pending RPC answering UNIMPLEMENTED: %s, want no problem", p)
+	}
+	notFound, _ := status.New(codes.NotFound, "no such thing").WithDetails(&errdetails.ErrorInfo{Reason: "EVENT_NOT_FOUND"})
+	for _, answer := range []error{nil, notFound.Err()} {
+		if p := authzPendingProblem(method, answer); !strings.Contains(p, "remove it from authzPendingRPCs") {
+			t.Errorf("a pending RPC answering %v: problem %q, want one telling to remove it from authzPendingRPCs", answer, p)
 		}
 	}
 }
@@ -119,13 +156,14 @@ var authzCallerRoles = map[authzCaller]string{
 type authzOutcome int
 
 const (
-	authzAllowed         authzOutcome = iota // any answer but UNAUTHENTICATED and PERMISSION_DENIED
+	authzAllowed         authzOutcome = iota // any answer but UNAUTHENTICATED, PERMISSION_DENIED and UNIMPLEMENTED
 	authzUnauthenticated                     // UNAUTHENTICATED
 	authzDenied                              // PERMISSION_DENIED
+	authzHidden                              // the answer for an id that names nothing (NOT_FOUND)
 )
 
 func (o authzOutcome) String() string {
-	return [...]string{"allowed", "unauthenticated", "denied"}[o]
+	return [...]string{"allowed", "unauthenticated", "denied", "hidden"}[o]
 }
 
 // authzActor is one caller: a user and a session of theirs (nothing for anonymous callers).
@@ -149,6 +187,11 @@ type authzRow struct {
 	anyone bool
 	// allow lists the authenticated callers that pass besides gatehouse.admin, which passes always.
 	allow []authzCaller
+	// hides names the request field holding the id of a resource that refused callers must not
+	// learn exists: they get the answer for an id that names nothing, except the callers in sees,
+	// who may read the resource and are told PERMISSION_DENIED.
+	hides string
+	sees  []authzCaller
 	// endsSessions: the call ends the callers' usual sessions, so the row must run after every
 	// other row of the node.
 	endsSessions bool
@@ -179,10 +222,11 @@ func (r *authzRow) want(c authzCaller) authzOutcome {
 	case c == authzAdmin || r.anyone:
 		return authzAllowed
 	}
-	for _, a := range r.allow {
-		if a == c {
-			return authzAllowed
-		}
+	if slices.Contains(r.allow, c) {
+		return authzAllowed
+	}
+	if r.hides != "" && !slices.Contains(r.sees, c) {
+		return authzHidden
 	}
 	return authzDenied
 }
@@ -339,7 +383,7 @@ func authzRows() []*authzRow {
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				return &gatehousev1.ValidateSessionRequest{Token: e.heldToken(a)}
 			}},
-		{method: gatehousev1.SessionService_GetSession_FullMethodName, allow: []authzCaller{self, sa, aud},
+		{method: gatehousev1.SessionService_GetSession_FullMethodName, allow: []authzCaller{self, sa, aud}, hides: "session_id",
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				return &gatehousev1.GetSessionRequest{SessionId: e.target(a).sessionID}
 			}},
@@ -351,7 +395,7 @@ func authzRows() []*authzRow {
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				return &gatehousev1.ListSessionsRequest{}
 			}},
-		{method: gatehousev1.SessionService_TerminateSession_FullMethodName, allow: []authzCaller{self, sa},
+		{method: gatehousev1.SessionService_TerminateSession_FullMethodName, allow: []authzCaller{self, sa}, hides: "session_id", sees: []authzCaller{aud},
 			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
 				if a.caller == authzSelf {
 					// The caller ends a session of their own: a new one, so that their usual
@@ -466,6 +510,11 @@ func authzMatrix(t *testing.T) []*authzRow {
 			t.Errorf("%s has no row in the authorisation matrix: add one with its callers from API.md", m)
 		}
 	}
+	for m := range authzPendingRPCs {
+		if _, ok := methods[m]; !ok {
+			t.Errorf("authzPendingRPCs lists %s, which is no RPC of the three services", m)
+		}
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -515,7 +564,7 @@ type authzEnv struct {
 	// victimSpare is another session of the victim's, for TerminateSession.
 	victimSpare string
 	group       string // a group with the victim as its member
-	policy      string // a policy, or an unknown id while policies cannot be created
+	policy      string // a policy
 	cursor      string // an event cursor with events after it
 	seq         int
 
@@ -579,6 +628,16 @@ func (e *authzEnv) check(t *testing.T, r *authzRow, c authzCaller) {
 	}
 	want := r.want(c)
 	err := e.call(r.md, r.method, a.token, req)
+	if authzPendingRPCs[r.method] && want == authzAllowed {
+		if problem := authzPendingProblem(r.method, err); problem != "" {
+			t.Errorf("%s as %s: %s", r.name(), c, problem)
+		}
+		return
+	}
+	if want == authzHidden {
+		e.checkHidden(t, r, c, a.token, req, err)
+		return
+	}
 	got, problem := authzClassify(err)
 	switch {
 	case problem != "":
@@ -587,6 +646,45 @@ func (e *authzEnv) check(t *testing.T, r *authzRow, c authzCaller) {
 	default:
 		t.Errorf("%s as %s: got %s (%v), want %s", r.name(), c, got, err, want)
 	}
+}
+
+// checkHidden checks that a refused caller got, for a resource that exists, the very answer it gets
+// for an id that names nothing: NOT_FOUND with the same reason and the same message (but for the id).
+func (e *authzEnv) checkHidden(t *testing.T, r *authzRow, c authzCaller, token string, req proto.Message, err error) {
+	t.Helper()
+	fd := req.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(r.hides))
+	if fd == nil {
+		t.Fatalf("%s: the request has no field %s", r.name(), r.hides)
+	}
+	id := req.ProtoReflect().Get(fd).String()
+	unknown := proto.Clone(req)
+	unknownID := authzUUID()
+	unknown.ProtoReflect().Set(fd, protoreflect.ValueOfString(unknownID))
+	uerr := e.call(r.md, r.method, token, unknown)
+	got, want := status.Convert(err), status.Convert(uerr)
+	if want.Code() != codes.NotFound {
+		t.Fatalf("%s as %s with an id that names nothing: %v, want NOT_FOUND", r.name(), c, uerr)
+	}
+	gm, wm := strings.ReplaceAll(got.Message(), id, "ID"), strings.ReplaceAll(want.Message(), unknownID, "ID")
+	if got.Code() != want.Code() || testnode.Reason(err) != testnode.Reason(uerr) || gm != wm {
+		t.Errorf("%s as %s: got %s %q (reason %q) for an existing resource, but %s %q (reason %q) for an id that names nothing: "+
+			"a refused caller must not learn that the resource exists", r.name(), c, got.Code(), gm, testnode.Reason(err),
+			want.Code(), wm, testnode.Reason(uerr))
+	}
+}
+
+// authzPendingProblem explains why the answer of a pending RPC (authzPendingRPCs) to a caller that
+// passes authorisation is wrong: "" for UNIMPLEMENTED, the one answer a pending RPC may give.
+func authzPendingProblem(method string, err error) string {
+	if status.Code(err) == codes.Unimplemented {
+		return ""
+	}
+	answer := "OK"
+	if err != nil {
+		answer = err.Error()
+	}
+	return fmt.Sprintf("%s is listed in authzPendingRPCs but answered %s, not UNIMPLEMENTED: if it is implemented now, "+
+		"remove it from authzPendingRPCs (integration/authz_test.go) so that the matrix checks it as every other RPC", method, answer)
 }
 
 // authzClassify turns the answer of a call into an outcome, or explains why the answer says
@@ -613,6 +711,10 @@ func authzClassify(err error) (authzOutcome, string) {
 		}
 	case codes.Internal, codes.Unknown, codes.DeadlineExceeded, codes.Canceled, codes.Unavailable:
 		return 0, fmt.Sprintf("the call failed without an authorisation decision: %v", err)
+	case codes.Unimplemented:
+		// NOTE: an unimplemented handler says nothing about who may call the RPC, and the RPC is
+		// not usable; only the RPCs of authzPendingRPCs may answer so (check handles them).
+		return 0, fmt.Sprintf("UNIMPLEMENTED is not an answer of a working RPC: implement it, or list it in authzPendingRPCs while it is pending: %v", err)
 	}
 	// Every error of the service carries an ErrorInfo reason (API.md); one without came from
 	// elsewhere (an unknown gRPC method, a REST route that did not match) and proves nothing.
@@ -909,23 +1011,15 @@ func (e *authzEnv) grant(t *testing.T, role, user string) {
 		&gatehousev1.GrantRoleRequest{Role: role, Principal: &gatehousev1.GrantRoleRequest_UserId{UserId: user}})
 }
 
-// newPolicy creates a policy scoped to a new user. While CreateSessionPolicy is not implemented it
-// returns an id that names no policy: the rows that use it assert only authorisation.
+// newPolicy creates a policy scoped to a new user.
 func (e *authzEnv) newPolicy(t *testing.T) string {
 	t.Helper()
-	resp, err := testnode.Call[gatehousev1.CreateSessionPolicyResponse](context.Background(), e.setup,
+	return testnode.MustCall[gatehousev1.CreateSessionPolicyResponse](t, e.setup,
 		gatehousev1.PolicyService_CreateSessionPolicy_FullMethodName, e.admin,
 		&gatehousev1.CreateSessionPolicyRequest{Policy: &gatehousev1.SessionPolicy{
 			Scope:       &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_UserId{UserId: e.newUser(t, false).userID}},
 			IdleTimeout: durationpb.New(time.Hour),
-		}})
-	if status.Code(err) == codes.Unimplemented {
-		return authzUUID()
-	}
-	if err != nil {
-		t.Fatalf("creating a session policy: %v", err)
-	}
-	return resp.Policy.Id
+		}}).Policy.Id
 }
 
 // authzUUID returns a random (version 4) UUID.

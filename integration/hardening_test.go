@@ -79,18 +79,19 @@ func TestLoginLimitPerAddress(t *testing.T) {
 }
 
 // TestConcurrentGuessesAreLimited sends 40 wrong passwords for one user at once against a budget of
-// 3: exactly 3 are answered as failures and the rest as rate-limited, however they interleave, and
-// the right password is then refused too.
+// 3: exactly 3 are hashed and answered as failures and the rest as rate-limited, however they
+// interleave, and the right password is then refused too, without being hashed.
 func TestConcurrentGuessesAreLimited(t *testing.T) {
 	for _, b := range testnode.Backends {
 		t.Run(string(b), func(t *testing.T) {
 			t.Parallel()
 			const guesses, budget = 40, 3
-			n := smStartLimited(t, b, budget, 1000)
+			n := lgStartLimited(t, b, budget, 1000, lgSlowHashing)
 			c := testnode.Invoker(dialGRPC(t, n.GRPCAddr()))
 			a := newIDAdmin(t, n, c)
 			a.createUser("rita", "rita-password")
 
+			hashes := n.PasswordHashes()
 			errs := make([]error, guesses)
 			gate := make(chan struct{})
 			var wg sync.WaitGroup
@@ -117,8 +118,17 @@ func TestConcurrentGuessesAreLimited(t *testing.T) {
 				t.Errorf("%d concurrent guesses were answered %v, want %d INVALID_CREDENTIALS and %d LOGIN_RATE_LIMITED",
 					guesses, counts, budget, guesses-budget)
 			}
+			// NOTE: the answers alone cannot tell a guess refused before hashing from one hashed
+			// and then refused; the node's derivation count can.
+			if got := n.PasswordHashes() - hashes; got != budget {
+				t.Errorf("%d concurrent guesses against a budget of %d ran %d argon2id derivations, want %d", guesses, budget, got, budget)
+			}
+			hashes = n.PasswordHashes()
 			_, err := hLogin(c, "", "rita", "rita-password", nil)
 			polWantErr(t, "the right password after the burst", err, codes.ResourceExhausted, "LOGIN_RATE_LIMITED", "")
+			if got := n.PasswordHashes() - hashes; got != 0 {
+				t.Errorf("a login past the budget ran %d derivations, want 0", got)
+			}
 		})
 	}
 }

@@ -791,7 +791,10 @@ func TestBuiltInRoleChangesNeedAdmin(t *testing.T) {
 		a.wantRoles("bob after the identity admin's custom grant", bob.Id,
 			eff("gatehouse.auditor", viaGroup(auditors.Id)), eff("plain", direct()))
 
-		// gatehouse.admin: every one of the same changes goes through.
+		// gatehouse.admin: every one of the same changes goes through (the last one, revoking its own
+		// role, because another enabled administrator is left: see TestLastAdminCannotBeRemoved).
+		backup := a.createUser("backup", "backup-password")
+		a.grantUser(admin, backup.Id)
 		for _, tc := range cases {
 			mark := lastEventID(t, n)
 			a.do(tc.method, tc.req)

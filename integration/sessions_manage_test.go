@@ -216,7 +216,7 @@ func TestSessionGetAccess(t *testing.T) {
 			}
 		}
 		_, err := smGet(c, otherTok, s.Session.Id)
-		polWantErr(t, "GetSession of another user's session", err, codes.PermissionDenied, "", "")
+		polWantErr(t, "GetSession of another user's session", err, codes.NotFound, "SESSION_NOT_FOUND", "")
 		_, err = smGet(c, "", s.Session.Id)
 		polWantErr(t, "GetSession without a caller", err, codes.Unauthenticated, "", "")
 		_, err = smGet(c, ownerTok, unknownID)
@@ -401,7 +401,7 @@ func TestTerminateSession(t *testing.T) {
 
 		// Another plain user cannot end rex's session, nor can an auditor (who may read it); it lives on.
 		_, err := smTerminate(c, otherTok, sD.Session.Id, "")
-		polWantErr(t, "TerminateSession of another user's session", err, codes.PermissionDenied, "", "")
+		polWantErr(t, "TerminateSession of another user's session", err, codes.NotFound, "SESSION_NOT_FOUND", "")
 		_, err = smTerminate(c, auditorTok, sD.Session.Id, "")
 		polWantErr(t, "TerminateSession by an auditor", err, codes.PermissionDenied, "", "")
 		mustValidate(t, c, "a session another user tried to end", sD.Token)

@@ -31,8 +31,6 @@ import (
 	"github.com/gatehouse/gatehouse/server/api"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/identity"
-	"github.com/gatehouse/gatehouse/server/policy"
-	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
 	"github.com/gatehouse/gatehouse/server/transport"
 )
@@ -49,6 +47,7 @@ type Node struct {
 	cfg        Config
 	log        *slog.Logger
 	store      *store.Store
+	hasher     *auth.Hasher
 	grpcLis    net.Listener
 	httpLis    net.Listener
 	grpcServer *grpc.Server
@@ -75,7 +74,7 @@ func Migrate(ctx context.Context, cfg Config) error {
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg = cfg.Defaults()
 	log := cfg.Logger
-	st, err := store.Open(ctx, cfg.Database)
+	st, err := store.OpenWith(ctx, cfg.Database, cfg.storeOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -88,13 +87,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
-	hasher := auth.NewHasher(cfg.MaxConcurrentHashes)
-	sessions := session.New(st, hasher, log, session.Options{
-		FailedLoginsPerUser:    session.RateLimit{Burst: max(cfg.LoginFailuresPerUser, 0), Per: cfg.LoginFailureWindow},
-		FailedLoginsPerAddress: session.RateLimit{Burst: max(cfg.LoginFailuresPerAddress, 0), Per: cfg.LoginFailureWindow},
-	})
-	identities := identity.New(st, hasher, log, sessions.RolesChanged)
-	policies := policy.New(st, sessions.PolicyChanged)
+	d, err := newDomain(st, cfg)
+	if err != nil {
+		return nil, err
+	}
+	hasher, sessions, identities, policies := d.hasher, d.sessions, d.identities, d.policies
 	created, generated, err := identities.Bootstrap(ctx, cfg.AdminPassword)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrapping the administrator: %w", err)
@@ -120,6 +117,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewDBStatsCollector(st.DB, st.Dialect),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gatehouse_password_hashes_total",
+			Help: "argon2id derivations run by this node (password hashes and verifications, real and dummy).",
+		}, func() float64 { return float64(hasher.Derivations()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatehouse_password_hash_queue_length",
+			Help: "password hashes waiting for a hashing slot.",
+		}, func() float64 { return float64(hasher.Queued()) }),
 	)
 	opts := transport.Options{
 		Log:           log,
@@ -127,10 +132,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Rules:         api.Rules,
 		GatewaySecret: transport.NewGatewaySecret(),
 		Metrics:       transport.NewMetrics(registry),
+		// MaxRequestBytes bounds requests on both ports (the gRPC server's receive limit,
+		// connect's read limit, LimitRequestBodies and the gateway's connection).
+		MaxRequestBytes: cfg.MaxRequestBytes,
 	}
 	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy(policies, sessions)}
 
-	n := &Node{cfg: cfg, log: log, store: st}
+	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher}
 	if n.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("listening for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
@@ -158,7 +166,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.gwConn, err = transport.DialSelf(ctx, dialTarget(n.grpcLis.Addr()), clientTLS)
+	n.gwConn, err = transport.DialSelf(ctx, dialTarget(n.grpcLis.Addr()), clientTLS, transport.LimitSentMessages(opts))
 	if err != nil {
 		return nil, fmt.Errorf("connecting the REST gateway to the gRPC port: %w", err)
 	}
@@ -196,7 +204,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	protocols.SetUnencryptedHTTP2(tlsConf == nil)
 	protocols.SetHTTP2(tlsConf != nil)
 	n.httpServer = &http.Server{
-		Handler:           mux,
+		Handler:           transport.LimitRequestBodies(opts, mux),
 		Protocols:         protocols,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -231,7 +239,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		return err
 	})
-	g.Go(func() error { return sessions.RunSweeper(runCtx, cfg.SweepInterval) })
+	g.Go(func() error { return sessions.RunSweeper(runCtx, cfg.sweeperOptions()) })
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, name := range serviceNames {
 		n.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
@@ -263,6 +271,10 @@ func (n *Node) HTTPAddr() string { return n.httpLis.Addr().String() }
 
 // Store returns the node's store (for tests and admin tooling).
 func (n *Node) Store() *store.Store { return n.store }
+
+// PasswordHashes returns how many argon2id derivations the node has run (also exported as
+// gatehouse_password_hashes_total), so that tests can check what a request cost.
+func (n *Node) PasswordHashes() uint64 { return n.hasher.Derivations() }
 
 // Shutdown stops accepting calls, drains those in flight (bounded by ctx), and closes the database.
 func (n *Node) Shutdown(ctx context.Context) error {

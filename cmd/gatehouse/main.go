@@ -43,8 +43,11 @@ func run(args []string, stderr io.Writer) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "admin" {
+		return runAdmin(args, os.Stdin, stderr)
+	}
 	if cmd != "serve" && cmd != "migrate" {
-		return fmt.Errorf("unknown command %q: use serve (the default) or migrate", cmd)
+		return fmt.Errorf("unknown command %q: use serve (the default), migrate or admin", cmd)
 	}
 
 	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
@@ -58,10 +61,20 @@ func run(args []string, stderr io.Writer) error {
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate file; with --tls-key, serves TLS on both ports")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key file for --tls-cert")
 		fs.IntVar(&cfg.MaxConcurrentHashes, "max-concurrent-hashes", 0, "bound on concurrent argon2id password hashes (19 MiB each); 0 means the number of CPUs")
-		fs.IntVar(&cfg.LoginFailuresPerUser, "login-failures-per-user", 10, "failed logins allowed per username within --login-failure-window; -1 disables the limit")
-		fs.IntVar(&cfg.LoginFailuresPerAddress, "login-failures-per-address", 100, "failed logins allowed per client address within --login-failure-window; -1 disables the limit")
-		fs.DurationVar(&cfg.LoginFailureWindow, "login-failure-window", 5*time.Minute, "window over which the failed-login budget refills")
+		fs.IntVar(&cfg.MaxQueuedHashes, "max-queued-hashes", server.Config{}.Defaults().MaxQueuedHashes, "password hashes that may wait for a busy hashing slot; past it logins fail at once with RESOURCE_EXHAUSTED PASSWORD_QUEUE_FULL; -1 means no queue")
+		fs.DurationVar(&cfg.HashQueueTimeout, "hash-queue-timeout", server.Config{}.Defaults().HashQueueTimeout, "how long a password hash waits for a hashing slot before failing with UNAVAILABLE PASSWORD_QUEUE_TIMEOUT")
+		fs.IntVar(&cfg.LoginFailuresPerUser, "login-failures-per-user", 10, "failed logins allowed per username within --login-failure-window, counted by each node on its own; -1 disables the limit")
+		fs.IntVar(&cfg.LoginFailuresPerAddress, "login-failures-per-address", 100, "failed logins allowed per client address (IPv6: per /64) within --login-failure-window, counted by each node on its own; -1 disables the limit")
+		fs.DurationVar(&cfg.LoginFailureWindow, "login-failure-window", 5*time.Minute, "window over which the failed-login budget refills (budgets are per node and kept in memory: N nodes allow N times the failures)")
 		fs.DurationVar(&cfg.SweepInterval, "sweep-interval", 500*time.Millisecond, "how often sessions past their idle or absolute timeout are ended")
+		defaults := server.Config{}.Defaults()
+		fs.IntVar(&cfg.MaxSessionsPerUser, "max-sessions-per-user", defaults.MaxSessionsPerUser, "cap on the active sessions of one user, of all types; a login past it ends the user's oldest session (CONCURRENT_LIMIT); -1 removes the cap")
+		fs.DurationVar(&cfg.SessionRetention, "session-retention", defaults.SessionRetention, "how long ended sessions are kept before they are deleted (their tokens then answer SESSION_NOT_FOUND); -1s keeps them forever")
+		fs.DurationVar(&cfg.EventRetention, "event-retention", defaults.EventRetention, "how long events (LOGIN_FAILED included) are kept in the event log; -1s keeps them forever")
+		fs.DurationVar(&cfg.PGStatementTimeout, "pg-statement-timeout", defaults.PGStatementTimeout, "PostgreSQL statement_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
+		fs.DurationVar(&cfg.PGLockTimeout, "pg-lock-timeout", defaults.PGLockTimeout, "PostgreSQL lock_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
+		fs.DurationVar(&cfg.PGIdleInTransactionTimeout, "pg-idle-in-transaction-timeout", defaults.PGIdleInTransactionTimeout, "PostgreSQL idle_in_transaction_session_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
+		fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", server.Config{}.Defaults().MaxRequestBytes, "bound on one request message (a REST or Connect body, a gRPC message), refused unread past it with RESOURCE_EXHAUSTED REQUEST_TOO_LARGE (HTTP 413 over REST)")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.Config{}.Defaults().ShutdownTimeout, "how long a graceful shutdown waits for calls in flight")
 	}
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

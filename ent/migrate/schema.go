@@ -83,7 +83,7 @@ var (
 		{Name: "id", Type: field.TypeString, Size: 36},
 		{Name: "name", Type: field.TypeString, Size: 64},
 		{Name: "name_key", Type: field.TypeString, Size: 64},
-		{Name: "description", Type: field.TypeString, Size: 1024, Default: ""},
+		{Name: "description", Type: field.TypeString, Size: 4096, Default: ""},
 		{Name: "create_time", Type: field.TypeTime},
 	}
 	// GroupsTable holds the schema information for the "groups" table.
@@ -141,7 +141,7 @@ var (
 	// RolesColumns holds the columns for the "roles" table.
 	RolesColumns = []*schema.Column{
 		{Name: "name", Type: field.TypeString, Size: 64},
-		{Name: "description", Type: field.TypeString, Size: 1024, Default: ""},
+		{Name: "description", Type: field.TypeString, Size: 4096, Default: ""},
 		{Name: "built_in", Type: field.TypeBool, Default: false},
 		{Name: "create_time", Type: field.TypeTime},
 	}
@@ -251,9 +251,9 @@ var (
 		{Name: "user_id", Type: field.TypeString},
 		{Name: "token_hash", Type: field.TypeBytes, Size: 32},
 		{Name: "type", Type: field.TypeEnum, Enums: []string{"web_browser", "mobile_browser", "mobile_app", "non_interactive"}},
-		{Name: "user_agent", Type: field.TypeString, Size: 512, Default: ""},
-		{Name: "ip_address", Type: field.TypeString, Size: 64, Default: ""},
-		{Name: "device_name", Type: field.TypeString, Size: 128, Default: ""},
+		{Name: "user_agent", Type: field.TypeString, Size: 2048, Default: ""},
+		{Name: "ip_address", Type: field.TypeString, Default: ""},
+		{Name: "device_name", Type: field.TypeString, Size: 512, Default: ""},
 		{Name: "trusted", Type: field.TypeBool, Default: false},
 		{Name: "create_time", Type: field.TypeTime},
 		{Name: "last_active_time", Type: field.TypeTime},
@@ -262,7 +262,7 @@ var (
 		{Name: "active", Type: field.TypeBool, Default: true},
 		{Name: "termination_reason", Type: field.TypeString, Default: ""},
 		{Name: "terminate_time", Type: field.TypeTime, Nullable: true},
-		{Name: "note", Type: field.TypeString, Size: 512, Default: ""},
+		{Name: "note", Type: field.TypeString, Size: 2048, Default: ""},
 	}
 	// SessionsTable holds the schema information for the "sessions" table.
 	SessionsTable = &schema.Table{
@@ -324,8 +324,8 @@ var (
 		{Name: "id", Type: field.TypeString, Size: 36},
 		{Name: "username", Type: field.TypeString, Size: 64},
 		{Name: "username_key", Type: field.TypeString, Size: 64},
-		{Name: "email", Type: field.TypeString, Size: 254, Default: ""},
-		{Name: "display_name", Type: field.TypeString, Size: 256, Default: ""},
+		{Name: "email", Type: field.TypeString, Size: 1016, Default: ""},
+		{Name: "display_name", Type: field.TypeString, Size: 1024, Default: ""},
 		{Name: "disabled", Type: field.TypeBool, Default: false},
 		{Name: "password_hash", Type: field.TypeString, Nullable: true},
 		{Name: "create_time", Type: field.TypeTime},

@@ -21,10 +21,11 @@ func (Group) Annotations() []schema.Annotation {
 func (Group) Fields() []ent.Field {
 	return []ent.Field{
 		idField(),
+		// NOTE: group names are ASCII (the proto's pattern), so 64 bytes are its 64 characters.
 		field.String("name").NotEmpty().MaxLen(64),
 		// NOTE: name_key is the lower-cased name, unique, as for usernames.
 		field.String("name_key").NotEmpty().MaxLen(64),
-		field.String("description").Default("").MaxLen(1024),
+		field.String("description").Default("").MaxLen(maxChars(1024)),
 		field.Time("create_time").Immutable().Default(now),
 	}
 }

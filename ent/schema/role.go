@@ -20,8 +20,9 @@ func (Role) Annotations() []schema.Annotation {
 // Fields of Role.
 func (Role) Fields() []ent.Field {
 	return []ent.Field{
+		// NOTE: role names are ASCII (the proto's pattern), so 64 bytes are its 64 characters.
 		field.String("id").Immutable().NotEmpty().MaxLen(64).StorageKey("name"),
-		field.String("description").Default("").MaxLen(1024),
+		field.String("description").Default("").MaxLen(maxChars(1024)),
 		field.Bool("built_in").Default(false).Immutable(),
 		field.Time("create_time").Immutable().Default(now),
 	}

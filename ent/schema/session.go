@@ -25,9 +25,11 @@ func (Session) Fields() []ent.Field {
 		field.String("user_id").Immutable(),
 		field.Bytes("token_hash").Immutable().Sensitive().MaxLen(32),
 		field.Enum("type").Values("web_browser", "mobile_browser", "mobile_app", "non_interactive").Immutable(),
-		field.String("user_agent").Default("").MaxLen(512),
-		field.String("ip_address").Default("").MaxLen(64),
-		field.String("device_name").Default("").MaxLen(128),
+		field.String("user_agent").Default("").MaxLen(maxChars(512)),
+		// NOTE: no MaxLen: the proto's ip rule admits an IPv6 zone ("fe80::1%eth0") of any length,
+		// and a bound the proto does not declare would turn a valid address into INTERNAL.
+		field.String("ip_address").Default(""),
+		field.String("device_name").Default("").MaxLen(maxChars(128)),
 		field.Bool("trusted").Default(false).Immutable(),
 		field.Time("create_time").Immutable().Default(now),
 		field.Time("last_active_time"),
@@ -36,7 +38,7 @@ func (Session) Fields() []ent.Field {
 		field.Bool("active").Default(true),
 		field.String("termination_reason").Default(""),
 		field.Time("terminate_time").Optional().Nillable(),
-		field.String("note").Default("").MaxLen(512),
+		field.String("note").Default("").MaxLen(maxChars(512)),
 	}
 }
 

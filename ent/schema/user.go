@@ -21,12 +21,13 @@ func (User) Annotations() []schema.Annotation {
 func (User) Fields() []ent.Field {
 	return []ent.Field{
 		idField(),
+		// NOTE: usernames are ASCII (the proto's pattern), so 64 bytes are its 64 characters.
 		field.String("username").NotEmpty().MaxLen(64),
 		// NOTE: username_key is the lower-cased username; its unique index makes usernames unique
 		// case-insensitively on every dialect without expression indexes.
 		field.String("username_key").NotEmpty().MaxLen(64),
-		field.String("email").Default("").MaxLen(254),
-		field.String("display_name").Default("").MaxLen(256),
+		field.String("email").Default("").MaxLen(maxChars(254)),
+		field.String("display_name").Default("").MaxLen(maxChars(256)),
 		field.Bool("disabled").Default(false),
 		field.String("password_hash").Optional().Nillable().Sensitive(),
 		field.Time("create_time").Immutable().Default(now),

@@ -87,8 +87,6 @@ var (
 	UserAgentValidator func(string) error
 	// DefaultIPAddress holds the default value on creation for the "ip_address" field.
 	DefaultIPAddress string
-	// IPAddressValidator is a validator for the "ip_address" field. It is called by the builders before save.
-	IPAddressValidator func(string) error
 	// DefaultDeviceName holds the default value on creation for the "device_name" field.
 	DefaultDeviceName string
 	// DeviceNameValidator is a validator for the "device_name" field. It is called by the builders before save.

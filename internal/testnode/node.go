@@ -17,10 +17,20 @@ import (
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testpg"
 	"github.com/gatehouse/gatehouse/server"
+	"github.com/gatehouse/gatehouse/server/auth"
 )
 
 // AdminPassword is the bootstrap administrator's password on test nodes.
 const AdminPassword = "admin-password-for-tests"
+
+// PasswordHashing are the argon2id parameters of test nodes that set none: 64 KiB and one pass,
+// about a thousandth of the production cost.
+//
+// NOTE: with the production parameters (19 MiB, 2 passes) the suite spends minutes in argon2id,
+// mostly under -race. The hashing code paths are the same; only the cost differs. A test about
+// the production parameters sets them explicitly (auth.Params{} would mean "unset" here, so it
+// names auth.DefaultMemoryKiB and friends).
+var PasswordHashing = auth.Params{MemoryKiB: 64, Time: 1, Threads: 1}
 
 // Backend names a database kind.
 type Backend string
@@ -69,9 +79,12 @@ func StartOn(t testing.TB, databaseURL string) *Node {
 
 // StartWith starts a node with cfg, whose Database must be set, and shuts it down when the test
 // ends. Unset addresses become 127.0.0.1 with OS-chosen ports, an unset AdminPassword is
-// AdminPassword, and an unset Logger discards the logs.
+// AdminPassword, unset PasswordHashing is PasswordHashing, and an unset Logger discards the logs.
 func StartWith(t testing.TB, cfg server.Config) *Node {
 	t.Helper()
+	if cfg.PasswordHashing == (auth.Params{}) {
+		cfg.PasswordHashing = PasswordHashing
+	}
 	if cfg.GRPCAddr == "" {
 		cfg.GRPCAddr = "127.0.0.1:0"
 	}

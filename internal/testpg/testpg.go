@@ -8,6 +8,12 @@
 //   - a throwaway cluster created with initdb and started with pg_ctl, both of
 //     which must be on PATH (PostgreSQL 15 server binaries).
 //
+// The shared throwaway cluster's default collation is ICU en-US (see
+// SharedOptions), not the C locale: text sorts as it does on a typical
+// production server, where "app_admin" comes before "app.viewer", so code that
+// relies on the database sorting strings in byte order fails in tests too.
+// NewClusterWith starts a private cluster with other options.
+//
 // Typical use:
 //
 //	func TestMain(m *testing.M) { testpg.Main(m) }
@@ -118,6 +124,19 @@ var (
 	live   = map[*Cluster]bool{}
 )
 
+// Options configures a throwaway cluster.
+type Options struct {
+	// ICULocale is the ICU locale of the cluster's default collation, e.g.
+	// "en-US" (initdb --locale-provider=icu --icu-locale=ICULocale
+	// --locale=C.utf8). Empty means the libc C locale, which sorts text in
+	// byte order.
+	ICULocale string
+}
+
+// SharedOptions returns the options of the shared throwaway cluster (Server):
+// ICU en-US collation.
+func SharedOptions() Options { return Options{ICULocale: "en-US"} }
+
 // Server returns the PostgreSQL server shared by all tests of this test
 // binary, starting it on first use: the server named by
 // GATEHOUSE_TEST_DATABASE_URL if that is set, otherwise a throwaway cluster.
@@ -132,7 +151,7 @@ func Server(t testing.TB) *Cluster {
 		if dsn := os.Getenv(EnvDatabaseURL); dsn != "" {
 			sharedCluster, sharedErr = openExternal(dsn)
 		} else {
-			sharedCluster, sharedErr = startThrowaway()
+			sharedCluster, sharedErr = startThrowaway(SharedOptions())
 		}
 	}
 	if sharedErr != nil {
@@ -142,13 +161,21 @@ func Server(t testing.TB) *Cluster {
 }
 
 // NewCluster starts a private throwaway cluster for t alone, regardless of
-// GATEHOUSE_TEST_DATABASE_URL, and registers a cleanup that stops and deletes
-// it. Use it for tests that restart or otherwise disturb the server, so that
-// tests sharing Server are not affected. It calls t.Fatalf if the cluster
-// cannot be started.
+// GATEHOUSE_TEST_DATABASE_URL, with the options of the shared cluster
+// (SharedOptions), and registers a cleanup that stops and deletes it. Use it
+// for tests that restart or otherwise disturb the server, so that tests
+// sharing Server are not affected. It calls t.Fatalf if the cluster cannot be
+// started.
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
-	c, err := startThrowaway()
+	return NewClusterWith(t, SharedOptions())
+}
+
+// NewClusterWith is NewCluster with the given options, e.g. a collation that
+// a test depends on whatever server GATEHOUSE_TEST_DATABASE_URL names.
+func NewClusterWith(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	c, err := startThrowaway(opts)
 	if err != nil {
 		t.Fatalf("testpg: %v", err)
 	}
@@ -468,7 +495,7 @@ func databaseName(testName string) string {
 }
 
 // startThrowaway creates and starts a new throwaway cluster.
-func startThrowaway() (_ *Cluster, err error) {
+func startThrowaway(opts Options) (_ *Cluster, err error) {
 	initdb, pgCtl, err := findBinaries()
 	if err != nil {
 		return nil, err
@@ -522,8 +549,13 @@ func startThrowaway() (_ *Cluster, err error) {
 		}
 	}
 
-	out, err := c.run(initdb, "-D", c.dataDir, "-A", "trust", "-U", adminUser,
-		"-E", "UTF8", "--locale=C", "--no-sync")
+	args := []string{"-D", c.dataDir, "-A", "trust", "-U", adminUser, "-E", "UTF8", "--no-sync"}
+	if opts.ICULocale != "" {
+		args = append(args, "--locale-provider=icu", "--icu-locale="+opts.ICULocale, "--locale=C.utf8")
+	} else {
+		args = append(args, "--locale=C")
+	}
+	out, err := c.run(initdb, args...)
 	os.WriteFile(filepath.Join(base, "initdb.log"), out, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("initdb %s failed: %v\n%s\n\n%s", c.dataDir, err, out, howToGetServer)

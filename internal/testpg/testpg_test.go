@@ -233,3 +233,58 @@ func TestRestartPrivateCluster(t *testing.T) {
 	// The cluster still creates databases after a restart.
 	openDB(t, c.NewDatabase(t))
 }
+
+// sorted returns words as the database of db sorts them with its default collation.
+func sorted(t *testing.T, db *sql.DB, words ...string) []string {
+	t.Helper()
+	rows, err := db.Query(`SELECT w FROM unnest($1::text[]) AS w ORDER BY w`, pq.Array(words))
+	if err != nil {
+		t.Fatalf("sorting: %v", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCollations checks that the shared throwaway cluster sorts text like a production server with
+// an ICU en-US collation ("_" before "."), and that a cluster started with empty options sorts in
+// byte order.
+func TestCollations(t *testing.T) {
+	t.Parallel()
+	words := []string{"zeta", "app.viewer", "app_admin"}
+	icu := []string{"app_admin", "app.viewer", "zeta"}
+	bytewise := []string{"app.viewer", "app_admin", "zeta"}
+	t.Run("shared", func(t *testing.T) {
+		t.Parallel()
+		if testpg.Server(t).External() {
+			t.Skip("the external server's collation is its own")
+		}
+		if got := sorted(t, openDB(t, testpg.NewDatabase(t)), words...); !slices.Equal(got, icu) {
+			t.Errorf("shared cluster sorts %q, want %q (ICU en-US)", got, icu)
+		}
+	})
+	t.Run("icu", func(t *testing.T) {
+		t.Parallel()
+		c := testpg.NewClusterWith(t, testpg.Options{ICULocale: "en-US"})
+		if got := sorted(t, openDB(t, c.NewDatabase(t)), words...); !slices.Equal(got, icu) {
+			t.Errorf("ICU en-US cluster sorts %q, want %q", got, icu)
+		}
+	})
+	t.Run("c", func(t *testing.T) {
+		t.Parallel()
+		c := testpg.NewClusterWith(t, testpg.Options{})
+		if got := sorted(t, openDB(t, c.NewDatabase(t)), words...); !slices.Equal(got, bytewise) {
+			t.Errorf("C cluster sorts %q, want %q", got, bytewise)
+		}
+	})
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/server/auth"
+	"github.com/gatehouse/gatehouse/server/errs"
 )
 
 func TestHashVerifyRoundTrip(t *testing.T) {
@@ -73,7 +74,7 @@ func TestHashPHCFormat(t *testing.T) {
 	if err != nil || len(key) != 32 {
 		t.Errorf("hash %q: decoded %d bytes, err %v; want 32 bytes", parts[1], len(key), err)
 	}
-	if auth.NeedsRehash(enc) {
+	if h.NeedsRehash(enc) {
 		t.Errorf("NeedsRehash(fresh hash) = true")
 	}
 }
@@ -119,7 +120,7 @@ func TestVerifyOtherParameters(t *testing.T) {
 		if err != nil || ok {
 			t.Errorf("Verify(%s, wrong) = %v, %v; want false, nil", enc, ok, err)
 		}
-		if !auth.NeedsRehash(enc) {
+		if !h.NeedsRehash(enc) {
 			t.Errorf("NeedsRehash(%s) = false; want true", enc)
 		}
 	}
@@ -181,23 +182,206 @@ func TestVerifyMalformed(t *testing.T) {
 			if enc != "" && strings.Contains(msg, enc) {
 				t.Errorf("error %q leaks the encoded hash", msg)
 			}
-			if !auth.NeedsRehash(enc) {
+			if !h.NeedsRehash(enc) {
 				t.Errorf("NeedsRehash(malformed) = false")
 			}
 		})
 	}
 }
 
+// TestVerifyDummy checks that a dummy verification costs what a real one does: exactly one
+// derivation, with the hasher's own parameters (not some fixed or cheaper ones), and that it
+// releases its slot.
 func TestVerifyDummy(t *testing.T) {
 	t.Parallel()
-	h := auth.NewHasher(1)
-	// Must not panic or hang, and must release its slot every time.
-	for range 2 {
-		h.VerifyDummy(context.Background(), "whatever")
+	for _, p := range []auth.Params{{}, cheap} {
+		h, err := auth.NewHasherWith(auth.HasherOptions{MaxConcurrent: 1, Params: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []auth.Params
+		h.OnDerive(func(p auth.Params) { seen = append(seen, p) })
+		for range 2 {
+			if err := h.VerifyDummy(context.Background(), "whatever"); err != nil {
+				t.Fatalf("VerifyDummy: %v", err)
+			}
+		}
+		if n := h.Derivations(); n != 2 {
+			t.Errorf("params %+v: two VerifyDummy calls ran %d derivations, want 2", p, n)
+		}
+		for _, got := range seen {
+			if got != h.Params() {
+				t.Errorf("VerifyDummy derived with %+v, want the hasher's %+v", got, h.Params())
+			}
+		}
+		if len(seen) != 2 {
+			t.Errorf("observed %d derivations, want 2", len(seen))
+		}
+		if _, inUse := h.Slots(); inUse != 0 {
+			t.Fatalf("%d slots still in use after VerifyDummy", inUse)
+		}
 	}
-	if _, inUse := h.Slots(); inUse != 0 {
-		t.Fatalf("%d slots still in use after VerifyDummy", inUse)
+}
+
+// cheap are test parameters far below the defaults.
+var cheap = auth.Params{MemoryKiB: 64, Time: 1, Threads: 1}
+
+// TestDerivationsCounted checks the derivation counter: one per Hash, Verify and VerifyDummy,
+// none for a malformed hash or a call that never got a slot.
+func TestDerivationsCounted(t *testing.T) {
+	t.Parallel()
+	h, err := auth.NewHasherWith(auth.HasherOptions{MaxConcurrent: 1, Params: cheap})
+	if err != nil {
+		t.Fatal(err)
 	}
+	ctx := context.Background()
+	enc, err := h.Hash(ctx, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = h.Verify(ctx, enc, "pw")
+	_, _ = h.Verify(ctx, enc, "wrong")
+	_ = h.VerifyDummy(ctx, "pw")
+	if n := h.Derivations(); n != 4 {
+		t.Fatalf("Hash, two Verify and VerifyDummy ran %d derivations, want 4", n)
+	}
+	_, _ = h.Verify(ctx, "$argon2id$v=19$garbage", "pw")
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _ = h.Hash(cancelled, "pw")
+	if n := h.Derivations(); n != 4 {
+		t.Fatalf("a malformed hash and a cancelled call ran %d derivations, want none", n-4)
+	}
+}
+
+// TestConfiguredParams checks that new hashes use the configured parameters and that NeedsRehash
+// compares stored hashes with them, not with the defaults.
+func TestConfiguredParams(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h, err := auth.NewHasherWith(auth.HasherOptions{Params: cheap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owasp := auth.NewHasher(0)
+	if got, want := owasp.Params(), (auth.Params{MemoryKiB: 19456, Time: 2, Threads: 1}); got != want {
+		t.Errorf("default params %+v, want OWASP's %+v", got, want)
+	}
+	enc, err := h.Hash(ctx, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(enc, "$argon2id$v=19$m=64,t=1,p=1$") {
+		t.Errorf("hash %q does not use the configured parameters", enc)
+	}
+	if h.NeedsRehash(enc) {
+		t.Error("NeedsRehash(a hash with the configured parameters) = true")
+	}
+	if !owasp.NeedsRehash(enc) {
+		t.Error("NeedsRehash by an OWASP hasher of a cheap hash = false")
+	}
+	strong, err := owasp.Hash(ctx, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.NeedsRehash(strong) {
+		t.Error("NeedsRehash by a cheap hasher of an OWASP hash = false")
+	}
+	// Either hasher verifies either hash: the parameters come from the encoding.
+	for _, v := range []*auth.Hasher{h, owasp} {
+		for _, e := range []string{enc, strong} {
+			if ok, err := v.Verify(ctx, e, "pw"); err != nil || !ok {
+				t.Errorf("Verify(%s) = %v, %v", e, ok, err)
+			}
+		}
+	}
+	for _, bad := range []auth.Params{{MemoryKiB: 8, Threads: 2}, {Time: 65}, {MemoryKiB: 1<<20 + 1}, {Threads: 65, MemoryKiB: 1024}} {
+		if _, err := auth.NewHasherWith(auth.HasherOptions{Params: bad}); err == nil {
+			t.Errorf("NewHasherWith(params %+v) succeeded, want an error", bad)
+		}
+	}
+}
+
+// TestQueueBound fills the one slot and the one queue place and checks that a further call fails
+// at once with RESOURCE_EXHAUSTED PASSWORD_QUEUE_FULL, without a derivation, while the queued one
+// goes through once the slot is free.
+func TestQueueBound(t *testing.T) {
+	t.Parallel()
+	h, err := auth.NewHasherWith(auth.HasherOptions{MaxConcurrent: 1, MaxQueued: 1, MaxWait: time.Hour, Params: cheap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := make(chan struct{}, 4)
+	h.OnQueued(func() { queued <- struct{}{} })
+	ctx := context.Background()
+	release := h.HoldSlot()
+
+	done := make(chan error, 1)
+	go func() { done <- h.VerifyDummy(ctx, "first") }()
+	<-queued // the first call waits for the slot
+
+	// NOTE: the calls below must fail at once; the deadline only turns a regression (a call that
+	// queues after all) into a failure instead of a hang.
+	fast, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for name, call := range map[string]func() error{
+		"Hash":        func() error { _, err := h.Hash(fast, "pw"); return err },
+		"Verify":      func() error { _, err := h.Verify(fast, referenceHashes[0], "password"); return err },
+		"VerifyDummy": func() error { return h.VerifyDummy(fast, "pw") },
+	} {
+		err := call()
+		e, ok := errs.As(err)
+		if !ok || e.Kind != errs.KindResourceExhausted || e.Reason != auth.ReasonQueueFull {
+			t.Errorf("%s with a full queue = %v, want RESOURCE_EXHAUSTED %s", name, err, auth.ReasonQueueFull)
+		}
+	}
+	if n := h.Derivations(); n != 0 {
+		t.Errorf("%d derivations while the only slot was held", n)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Errorf("the queued call: %v", err)
+	}
+	if n := h.Derivations(); n != 1 {
+		t.Errorf("%d derivations after the queued call, want 1", n)
+	}
+
+	// No queue at all: a busy slot refuses at once.
+	none, err := auth.NewHasherWith(auth.HasherOptions{MaxConcurrent: 1, MaxQueued: -1, Params: cheap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release = none.HoldSlot()
+	defer release()
+	if err := none.VerifyDummy(fast, "pw"); !isReason(err, errs.KindResourceExhausted, auth.ReasonQueueFull) {
+		t.Errorf("VerifyDummy with no queue and a busy slot = %v, want %s", err, auth.ReasonQueueFull)
+	}
+}
+
+// TestQueueTimeout checks that waiting for a slot has a deadline: past MaxWait the call fails with
+// UNAVAILABLE PASSWORD_QUEUE_TIMEOUT and derives nothing.
+func TestQueueTimeout(t *testing.T) {
+	t.Parallel()
+	h, err := auth.NewHasherWith(auth.HasherOptions{MaxConcurrent: 1, MaxWait: 10 * time.Millisecond, Params: cheap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := h.HoldSlot()
+	defer release()
+	// NOTE: the context's deadline only turns a regression (no MaxWait) into a failure, not a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.VerifyDummy(ctx, "pw"); !isReason(err, errs.KindUnavailable, auth.ReasonQueueTimeout) {
+		t.Errorf("VerifyDummy with the slot held past MaxWait = %v, want UNAVAILABLE %s", err, auth.ReasonQueueTimeout)
+	}
+	if h.Derivations() != 0 || h.Queued() != 0 {
+		t.Errorf("after the timeout: %d derivations, %d queued; want 0, 0", h.Derivations(), h.Queued())
+	}
+}
+
+func isReason(err error, kind errs.Kind, reason string) bool {
+	e, ok := errs.As(err)
+	return ok && e.Kind == kind && e.Reason == reason
 }
 
 func TestNewHasherCapacity(t *testing.T) {

@@ -270,7 +270,7 @@ func newBigGroupWithSessions(tb testing.TB, backend string, n int) *bigGroupWith
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	hasher := auth.NewHasher(0)
 	sessions := session.New(g.st, hasher, log, session.Options{})
-	g.svc = identity.New(g.st, hasher, log, sessions.RolesChanged)
+	g.svc = identity.New(g.st, hasher, log, sessions.RolesChanged, identity.WithPasswordVerifier(sessions))
 	tx, err := g.st.Client.Tx(ctx)
 	if err != nil {
 		tb.Fatal(err)

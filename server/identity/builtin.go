@@ -51,17 +51,15 @@ func checkBuiltInChanges(ctx context.Context, changes []RoleChange) error {
 // mayManageUser refuses a change to a user (an update, a deletion, a new password) by a caller who
 // lacks a built-in role that user holds.
 func mayManageUser(ctx context.Context, tx *store.Tx, userID string) error {
-	p := auth.PrincipalFrom(ctx)
-	if p == nil {
-		return nil
-	}
+	_, err := manageable(ctx, tx, userID)
+	return err
+}
+
+// manageable is mayManageUser that also returns the user's effective roles.
+func manageable(ctx context.Context, tx *store.Tx, userID string) ([]string, error) {
 	roles, err := tx.Store().RoleNames(ctx, tx, userID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if r := p.MissingBuiltIn(roles); r != "" {
-		return errs.PermissionDenied("CALLER_LACKS_ROLE", "only a caller holding %s may change a user who holds it", r).
-			WithMetadata("role", r)
-	}
-	return nil
+	return roles, auth.PrincipalFrom(ctx).MayActOn(roles)
 }

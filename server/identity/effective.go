@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -42,7 +43,8 @@ func snapshot(ctx context.Context, tx *store.Tx, users []string) (map[string][]s
 
 // recomputeFrom is recompute with the users' role sets before the change given (nil: read them
 // from effective_roles, which the change has not touched). It fails with PERMISSION_DENIED when the
-// change gives or takes a built-in role and the caller may not do that (checkBuiltInChanges).
+// change gives or takes a built-in role and the caller may not do that (checkBuiltInChanges), and
+// with FAILED_PRECONDITION (LAST_ADMIN) when it leaves no enabled user holding gatehouse.admin.
 func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) ([]RoleChange, error) {
 	var changes []RoleChange
 	for start := 0; start < len(users); start += recomputeBatch {
@@ -54,6 +56,9 @@ func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []strin
 		changes = append(changes, c...)
 	}
 	if err := checkBuiltInChanges(ctx, changes); err != nil {
+		return nil, err
+	}
+	if err := requireAdminAfter(ctx, tx, changes); err != nil {
 		return nil, err
 	}
 	for _, c := range changes {
@@ -188,30 +193,44 @@ func (s *Service) GetEffectiveRoles(ctx context.Context, userID string) ([]*gate
 		return nil, err
 	}
 	rows, err := s.store.DB.QueryContext(ctx, s.store.Rebind(
-		"SELECT role, source_kind, source_ref FROM effective_roles WHERE user_id = ? ORDER BY role, source_kind, source_ref"), userID)
+		"SELECT role, source_kind, source_ref FROM effective_roles WHERE user_id = ?"), userID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []*gatehousev1.EffectiveRole
+	type source struct{ role, kind, ref string }
+	var found []source
 	for rows.Next() {
-		var role, kind, ref string
-		if err := rows.Scan(&role, &kind, &ref); err != nil {
+		var r source
+		if err := rows.Scan(&r.role, &r.kind, &r.ref); err != nil {
 			return nil, err
 		}
-		if len(out) == 0 || out[len(out)-1].Role != role {
-			out = append(out, &gatehousev1.EffectiveRole{Role: role})
+		found = append(found, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// NOTE: sorted here, in byte order, never by the database's collation: role names are compared
+	// in byte order everywhere else (auth.Principal.Has, the diff above), and an ICU collation
+	// orders "app_admin" and "app.viewer" differently from SQLite.
+	slices.SortFunc(found, func(a, b source) int {
+		return cmp.Or(cmp.Compare(a.role, b.role), cmp.Compare(a.kind, b.kind), cmp.Compare(a.ref, b.ref))
+	})
+	var out []*gatehousev1.EffectiveRole
+	for _, r := range found {
+		if len(out) == 0 || out[len(out)-1].Role != r.role {
+			out = append(out, &gatehousev1.EffectiveRole{Role: r.role})
 		}
 		var src *gatehousev1.RoleSource
-		switch kind {
+		switch r.kind {
 		case "direct":
 			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_Direct{Direct: true}}
 		case "group":
-			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_GroupId{GroupId: ref}}
+			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_GroupId{GroupId: r.ref}}
 		default:
-			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_ContainedInRole{ContainedInRole: ref}}
+			src = &gatehousev1.RoleSource{Source: &gatehousev1.RoleSource_ContainedInRole{ContainedInRole: r.ref}}
 		}
 		out[len(out)-1].Sources = append(out[len(out)-1].Sources, src)
 	}
-	return out, rows.Err()
+	return out, nil
 }

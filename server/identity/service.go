@@ -19,17 +19,52 @@ import (
 // ROLES_CHANGED events are emitted (the session domain applies the role-change policy there).
 type RolesChangedFunc func(ctx context.Context, tx *store.Tx, changes []RoleChange) error
 
+// PasswordVerifier checks a user's current password as a login would: within the failed-login
+// budgets, recording every wrong attempt (the session domain, session.Service.VerifyPassword). It
+// reports whether the password matches, and fails (LOGIN_RATE_LIMITED) once a budget is spent.
+type PasswordVerifier interface {
+	VerifyPassword(ctx context.Context, u *ent.User, password string) (bool, error)
+}
+
 // Service implements the identity domain.
 type Service struct {
 	store          *store.Store
 	hasher         *auth.Hasher
 	log            *slog.Logger
 	onRolesChanged RolesChangedFunc
+	passwords      PasswordVerifier
+}
+
+// Option configures a Service built by New.
+type Option func(*Service)
+
+// WithPasswordVerifier makes v check the current password of users changing their own. Without
+// it, such changes fail with an internal error.
+//
+// NOTE: the current password goes through the session domain rather than the hasher directly, so
+// that SetPassword is not an unlimited, unaudited password oracle beside the limited login.
+func WithPasswordVerifier(v PasswordVerifier) Option {
+	return func(s *Service) { s.passwords = v }
 }
 
 // New returns the identity domain over st. onRolesChanged may be nil.
-func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, onRolesChanged RolesChangedFunc) *Service {
-	return &Service{store: st, hasher: hasher, log: log, onRolesChanged: onRolesChanged}
+func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, onRolesChanged RolesChangedFunc, opts ...Option) *Service {
+	s := &Service{store: st, hasher: hasher, log: log, onRolesChanged: onRolesChanged}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.passwords == nil {
+		s.passwords = noPasswordVerifier{}
+	}
+	return s
+}
+
+// noPasswordVerifier is the PasswordVerifier of a Service built without one: it checks nothing.
+type noPasswordVerifier struct{}
+
+// VerifyPassword implements PasswordVerifier by failing.
+func (noPasswordVerifier) VerifyPassword(context.Context, *ent.User, string) (bool, error) {
+	return false, errs.Internal(errors.New("identity: no password verifier configured"))
 }
 
 // getUser loads a user by id, NOT_FOUND if there is none.

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
+	"github.com/gatehouse/gatehouse/ent/predicate"
 	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // Built-in defaults, used where no policy sets a field.
@@ -69,21 +71,31 @@ func Load(ctx context.Context, c *ent.SessionPolicyClient, userID string, roles 
 	return sets[userID], nil
 }
 
-// LoadAll reads, in one query, the policies that can apply to each of users, who hold the roles in
-// roles (sorted; a user absent from roles holds none).
+// LoadAll reads the policies that can apply to each of users, who hold the roles in roles (sorted;
+// a user absent from roles holds none): in one query for up to store.MaxInList users and as many
+// distinct roles, and in one more per store.MaxInList of either beyond that.
 func LoadAll(ctx context.Context, c *ent.SessionPolicyClient, users []string, roles map[string][]string) (map[string]*Set, error) {
 	var held []string
 	for _, u := range users {
 		held = append(held, roles[u]...)
 	}
 	slices.Sort(held)
-	ps, err := c.Query().Where(entpolicy.Or(
-		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(users...)),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(slices.Compact(held)...)),
-	)).All(ctx)
-	if err != nil {
-		return nil, err
+	held = slices.Compact(held)
+	var ps []*ent.SessionPolicy
+	for i := 0; i == 0 || i < max(len(users), len(held)); i += store.MaxInList {
+		batchUsers, batchRoles := window(users, i), window(held, i)
+		where := []predicate.SessionPolicy{
+			entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(batchUsers...)),
+			entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(batchRoles...)),
+		}
+		if i == 0 {
+			where = append(where, entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal))
+		}
+		found, err := c.Query().Where(entpolicy.Or(where...)).All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, found...)
 	}
 	var global *ent.SessionPolicy
 	own := map[string]*ent.SessionPolicy{}
@@ -109,6 +121,14 @@ func LoadAll(ctx context.Context, c *ent.SessionPolicyClient, users []string, ro
 		out[u] = set
 	}
 	return out, nil
+}
+
+// window returns the at most store.MaxInList elements of s from index i on.
+func window(s []string, i int) []string {
+	if i >= len(s) {
+		return nil
+	}
+	return s[i:min(i+store.MaxInList, len(s))]
 }
 
 // Scope returns the API scope of a stored policy.

@@ -109,6 +109,9 @@ func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*g
 		if err != nil {
 			return err
 		}
+		if err := mayGovern(ctx, tx, kind, ref); err != nil {
+			return err
+		}
 		now := convert.Now()
 		p, err := tx.SessionPolicy.Create().
 			SetID(convert.NewID()).SetScopeKind(kind).SetScopeRef(ref).
@@ -255,6 +258,9 @@ func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mas
 		if err != nil {
 			return err
 		}
+		if err := mayGovern(ctx, tx, p.ScopeKind, p.ScopeRef); err != nil {
+			return err
+		}
 		// NOTE: a scope sent (or named in the mask) must be the stored one; naming the scope without
 		// sending one would clear it.
 		if (in.Scope != nil || scopeNamed) && !scopeEqual(in.Scope, Scope(p)) {
@@ -327,6 +333,9 @@ func (s *Service) Delete(ctx context.Context, id string) (store.Position, error)
 			return policyNotFound(id)
 		}
 		if err != nil {
+			return err
+		}
+		if err := mayGovern(ctx, tx, p.ScopeKind, p.ScopeRef); err != nil {
 			return err
 		}
 		if err := tx.SessionPolicy.DeleteOne(p).Exec(ctx); err != nil {

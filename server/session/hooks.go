@@ -40,12 +40,16 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 			}
 		}
 	}
-	shared, err := tx.SessionPolicy.Query().Where(entpolicy.Or(
-		entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal),
-		entpolicy.And(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(changedRoles...)),
-	)).Order(ent.Asc(entpolicy.FieldScopeRef)).All(ctx)
+	shared, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal)).All(ctx)
 	if err != nil {
 		return err
+	}
+	for batch := range slices.Chunk(changedRoles, store.MaxInList) {
+		ps, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(batch...)).All(ctx)
+		if err != nil {
+			return err
+		}
+		shared = append(shared, ps...)
 	}
 	base := policy.Set{}
 	timeoutsChange := false
@@ -101,9 +105,9 @@ func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gateho
 		users = []string{scope.GetUserId()}
 	case scope.GetRole() != "":
 		users, err = queryStrings(ctx, tx, `SELECT DISTINCT s.user_id FROM sessions s
-			JOIN effective_roles e ON e.user_id = s.user_id AND e.role = ? WHERE s.active ORDER BY s.user_id`, scope.GetRole())
+			JOIN effective_roles e ON e.user_id = s.user_id AND e.role = ? WHERE s.active`, scope.GetRole())
 	default:
-		users, err = queryStrings(ctx, tx, "SELECT DISTINCT user_id FROM sessions WHERE active ORDER BY user_id")
+		users, err = queryStrings(ctx, tx, "SELECT DISTINCT user_id FROM sessions WHERE active")
 	}
 	if err != nil {
 		return err
@@ -118,26 +122,33 @@ func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gateho
 
 // userPolicies reads the user-scoped policies of users, by user id.
 func userPolicies(ctx context.Context, tx *store.Tx, users []string) (map[string]*ent.SessionPolicy, error) {
-	ps, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(users...)).All(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]*ent.SessionPolicy, len(ps))
-	for _, p := range ps {
-		out[p.ScopeRef] = p
+	out := make(map[string]*ent.SessionPolicy, len(users))
+	for batch := range slices.Chunk(users, store.MaxInList) {
+		ps, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindUser), entpolicy.ScopeRefIn(batch...)).All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			out[p.ScopeRef] = p
+		}
 	}
 	return out, nil
 }
 
 // refreshExpiry recomputes the expiries of the live sessions of users (at most hookBatch of them)
-// under their current policies, in a fixed number of statements.
+// under their current policies, in a number of statements that grows with the sessions only by
+// one per expiryBatch of them.
 func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) error {
-	if len(users) == 0 {
-		return nil
+	var live []*ent.Session
+	for batch := range slices.Chunk(users, store.MaxInList) {
+		found, err := tx.Session.Query().Where(entsession.UserIDIn(batch...), entsession.Active(true)).All(ctx)
+		if err != nil {
+			return err
+		}
+		live = append(live, found...)
 	}
-	live, err := tx.Session.Query().Where(entsession.UserIDIn(users...), entsession.Active(true)).All(ctx)
-	if err != nil || len(live) == 0 {
-		return err
+	if len(live) == 0 {
+		return nil
 	}
 	withSessions := make([]string, len(live))
 	for i, sess := range live {
@@ -173,11 +184,25 @@ type expiryChange struct {
 	idle, absolute time.Time
 }
 
-// setExpiries writes new expiries of sessions in one UPDATE.
+// expiryBatch bounds the sessions of one expiry UPDATE.
+//
+// NOTE: each session binds five parameters, and the database searches the CASE lists linearly for
+// every row it updates, so the work of one statement grows with the square of its sessions: a
+// hundred keeps it small and the parameters far below SQLite's 32766.
+const expiryBatch = 100
+
+// setExpiries writes new expiries of sessions, in one UPDATE per expiryBatch of them.
 func setExpiries(ctx context.Context, tx *store.Tx, changes []expiryChange) error {
-	if len(changes) == 0 {
-		return nil
+	for batch := range slices.Chunk(changes, expiryBatch) {
+		if err := setExpiriesOf(ctx, tx, batch); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// setExpiriesOf writes new expiries of sessions in one UPDATE.
+func setExpiriesOf(ctx context.Context, tx *store.Tx, changes []expiryChange) error {
 	// NOTE: lib/pq sends times as untyped text, which a CASE cannot assign to a timestamptz
 	// column without a cast; SQLite stores times as the driver formats them and needs none.
 	param := "?"

@@ -41,11 +41,27 @@ func expiry(r *policy.Resolved, created, lastActive time.Time) (idle, absolute t
 // admit applies the concurrent-session limit to a new session of type typ for the locked user,
 // inside tx: it ends the user's sessions that have expired but are not swept yet, then, if the new
 // session would exceed the limit, evicts the oldest counted sessions (CONCURRENT_LIMIT) or refuses
-// the login (RESOURCE_EXHAUSTED, CONCURRENT_SESSION_LIMIT), by policy. It returns the evicted ids.
+// the login (RESOURCE_EXHAUSTED, CONCURRENT_SESSION_LIMIT), by policy. Last it applies the store's
+// cap on the active sessions of one user (store.Store.MaxSessionsPerUser), which counts sessions of
+// every type: past it the user's oldest active sessions end with CONCURRENT_LIMIT. It returns the
+// evicted ids.
 func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, r *policy.Resolved, now time.Time) ([]string, error) {
 	if _, err := endExpired(ctx, tx, now, 0, entsession.UserID(userID)); err != nil {
 		return nil, err
 	}
+	evicted, err := s.applyPolicyLimit(ctx, tx, userID, typ, r)
+	if err != nil {
+		return nil, err
+	}
+	capped, err := applyCap(ctx, tx, userID)
+	if err != nil {
+		return nil, err
+	}
+	return append(evicted, capped...), nil
+}
+
+// applyPolicyLimit applies the policy's limit on counted sessions for admit.
+func (s *Service) applyPolicyLimit(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, r *policy.Resolved) ([]string, error) {
 	if r.MaxSessions == nil || !r.Counts(typ) {
 		return nil, nil
 	}
@@ -71,7 +87,40 @@ func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ ga
 			"the user already has %d active sessions, the most the policy allows", len(active)).
 			WithMetadata("max_sessions", strconv.Itoa(int(*r.MaxSessions)))
 	}
-	return endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, "", 0, entsession.IDIn(active[:excess]...))
+	return endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, "", active[:excess])
+}
+
+// capNote is the note of a session that the cap on a user's sessions ended.
+const capNote = "ended by the cap on the active sessions of one user"
+
+// applyCap ends the oldest active sessions of the user, of any type, that a new session would take
+// past the store's cap (none when there is no cap).
+//
+// NOTE: the cap evicts rather than refuses: a client that logs in on every run and never logs out
+// (a script with a non-interactive session) keeps working, and the cap still bounds the rows one
+// account holds, which every policy change, role change and termination of the user must touch.
+func applyCap(ctx context.Context, tx *store.Tx, userID string) ([]string, error) {
+	limit := tx.Store().MaxSessionsPerUser()
+	if limit <= 0 {
+		return nil, nil
+	}
+	n, err := tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true)).Count(ctx)
+	if err != nil {
+		return nil, err
+	}
+	excess := n + 1 - limit
+	if excess <= 0 {
+		return nil, nil
+	}
+	oldest, err := tx.Session.Query().
+		Where(entsession.UserID(userID), entsession.Active(true)).
+		Order(ent.Asc(entsession.FieldCreateTime), ent.Asc(entsession.FieldID)).
+		Limit(excess).
+		IDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, capNote, oldest)
 }
 
 // sweepBatch bounds the sessions one sweep transaction ends.

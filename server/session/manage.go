@@ -26,17 +26,19 @@ func mayRead(p *auth.Principal, userID string) bool {
 	return p.UserID == userID || p.HasAny(auth.RoleSessionAdmin, auth.RoleAuditor)
 }
 
-// Get returns one session: to its user, session admins and auditors.
+// Get returns one session: to its user, session admins and auditors. To any other caller a session
+// that exists is SESSION_NOT_FOUND, exactly as one that does not.
+//
+// NOTE: session ids are not secrets, but which ids exist (and so how many sessions there are, and
+// when they were made: ids are UUIDv7) is nothing a caller who may not read them should learn by
+// probing; a PERMISSION_DENIED for existing ids would tell.
 func (s *Service) Get(ctx context.Context, id string) (*gatehousev1.Session, error) {
 	sess, err := s.store.Client.Session.Get(ctx, id)
-	if ent.IsNotFound(err) {
-		return nil, sessionNotFound(id)
-	}
-	if err != nil {
+	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
 	}
-	if !mayRead(auth.PrincipalFrom(ctx), sess.UserID) {
-		return nil, errs.PermissionDenied("PERMISSION_DENIED", "only the session's user, session admins and auditors may read it")
+	if sess == nil || !mayRead(auth.PrincipalFrom(ctx), sess.UserID) {
+		return nil, sessionNotFound(id)
 	}
 	return convert.Session(sess), nil
 }
@@ -96,17 +98,19 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]*gatehousev1.Sessio
 
 // Terminate ends one session. Its own user ends it with REVOKED_BY_USER (LOGOUT when it is the
 // caller's own session); a session admin with REVOKED_BY_ADMIN. Ending an ended session changes
-// nothing and returns it.
+// nothing and returns it. A caller who may not read the session (see Get) is told SESSION_NOT_FOUND,
+// as for a session that does not exist; one who may read it but not end it (an auditor),
+// PERMISSION_DENIED.
 func (s *Service) Terminate(ctx context.Context, id, note string) (*gatehousev1.Session, store.Position, error) {
 	p := auth.PrincipalFrom(ctx)
 	var out *gatehousev1.Session
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		sess, err := tx.Session.Get(ctx, id)
-		if ent.IsNotFound(err) {
-			return sessionNotFound(id)
-		}
-		if err != nil {
+		if err != nil && !ent.IsNotFound(err) {
 			return err
+		}
+		if sess == nil || !mayRead(p, sess.UserID) {
+			return sessionNotFound(id)
 		}
 		var reason gatehousev1.TerminationReason
 		switch {
@@ -158,7 +162,9 @@ func (s *Service) TerminateUser(ctx context.Context, userID, exceptID, note stri
 }
 
 // Check reports whether a subject holds role or belongs to groupID (one of the two is set). The
-// subject is a session token (which must validate) or a user id.
+// subject is a session token (which must validate) or a user id. A role is held as Gatehouse's own
+// authorisation holds it (auth.Principal.Has): among the subject's effective roles, or implied by
+// gatehouse.admin, which holds every role.
 func (s *Service) Check(ctx context.Context, token, userID, role, groupID string) (bool, error) {
 	var roles []string
 	if token != "" {
@@ -177,7 +183,13 @@ func (s *Service) Check(ctx context.Context, token, userID, role, groupID string
 		}
 	}
 	if role != "" {
-		return slices.Contains(roles, role), nil
+		// NOTE: the answer is the authorisation code's own rule, not a second copy of it, so that
+		// Check never says a subject lacks a role that Gatehouse lets them act with. Has searches
+		// a sorted list; the roles are sorted here in Go's order, whatever the database's
+		// collation did.
+		held := slices.Clone(roles)
+		slices.Sort(held)
+		return (&auth.Principal{UserID: userID, Roles: held}).Has(role), nil
 	}
 	ok, err := s.store.Client.Group.Query().Where(entgroup.ID(groupID)).Exist(ctx)
 	if err != nil || !ok {

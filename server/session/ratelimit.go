@@ -1,6 +1,7 @@
 package session
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -12,16 +13,28 @@ type RateLimit struct {
 	Per   time.Duration
 }
 
-// limiter is a token bucket per key, counting failed logins. Successful logins cost nothing, so a
-// burst of legitimate logins (50 tabs opening at once) is never refused; guessing is.
+// limiter is a token bucket per key, counting failed password checks, and the checks of each key in
+// flight. Successful checks cost nothing, so a burst of legitimate logins (50 tabs opening at once)
+// is never refused; guessing is.
+//
+// NOTE: a check is admitted (reserve) before it queues for a hashing slot and settled once the hash
+// is done, and a key admits only as many checks at once as its remaining budget could pay for if
+// every one of them failed. So however many guesses arrive together, no more of them are hashed
+// than the budget allows; the others are refused, or wait for the checks in flight to settle when
+// these might succeed (and cost nothing). This also keeps a flood of guesses at one username or
+// address from filling the hashing queue beyond its budget. Re-checking the budget once a check
+// holds a hashing slot would add nothing: every check that could spend it is already counted.
 //
 // NOTE: the buckets are per node. A cluster of N nodes behind a load balancer allows up to N times
 // the configured rate; the per-node bound is what keeps a guessing attack from scaling with the
 // number of requests a node accepts.
 type limiter struct {
-	cfg     RateLimit
-	mu      sync.Mutex
-	buckets map[string]*bucket
+	cfg      RateLimit
+	mu       sync.Mutex
+	buckets  map[string]*bucket
+	inFlight map[string]int
+	// waiters holds, per key, a channel closed when a check of that key settles.
+	waiters map[string]chan struct{}
 	swept   time.Time
 }
 
@@ -30,8 +43,25 @@ type bucket struct {
 	last   time.Time
 }
 
+// verdict is the answer of reserve.
+type verdict int
+
+const (
+	// admitted: the check may go ahead; it is in flight until settle.
+	admitted verdict = iota
+	// refused: the key's failures have spent its budget.
+	refused
+	// busy: the checks in flight could spend what is left; wait for one to settle and ask again.
+	busy
+)
+
 func newLimiter(cfg RateLimit) *limiter {
-	return &limiter{cfg: cfg, buckets: map[string]*bucket{}}
+	return &limiter{cfg: cfg, buckets: map[string]*bucket{}, inFlight: map[string]int{}, waiters: map[string]chan struct{}{}}
+}
+
+// disabled reports whether l limits nothing for key.
+func (l *limiter) disabled(key string) bool {
+	return l == nil || l.cfg.Burst <= 0 || key == ""
 }
 
 // refill brings a bucket up to date and returns it (nil when the key has never failed).
@@ -46,31 +76,60 @@ func (l *limiter) refill(key string, now time.Time) *bucket {
 	return b
 }
 
-// allowed reports whether key may try again.
-func (l *limiter) allowed(key string, now time.Time) bool {
-	if l == nil || l.cfg.Burst <= 0 || key == "" {
-		return true
+// tokens returns the key's remaining budget.
+func (l *limiter) tokens(key string, now time.Time) float64 {
+	if b := l.refill(key, now); b != nil {
+		return b.tokens
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.refill(key, now)
-	return b == nil || b.tokens >= 1
+	return float64(l.cfg.Burst)
 }
 
-// failed records a failed attempt of key and reports whether the budget still had room for it
-// (concurrent attempts may all have passed allowed before any of them failed).
-func (l *limiter) failed(key string, now time.Time) bool {
-	if l == nil || l.cfg.Burst <= 0 || key == "" {
-		return true
+// reserve admits a check of key, refuses it, or says it must wait (busy, with a channel closed when
+// a check of key settles).
+func (l *limiter) reserve(key string, now time.Time) (verdict, <-chan struct{}) {
+	if l.disabled(key) {
+		return admitted, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	left := l.tokens(key, now)
+	switch {
+	case left < 1:
+		return refused, nil
+	case left-float64(l.inFlight[key]) < 1:
+		ch := l.waiters[key]
+		if ch == nil {
+			ch = make(chan struct{})
+			l.waiters[key] = ch
+		}
+		return busy, ch
+	}
+	l.inFlight[key]++
+	return admitted, nil
+}
+
+// settle ends a check admitted by reserve; a failed one spends one attempt of the key's budget.
+func (l *limiter) settle(key string, now time.Time, failed bool) {
+	if l.disabled(key) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight[key]--; l.inFlight[key] <= 0 {
+		delete(l.inFlight, key)
+	}
+	if ch := l.waiters[key]; ch != nil {
+		close(ch)
+		delete(l.waiters, key)
+	}
+	if !failed {
+		return
+	}
 	b := l.refill(key, now)
 	if b == nil {
 		b = &bucket{tokens: float64(l.cfg.Burst), last: now}
 		l.buckets[key] = b
 	}
-	within := b.tokens >= 1
 	b.tokens = max(0, b.tokens-1)
 	// Forget keys whose buckets are full again, at most once per period, so the map stays small.
 	if now.Sub(l.swept) > l.cfg.Per {
@@ -81,5 +140,26 @@ func (l *limiter) failed(key string, now time.Time) bool {
 			}
 		}
 	}
-	return within
+}
+
+// addressKey is the key of a client address in the per-address budget: an IPv4 address (also when
+// written as an IPv4-mapped IPv6 address) is its own key, an IPv6 address counts as its /64.
+//
+// NOTE: one IPv6 subscriber, host or cloud instance is routinely given a whole /64 and can use any
+// of its 2^64 addresses; keyed by full address, the per-address budget would not limit it at all.
+// Anything that does not parse as an address (none does, past validation) is keyed as it is.
+func addressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return a.String()
+	}
+	return p.String()
 }

@@ -3,45 +3,84 @@ package session
 import (
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/server/policy"
 )
 
+// fail admits a check of key and settles it as failed.
+func fail(t *testing.T, l *limiter, key string, now time.Time) {
+	t.Helper()
+	if v, _ := l.reserve(key, now); v != admitted {
+		t.Fatalf("a check of %s was not admitted (%v)", key, v)
+	}
+	l.settle(key, now, true)
+}
+
 func TestLimiterCountsFailuresAndRefills(t *testing.T) {
 	l := newLimiter(RateLimit{Burst: 3, Per: 3 * time.Minute})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := range 3 {
-		if !l.allowed("alice", t0) {
-			t.Fatalf("attempt %d refused before the budget was spent", i+1)
-		}
-		l.failed("alice", t0)
+	for range 3 {
+		fail(t, l, "alice", t0)
 	}
-	if l.allowed("alice", t0) {
-		t.Fatal("a fourth attempt after three failures must be refused")
+	if v, _ := l.reserve("alice", t0); v != refused {
+		t.Fatalf("a fourth check after three failures: %v, want refused", v)
 	}
-	if !l.allowed("bob", t0) {
+	if v, _ := l.reserve("bob", t0); v != admitted {
 		t.Fatal("another key must not be affected")
 	}
+	l.settle("bob", t0, false)
 	// One attempt comes back every Per/Burst.
-	if !l.allowed("alice", t0.Add(time.Minute)) {
-		t.Fatal("one attempt must come back after Per/Burst")
-	}
-	l.failed("alice", t0.Add(time.Minute))
-	if l.allowed("alice", t0.Add(time.Minute)) {
+	fail(t, l, "alice", t0.Add(time.Minute))
+	if v, _ := l.reserve("alice", t0.Add(time.Minute)); v != refused {
 		t.Fatal("the refilled attempt is spent")
+	}
+}
+
+// TestLimiterCountsChecksInFlight: a key admits only as many checks at once as its budget could pay
+// for if all of them failed; the next one waits, and is refused once they have failed, or admitted
+// once one of them has succeeded (successes cost nothing).
+func TestLimiterCountsChecksInFlight(t *testing.T) {
+	l := newLimiter(RateLimit{Burst: 2, Per: time.Hour})
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 2 {
+		if v, _ := l.reserve("alice", t0); v != admitted {
+			t.Fatalf("check %d within the budget: %v, want admitted", i+1, v)
+		}
+	}
+	v, wait := l.reserve("alice", t0)
+	if v != busy || wait == nil {
+		t.Fatalf("a third check while two are in flight: %v, want busy", v)
+	}
+	l.settle("alice", t0, false) // the first one succeeded
+	select {
+	case <-wait:
+	default:
+		t.Fatal("settling a check does not wake the waiters")
+	}
+	if v, _ := l.reserve("alice", t0); v != admitted {
+		t.Fatalf("a check after one in flight succeeded: %v, want admitted", v)
+	}
+	l.settle("alice", t0, true)
+	l.settle("alice", t0, true)
+	if v, _ := l.reserve("alice", t0); v != refused {
+		t.Fatalf("a check after two failures: %v, want refused", v)
+	}
+	if len(l.inFlight) != 0 || len(l.waiters) != 0 {
+		t.Errorf("in flight %v, waiters %d after every check settled", l.inFlight, len(l.waiters))
 	}
 }
 
 func TestLimiterDisabled(t *testing.T) {
 	var nilLimiter *limiter
 	off := newLimiter(RateLimit{})
+	on := newLimiter(RateLimit{Burst: 1, Per: time.Hour})
 	now := time.Now()
 	for range 100 {
-		nilLimiter.failed("k", now)
-		off.failed("k", now)
-	}
-	if !nilLimiter.allowed("k", now) || !off.allowed("k", now) {
-		t.Fatal("a disabled limiter refuses nothing")
+		for _, l := range []*limiter{nilLimiter, off} {
+			fail(t, l, "k", now)
+		}
+		fail(t, on, "", now) // no key, no limit
 	}
 }
 
@@ -49,11 +88,66 @@ func TestLimiterForgetsRecoveredKeys(t *testing.T) {
 	l := newLimiter(RateLimit{Burst: 2, Per: time.Minute})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 1000 {
-		l.failed(string(rune('a'+i%26))+string(rune(i)), t0)
+		fail(t, l, string(rune('a'+i%26))+string(rune(i)), t0)
 	}
-	l.failed("late", t0.Add(2*time.Minute))
+	fail(t, l, "late", t0.Add(2*time.Minute))
 	if n := len(l.buckets); n != 1 {
 		t.Fatalf("%d buckets kept after every other key recovered, want 1", n)
+	}
+}
+
+func TestAddressKey(t *testing.T) {
+	for _, tc := range []struct{ ip, want string }{
+		{"203.0.113.5", "203.0.113.5"},
+		{"::ffff:203.0.113.5", "203.0.113.5"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::ffff", "2001:db8:1:2::/64"},
+		{"2001:DB8:1:2::1", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"::1", "::/64"},
+		{"", ""},
+		{"not-an-address", "not-an-address"},
+	} {
+		if got := addressKey(tc.ip); got != tc.want {
+			t.Errorf("addressKey(%q) = %q, want %q", tc.ip, got, tc.want)
+		}
+	}
+	if addressKey("2001:db8:1:2::1") == addressKey("2001:db8:1:3::1") {
+		t.Error("two /64s share a key")
+	}
+}
+
+func TestCleanStrings(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		bytes int
+		want  string
+	}{
+		{"plain", 10, "plain"},
+		{"bad\xffbyte", 20, "bad\uFFFDbyte"},
+		{"abé", 3, "ab"}, // é is two bytes: never cut in half
+		{"ab日", 4, "ab"},
+		{"ab日", 5, "ab日"},
+		{"\xff\xfe", 3, "\uFFFD"},
+	} {
+		got := cleanBytes(tc.in, tc.bytes)
+		if got != tc.want || !utf8.ValidString(got) || len(got) > tc.bytes {
+			t.Errorf("cleanBytes(%q, %d) = %q, want %q", tc.in, tc.bytes, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		in    string
+		runes int
+		want  string
+	}{
+		{"日本語", 3, "日本語"},
+		{"日本語", 2, "日本"},
+		{"a\xffb", 2, "a\uFFFD"},
+		{"", 0, ""},
+	} {
+		if got := cleanRunes(tc.in, tc.runes); got != tc.want || !utf8.ValidString(got) {
+			t.Errorf("cleanRunes(%q, %d) = %q, want %q", tc.in, tc.runes, got, tc.want)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -27,8 +28,13 @@ const (
 // Options tunes the session domain.
 type Options struct {
 	// FailedLoginsPerUser and FailedLoginsPerAddress bound failed logins per username and per
-	// client address; a zero Burst disables the limit.
+	// client address (an IPv6 address counts as its /64); a zero Burst disables the limit. The
+	// budgets are kept in memory, per node.
 	FailedLoginsPerUser, FailedLoginsPerAddress RateLimit
+	// QueueTimeout bounds how long a password check waits for the checks in flight of its username
+	// or address that could spend the rest of its budget (then UNAVAILABLE,
+	// auth.ReasonQueueTimeout). Zero means auth.DefaultMaxWait.
+	QueueTimeout time.Duration
 }
 
 // Service implements the session domain.
@@ -39,22 +45,23 @@ type Service struct {
 	now    func() time.Time
 	users  *limiter
 	addrs  *limiter
+	// queueTimeout is Options.QueueTimeout.
+	queueTimeout time.Duration
 }
 
 // New returns the session domain over st.
 func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *Service {
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = auth.DefaultMaxWait
+	}
 	return &Service{
 		store: st, hasher: hasher, log: log, now: convert.Now,
 		users: newLimiter(opts.FailedLoginsPerUser), addrs: newLimiter(opts.FailedLoginsPerAddress),
+		queueTimeout: opts.QueueTimeout,
 	}
 }
 
 var _ auth.Authenticator = (*Service)(nil)
-
-// errInvalidCredentials is the one answer to every failed login.
-func errInvalidCredentials() error {
-	return errs.Unauthenticated("INVALID_CREDENTIALS", "invalid credentials")
-}
 
 // Login is a password login request.
 type Login struct {
@@ -75,109 +82,28 @@ type Created struct {
 }
 
 // CreateWithPassword logs a user in with a password. Unknown users, wrong passwords, disabled users
-// and users without a password all get one INVALID_CREDENTIALS error after the same amount of work.
-// Failed logins are limited per username and per client address (LOGIN_RATE_LIMITED).
+// and users without a password all get one INVALID_CREDENTIALS error after the same amount of work
+// (one argon2id derivation), each recorded as a LOGIN_FAILED event. Failed logins are limited per
+// username and per client address (LOGIN_RATE_LIMITED, also recorded); see checkPassword. A
+// successful login re-hashes a password stored with other parameters than the hasher's.
 func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, error) {
-	userKey, addrKey := convert.Key(in.Username), s.clientAddress(ctx, in.Client)
-	if !s.loginAllowed(userKey, addrKey, time.Now()) {
-		return nil, errLoginRateLimited()
-	}
-	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(userKey)).Only(ctx)
+	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(in.Username))).Only(ctx)
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
 	}
-	ok := false
-	if u != nil && u.PasswordHash != nil {
-		if ok, err = s.hasher.Verify(ctx, *u.PasswordHash, in.Password); err != nil {
-			return nil, err
-		}
-	} else {
-		// NOTE: the same argon2id work as a real check, so timing does not tell whether the user
-		// exists or has a password.
-		s.hasher.VerifyDummy(ctx, in.Password)
-	}
-	now := time.Now()
-	if !ok || u.Disabled {
-		withinUser, withinAddr := s.users.failed(userKey, now), s.addrs.failed(addrKey, now)
-		s.recordFailure(ctx, in.Username, u, in.Client)
-		if !withinUser || !withinAddr {
-			return nil, errLoginRateLimited()
-		}
+	err = s.checkPassword(ctx, passwordCheck{username: in.Username, user: u, client: in.Client}, in.Password)
+	if errors.Is(err, errWrongPassword) {
 		return nil, errInvalidCredentials()
 	}
-	// NOTE: the budget is checked again once the hash is done: failures that completed while this
-	// attempt was hashing may have used it up. A correct password past the budget gets no session,
-	// so a burst of concurrent guesses is worth no more than the budget (plus the hashes in
-	// flight), however many requests it sends.
-	if !s.loginAllowed(userKey, addrKey, now) {
-		return nil, errLoginRateLimited()
-	}
-	return s.create(ctx, u, u.PasswordHash, in.Type, in.Client, nil)
-}
-
-// loginAllowed reports whether the failed-login budgets of a username and a client address allow
-// another attempt.
-func (s *Service) loginAllowed(userKey, addrKey string, now time.Time) bool {
-	return s.users.allowed(userKey, now) && s.addrs.allowed(addrKey, now)
-}
-
-func errLoginRateLimited() error {
-	return errs.ResourceExhausted("LOGIN_RATE_LIMITED", "too many failed logins; try again later")
-}
-
-// recordFailure appends a LOGIN_FAILED event in its own transaction. It never records the password.
-func (s *Service) recordFailure(ctx context.Context, username string, u *ent.User, client *gatehousev1.ClientInfo) {
-	userID := ""
-	if u != nil {
-		userID = u.ID
-	}
-	_, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-		tx.Emit(&gatehousev1.Event{
-			Type:   gatehousev1.EventType_EVENT_TYPE_LOGIN_FAILED,
-			UserId: userID,
-			Payload: &gatehousev1.Event_LoginFailed{LoginFailed: &gatehousev1.LoginFailedPayload{
-				Username: username, Client: s.clientInfo(ctx, client),
-			}},
-		})
-		return nil
-	})
 	if err != nil {
-		s.log.ErrorContext(ctx, "recording a failed login", "err", err)
+		return nil, err
 	}
-}
-
-// clientInfo describes the client of a new session: the user agent and device name the caller gave,
-// the user agent of the call otherwise, and the client address of clientAddress.
-func (s *Service) clientInfo(ctx context.Context, in *gatehousev1.ClientInfo) *gatehousev1.ClientInfo {
-	out := &gatehousev1.ClientInfo{
-		UserAgent:  in.GetUserAgent(),
-		IpAddress:  s.clientAddress(ctx, in),
-		DeviceName: in.GetDeviceName(),
+	out, err := s.create(ctx, u, u.PasswordHash, in.Type, in.Client, nil)
+	if err != nil {
+		return nil, err
 	}
-	if out.UserAgent == "" {
-		out.UserAgent = truncate(auth.ClientFrom(ctx).UserAgent, 512)
-	}
-	return out
-}
-
-// clientAddress returns the address a login comes from: the one a session issuer reports in the
-// request (the address it saw), otherwise the address of the call.
-//
-// NOTE: from any other caller an address in the request is only a claim: honouring it would let a
-// guesser dodge the per-address limit by claiming a new address each time, or lock out another
-// address by claiming it, and would put untrusted addresses into the session list.
-func (s *Service) clientAddress(ctx context.Context, in *gatehousev1.ClientInfo) string {
-	if in.GetIpAddress() != "" && auth.PrincipalFrom(ctx).Has(auth.RoleSessionIssuer) {
-		return in.GetIpAddress()
-	}
-	return auth.ClientFrom(ctx).IP
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
+	s.rehash(ctx, u, in.Password)
+	return out, nil
 }
 
 // create opens a session for an authenticated user: one whom issuer (a session issuer) vouches for
@@ -277,7 +203,9 @@ func (s *Service) CreateTrusted(ctx context.Context, username string, typ gateho
 		return nil, err
 	}
 	if u == nil || u.Disabled {
-		s.recordFailure(ctx, username, u, client)
+		if err := s.recordFailure(ctx, passwordCheck{username: username, user: u, client: client}, false); err != nil {
+			return nil, err
+		}
 		return nil, errInvalidCredentials()
 	}
 	// NOTE: the authorisation rule admits only session issuers to trusted logins.

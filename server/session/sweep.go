@@ -28,24 +28,8 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	for {
 		n := 0
 		_, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-			if tx.Store().IsPostgres() {
-				var got bool
-				rows, err := tx.QueryContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", sweepLockKey)
-				if err != nil {
-					return err
-				}
-				for rows.Next() {
-					if err := rows.Scan(&got); err != nil {
-						rows.Close()
-						return err
-					}
-				}
-				if err := rows.Close(); err != nil {
-					return err
-				}
-				if !got {
-					return nil
-				}
+			if got, err := tryXactLock(ctx, tx, sweepLockKey); err != nil || !got {
+				return err
 			}
 			var err error
 			n, err = endExpired(ctx, tx, s.now(), sweepBatch)
@@ -61,20 +45,68 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	}
 }
 
+// tryXactLock takes the transaction-scoped advisory lock key on PostgreSQL if no other transaction
+// holds it, and reports whether it did. On SQLite, whose write transactions are exclusive, it
+// always succeeds.
+func tryXactLock(ctx context.Context, tx *store.Tx, key int64) (bool, error) {
+	if !tx.Store().IsPostgres() {
+		return true, nil
+	}
+	var got bool
+	rows, err := tx.QueryContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", key)
+	if err != nil {
+		return false, err
+	}
+	for rows.Next() {
+		if err := rows.Scan(&got); err != nil {
+			rows.Close()
+			return false, err
+		}
+	}
+	return got, rows.Close()
+}
+
+// SweeperOptions configures RunSweeper.
+type SweeperOptions struct {
+	// Interval is how often expired sessions are ended (Sweep).
+	Interval time.Duration
+	// PruneInterval is how often Prune runs, the first time at the first interval. Zero means
+	// DefaultPruneInterval.
+	PruneInterval time.Duration
+	// Retention says what Prune deletes.
+	Retention Retention
+}
+
+// DefaultPruneInterval is how often the sweeper prunes when SweeperOptions sets no interval.
+const DefaultPruneInterval = 10 * time.Minute
+
 // RunSweeper sweeps every interval until ctx ends, so that watchers hear of expiries within about
-// an interval.
-func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
+// an interval, and prunes ended sessions and old events every prune interval.
+func (s *Service) RunSweeper(ctx context.Context, opts SweeperOptions) error {
+	if opts.PruneInterval <= 0 {
+		opts.PruneInterval = DefaultPruneInterval
+	}
+	t := time.NewTicker(opts.Interval)
 	defer t.Stop()
+	var nextPrune time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case now := <-t.C:
 			if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("sweeping expired sessions", "err", err)
 			} else if n > 0 {
 				s.log.Debug("ended expired sessions", "count", n)
+			}
+			if now.Before(nextPrune) {
+				continue
+			}
+			nextPrune = now.Add(opts.PruneInterval)
+			if p, err := s.Prune(ctx, opts.Retention); err != nil && ctx.Err() == nil {
+				s.log.Error("pruning ended sessions and old events", "err", err)
+			} else if p.Sessions > 0 || p.Events > 0 {
+				s.log.Info("pruned ended sessions and old events", "sessions", p.Sessions, "events", p.Events)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"slices"
 
 	"github.com/gatehouse/gatehouse/ent"
 	"github.com/gatehouse/gatehouse/ent/predicate"
@@ -23,7 +24,8 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 
 // endWhere ends the active sessions that match where (at most limit of them, oldest first, when
 // limit is positive) with reason, and emits one SESSION_TERMINATED event for each. It returns the
-// ids it ended.
+// ids it ended. However many sessions match, no statement binds more than store.MaxInList ids; where
+// itself must not hold a longer list (see endIDs).
 //
 // NOTE: on PostgreSQL the sessions are locked before they are ended, and a session that a
 // concurrent transaction ended meanwhile no longer matches once that transaction commits, so every
@@ -47,15 +49,18 @@ func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationR
 	for i, s := range live {
 		ids[i] = s.ID
 	}
-	err = tx.Session.Update().
-		Where(entsession.IDIn(ids...)).
-		SetActive(false).
-		SetTerminationReason(reason.String()).
-		SetTerminateTime(convert.Now()).
-		SetNote(note).
-		Exec(ctx)
-	if err != nil {
-		return nil, err
+	now := convert.Now()
+	for batch := range slices.Chunk(ids, store.MaxInList) {
+		err = tx.Session.Update().
+			Where(entsession.IDIn(batch...)).
+			SetActive(false).
+			SetTerminationReason(reason.String()).
+			SetTerminateTime(now).
+			SetNote(note).
+			Exec(ctx)
+		if err != nil {
+			return nil, err
+		}
 	}
 	for _, s := range live {
 		tx.Emit(&gatehousev1.Event{
@@ -69,6 +74,20 @@ func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationR
 		})
 	}
 	return ids, nil
+}
+
+// endIDs ends the active sessions among ids with reason, as endWhere does, in statements of at
+// most store.MaxInList ids. It returns the ids it ended.
+func endIDs(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, ids []string) ([]string, error) {
+	var ended []string
+	for batch := range slices.Chunk(ids, store.MaxInList) {
+		e, err := endWhere(ctx, tx, reason, note, 0, entsession.IDIn(batch...))
+		if err != nil {
+			return nil, err
+		}
+		ended = append(ended, e...)
+	}
+	return ended, nil
 }
 
 // EndSession ends one session inside tx and returns it as it is now. Ending a session that has

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,21 +37,63 @@ type Store struct {
 	Dialect string
 
 	unlock func() error
+	// migrationURL, when set, is the PostgreSQL URL without the settings of Options, for Migrate.
+	migrationURL string
+	maxSessions  int
 }
 
-// Open opens the database named by rawURL: sqlite://PATH (the path is everything after sqlite://,
-// so sqlite:///var/lib/g.db is absolute) or postgres://... (any lib/pq URL). A SQLite file is
-// locked for this process: a second process on the same file gets an error saying so.
+// Open opens the database named by rawURL with the default Options. See OpenWith.
 func Open(ctx context.Context, rawURL string) (*Store, error) {
+	return OpenWith(ctx, rawURL, Options{})
+}
+
+// Options tunes a store.
+type Options struct {
+	// StatementTimeout, LockTimeout and IdleInTransactionTimeout are set on every PostgreSQL
+	// connection of the store's pool, as statement_timeout, lock_timeout and
+	// idle_in_transaction_session_timeout, unless the URL sets them already (as a parameter, e.g.
+	// ?statement_timeout=5000, or in options=-c ...). Zero leaves the setting to the server and the
+	// URL. They do not apply to Migrate, which may wait for another node's migration and run long
+	// statements on large tables.
+	StatementTimeout, LockTimeout, IdleInTransactionTimeout time.Duration
+	// MaxSessionsPerUser caps the active sessions of one user across all session types: a login
+	// past it ends the user's oldest active session (CONCURRENT_LIMIT). It bounds the rows one
+	// account can make every policy and role change touch. Zero means DefaultMaxSessionsPerUser;
+	// a negative value removes the cap.
+	MaxSessionsPerUser int
+}
+
+// DefaultMaxSessionsPerUser is the cap on the active sessions of one user when Options sets none.
+const DefaultMaxSessionsPerUser = 1000
+
+// OpenWith opens the database named by rawURL: sqlite://PATH (the path is everything after
+// sqlite://, so sqlite:///var/lib/g.db is absolute) or postgres://... (any lib/pq URL). A SQLite
+// file is locked for this process: a second process on the same file, by whatever path or link,
+// gets an error saying so.
+func OpenWith(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	var st *Store
+	var err error
 	switch {
 	case strings.HasPrefix(rawURL, "sqlite://"):
-		return openSQLite(ctx, strings.TrimPrefix(rawURL, "sqlite://"))
+		st, err = openSQLite(ctx, strings.TrimPrefix(rawURL, "sqlite://"))
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		return openPostgres(ctx, rawURL)
+		st, err = openPostgres(ctx, rawURL, opts)
 	default:
 		return nil, fmt.Errorf("unsupported database URL %q: use sqlite://PATH or postgres://USER@HOST/DB", redact(rawURL))
 	}
+	if err != nil {
+		return nil, err
+	}
+	st.maxSessions = opts.MaxSessionsPerUser
+	if st.maxSessions == 0 {
+		st.maxSessions = DefaultMaxSessionsPerUser
+	}
+	return st, nil
 }
+
+// MaxSessionsPerUser returns the cap on the active sessions of one user (Options), or zero when
+// there is none.
+func (s *Store) MaxSessionsPerUser() int { return max(s.maxSessions, 0) }
 
 func openSQLite(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
@@ -61,7 +104,7 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("creating the database directory: %w", err)
 		}
 	}
-	unlock, err := lockFile(path + ".lock")
+	unlock, err := lockDatabase(path)
 	if err != nil {
 		return nil, err
 	}
@@ -86,8 +129,12 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 	return newStore(db, dialect.SQLite, unlock), nil
 }
 
-func openPostgres(ctx context.Context, rawURL string) (*Store, error) {
-	db, err := sql.Open("postgres", rawURL)
+func openPostgres(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	poolURL, err := withSessionSettings(rawURL, opts)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the postgres URL %s: %w", redact(rawURL), err)
+	}
+	db, err := sql.Open("postgres", poolURL)
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres %s: %w", redact(rawURL), err)
 	}
@@ -100,7 +147,42 @@ func openPostgres(ctx context.Context, rawURL string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("connecting to postgres %s: %w", redact(rawURL), err)
 	}
-	return newStore(db, dialect.Postgres, func() error { return nil }), nil
+	st := newStore(db, dialect.Postgres, func() error { return nil })
+	if poolURL != rawURL {
+		st.migrationURL = rawURL
+	}
+	return st, nil
+}
+
+// withSessionSettings adds the timeouts of opts to a lib/pq URL as run-time parameters (lib/pq
+// sends every parameter it does not know itself to the server at connection start), keeping those
+// the URL sets already.
+func withSessionSettings(rawURL string, opts Options) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	changed := false
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"statement_timeout", opts.StatementTimeout},
+		{"lock_timeout", opts.LockTimeout},
+		{"idle_in_transaction_session_timeout", opts.IdleInTransactionTimeout},
+	} {
+		if p.d <= 0 || q.Has(p.name) || strings.Contains(q.Get("options"), p.name) {
+			continue
+		}
+		q.Set(p.name, strconv.FormatInt(max(p.d.Milliseconds(), 1), 10))
+		changed = true
+	}
+	if !changed {
+		return rawURL, nil
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 func newStore(db *sql.DB, dialectName string, unlock func() error) *Store {
@@ -108,29 +190,94 @@ func newStore(db *sql.DB, dialectName string, unlock func() error) *Store {
 	return &Store{Client: ent.NewClient(ent.Driver(drv)), DB: db, Dialect: dialectName, unlock: unlock}
 }
 
-// lockFile takes an exclusive, non-blocking flock on path and records our pid in it.
-func lockFile(path string) (func() error, error) {
+// lockedFiles are the database files (by device and inode) that stores of this process hold locked.
+var (
+	lockedMu    sync.Mutex
+	lockedFiles = map[fileID]bool{}
+)
+
+// fileID identifies a file whatever the path it is reached by.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi os.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}, true
+}
+
+// lockDatabase takes an exclusive, non-blocking flock on the database file at path itself (creating
+// it empty if it does not exist, which SQLite takes for a new database) and records our pid in the
+// side file path.lock, for the message another process gets.
+//
+// NOTE: the lock is on the database file's inode, not on a file beside the path, so that a hard
+// link or a symlink elsewhere reaches the same lock. SQLite locks with POSIX fcntl locks (or OFD
+// locks), which do not interact with flock on Linux. But a POSIX lock belongs to the process and
+// inode and is dropped by closing any descriptor of the file, so a second open in this process is
+// refused by the lockedFiles table before it opens (and would close) a descriptor of a file whose
+// SQLite locks this process holds.
+func lockDatabase(path string) (func() error, error) {
+	target := path
+	if r, err := filepath.EvalSymlinks(path); err == nil {
+		target = r
+	}
+	side := target + ".lock"
+	lockedMu.Lock()
+	defer lockedMu.Unlock()
+	if fi, err := os.Stat(path); err == nil {
+		if id, ok := idOf(fi); ok && lockedFiles[id] {
+			return nil, inUse(path, strconv.Itoa(os.Getpid()))
+		}
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("opening lock file %s: %w", path, err)
+		return nil, fmt.Errorf("opening the SQLite database %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("opening the SQLite database %s: %w", path, err)
+	}
+	id, _ := idOf(fi)
+	if lockedFiles[id] {
+		// NOTE: the path changed between the Stat and the open (a symlink re-pointed): keep the
+		// descriptor open rather than drop the locks of this process's store on that file.
+		return nil, inUse(path, strconv.Itoa(os.Getpid()))
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid, _ := os.ReadFile(path)
 		_ = f.Close()
-		holder := strings.TrimSpace(string(pid))
-		if holder == "" {
-			holder = "unknown"
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("locking the SQLite database %s: %w", path, err)
 		}
-		return nil, fmt.Errorf("the SQLite database %s is in use by another gatehouse process (pid %s); "+
-			"SQLite serves a single node: stop the other process, or use PostgreSQL to run several nodes",
-			strings.TrimSuffix(path, ".lock"), holder)
+		pid, _ := os.ReadFile(side)
+		return nil, inUse(path, strings.TrimSpace(string(pid)))
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	lockedFiles[id] = true
+	pidFile, err := os.OpenFile(side, os.O_RDWR|os.O_CREATE, 0o600)
+	if err == nil {
+		_ = pidFile.Truncate(0)
+		_, _ = pidFile.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
 	return func() error {
-		_ = f.Truncate(0)
+		if pidFile != nil {
+			_ = pidFile.Truncate(0)
+			_ = pidFile.Close()
+		}
+		lockedMu.Lock()
+		defer lockedMu.Unlock()
+		delete(lockedFiles, id)
 		return f.Close() // closing the descriptor releases the flock
 	}, nil
+}
+
+// inUse is the error of opening a SQLite database that another store holds; pid may be empty.
+func inUse(path, pid string) error {
+	if pid == "" {
+		pid = "unknown"
+	}
+	return fmt.Errorf("the SQLite database %s is in use by another gatehouse process (pid %s); "+
+		"SQLite serves a single node: stop the other process, or use PostgreSQL to run several nodes", path, pid)
 }
 
 // Close closes the database and releases the SQLite lock.
@@ -154,6 +301,18 @@ const migrationLockKey = 7_240_001
 // Migrate brings the schema up to date and creates the built-in roles. It is safe to run on every
 // start and from several nodes at once.
 func (s *Store) Migrate(ctx context.Context) error {
+	if s.migrationURL != "" {
+		// NOTE: a pool without the store's timeouts: waiting for another node's migration, and a
+		// schema change on a large table, may take longer than any statement of a request should.
+		db, err := sql.Open("postgres", s.migrationURL)
+		if err != nil {
+			return fmt.Errorf("opening postgres for the migration: %w", err)
+		}
+		db.SetMaxOpenConns(4)
+		m := newStore(db, dialect.Postgres, func() error { return nil })
+		defer m.Close()
+		return m.Migrate(ctx)
+	}
 	if s.IsPostgres() {
 		conn, err := s.DB.Conn(ctx)
 		if err != nil {
@@ -245,10 +404,14 @@ type Querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// RoleNames returns the effective role names of a user, sorted, read through q (the pool or a
-// transaction).
+// RoleNames returns the effective role names of a user, sorted in byte order, read through q (the
+// pool or a transaction).
+//
+// NOTE: role sets are searched in byte order (auth.Principal.Has, the diff of a recomputation), so
+// they are sorted here, in Go: ORDER BY would sort them by the database's collation, which on
+// PostgreSQL is rarely C (under ICU en-US, "app_admin" sorts before "app.viewer").
 func (s *Store) RoleNames(ctx context.Context, q Querier, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT role FROM effective_roles WHERE user_id = ? ORDER BY role"), userID)
+	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT role FROM effective_roles WHERE user_id = ?"), userID)
 	if err != nil {
 		return nil, err
 	}
@@ -261,31 +424,46 @@ func (s *Store) RoleNames(ctx context.Context, q Querier, userID string) ([]stri
 		}
 		roles = append(roles, r)
 	}
+	slices.Sort(roles)
 	return roles, rows.Err()
 }
 
-// RoleNamesOf returns the effective role names of each of users, sorted, read through q. Users
-// without roles are absent from the map.
+// RoleNamesOf returns the effective role names of each of users, sorted in byte order (see
+// RoleNames), read through q, in statements of at most MaxInList users. Users without roles are
+// absent from the map.
 func (s *Store) RoleNamesOf(ctx context.Context, q Querier, users []string) (map[string][]string, error) {
 	out := map[string][]string{}
-	if len(users) == 0 {
-		return out, nil
-	}
-	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+
-		Placeholders(len(users))+") ORDER BY user_id, role"), Args(users)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var u, r string
-		if err := rows.Scan(&u, &r); err != nil {
+	for batch := range slices.Chunk(users, MaxInList) {
+		rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT user_id, role FROM effective_roles WHERE user_id IN ("+
+			Placeholders(len(batch))+")"), Args(batch)...)
+		if err != nil {
 			return nil, err
 		}
-		out[u] = append(out[u], r)
+		for rows.Next() {
+			var u, r string
+			if err := rows.Scan(&u, &r); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[u] = append(out[u], r)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, err
+		}
 	}
-	return out, rows.Err()
+	for _, roles := range out {
+		slices.Sort(roles)
+	}
+	return out, nil
 }
+
+// MaxInList bounds the values of one IN list, and the rows of one multi-row statement, that the
+// domain builds from a list it does not bound itself (the sessions of a user, the holders of a
+// role): lists longer than this are split into several statements.
+//
+// NOTE: SQLite allows 32766 parameters per statement and PostgreSQL 65535; 500 stays far below
+// both even for statements that bind several parameters per row.
+const MaxInList = 500
 
 // Placeholders returns "?, ?, ..." for n arguments of a query written with ? placeholders.
 func Placeholders(n int) string {

@@ -2,11 +2,16 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/gatehouse/gatehouse/internal/testpg"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -66,6 +71,61 @@ func TestSQLiteIsSingleProcess(t *testing.T) {
 	openSQLite(t, path)
 }
 
+// TestSQLiteLockFollowsLinks opens a database through a hard link and through a symlink in other
+// directories: both are refused while the first store holds the file, which keeps working (its own
+// SQLite locks do not conflict with the lock, and the refused opens do not disturb them).
+func TestSQLiteLockFollowsLinks(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "g.db")
+	first := openSQLite(t, path)
+	if err := first.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	hard := filepath.Join(t.TempDir(), "hard.db")
+	if err := os.Link(path, hard); err != nil {
+		t.Fatal(err)
+	}
+	soft := filepath.Join(t.TempDir(), "soft.db")
+	if err := os.Symlink(path, soft); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{hard, soft, path} {
+		st, err := store.Open(ctx, "sqlite://"+p)
+		if err == nil {
+			_ = st.Close()
+			t.Fatalf("Open through %s succeeded while the database is in use", p)
+		}
+		if !strings.Contains(err.Error(), "in use by another gatehouse process") {
+			t.Errorf("Open through %s: err = %v, want 'in use by another gatehouse process'", p, err)
+		}
+	}
+	// The first store still reads and writes, in transactions that take SQLite's own locks.
+	for i := range 3 {
+		if _, err := first.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+			return tx.Role.Create().SetID(fmt.Sprintf("r%d", i)).Exec(ctx)
+		}); err != nil {
+			t.Fatalf("writing through the first store: %v", err)
+		}
+	}
+	n, err := first.Client.Role.Query().Count(ctx)
+	if err != nil || n != 10 {
+		t.Fatalf("roles = %d, %v; want 10", n, err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Once it is closed, the database opens through either link.
+	for _, p := range []string{hard, soft} {
+		st, err := store.Open(ctx, "sqlite://"+p)
+		if err != nil {
+			t.Fatalf("Open through %s after Close: %v", p, err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestOpenRejectsUnknownURLs(t *testing.T) {
 	for _, u := range []string{"mysql://x", "gatehouse.db", "sqlite://"} {
 		if _, err := store.Open(context.Background(), u); err == nil {
@@ -96,5 +156,78 @@ func TestMigrateIsIdempotentAndSeedsBuiltInRoles(t *testing.T) {
 	n, err := st.Client.Role.Query().Count(ctx)
 	if err != nil || n != 7 {
 		t.Fatalf("built-in roles = %d, %v; want 7", n, err)
+	}
+}
+
+// TestRoleNamesInByteOrder reads role sets on each backend (PostgreSQL here is the shared test
+// cluster, whose collation is ICU en-US): they come sorted in byte order, which the binary searches
+// of auth.Principal.Has and of the role-change diff rely on. RoleNamesOf reads more users than one
+// IN list holds.
+func TestRoleNamesInByteOrder(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			url := "sqlite://" + filepath.Join(t.TempDir(), "g.db")
+			if backend == "postgres" {
+				url = testpg.NewDatabase(t)
+			}
+			st, err := store.Open(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			if err := st.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			roles := []string{"zeta", "gatehouse_ops", "app_admin", "gatehouse.admin", "app.viewer"}
+			want := slices.Clone(roles)
+			slices.Sort(want)
+			for _, r := range roles {
+				if err := st.Client.Role.Create().SetID(r).OnConflictColumns("name").DoNothing().Exec(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
+					t.Fatal(err)
+				}
+			}
+			users := make([]string, store.MaxInList+7)
+			for i := range users {
+				users[i] = fmt.Sprintf("u%04d", i)
+			}
+			for batch := range slices.Chunk(users, 100) {
+				var q strings.Builder
+				var args []any
+				q.WriteString("INSERT INTO effective_roles (user_id, role, source_kind, source_ref) VALUES ")
+				for i, u := range batch {
+					if _, err := st.Client.User.Create().SetID(u).SetUsername(u).SetUsernameKey(u).Save(ctx); err != nil {
+						t.Fatal(err)
+					}
+					for j, r := range roles {
+						if i > 0 || j > 0 {
+							q.WriteString(", ")
+						}
+						q.WriteString("(?, ?, 'direct', '')")
+						args = append(args, u, r)
+					}
+				}
+				if _, err := st.DB.Exec(st.Rebind(q.String()), args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := st.RoleNames(ctx, st.DB, users[0])
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("RoleNames = %q, %v; want %q", got, err, want)
+			}
+			all, err := st.RoleNamesOf(ctx, st.DB, users)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all) != len(users) {
+				t.Errorf("RoleNamesOf has %d users, want %d", len(all), len(users))
+			}
+			for _, u := range users {
+				if !slices.Equal(all[u], want) {
+					t.Fatalf("RoleNamesOf[%s] = %q, want %q", u, all[u], want)
+				}
+			}
+		})
 	}
 }

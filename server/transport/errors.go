@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // ErrorDomain is the domain of every google.rpc.ErrorInfo detail Gatehouse returns.
@@ -165,8 +166,18 @@ func isContextError(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// toMapped applies the kind table to a domain error, maps context errors, and turns anything else
-// into a logged, opaque internal error.
+// retryable is what a caller learns of a database error that store.Classify says a retry can get
+// past: a conflict with a concurrent transaction (ABORTED) or a database that cannot answer now
+// (UNAVAILABLE). The cause, with its SQL, goes only to the log.
+var retryable = map[errs.Kind]*errs.Error{
+	errs.KindAborted: errs.Aborted("CONCURRENT_CONFLICT",
+		"the request conflicted with a concurrent one; retry it"),
+	errs.KindUnavailable: errs.Unavailable("DATABASE_UNAVAILABLE",
+		"the database is unavailable; retry later"),
+}
+
+// toMapped applies the kind table to a domain error, maps context errors and retryable database
+// errors (store.Classify), and turns anything else into a logged, opaque internal error.
 func toMapped(log *slog.Logger, err error) mapped {
 	e, isDomain := errs.As(err)
 	if isDomain && e.Kind != errs.KindInternal {
@@ -182,6 +193,10 @@ func toMapped(log *slog.Logger, err error) mapped {
 		return mapped{code: codes.Canceled, message: "the call was cancelled"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return mapped{code: codes.DeadlineExceeded, message: "the call's deadline was exceeded"}
+	}
+	if r, ok := retryable[store.Classify(err)]; ok {
+		logRetryable(log, err)
+		return domainMapped(kindCodes[r.Kind], r)
 	}
 	logInternal(log, err)
 	return mapped{
@@ -223,6 +238,15 @@ func logInternal(log *slog.Logger, err error) {
 		attrs = append(attrs, slog.String("stack", string(pe.stack)))
 	}
 	log.LogAttrs(context.Background(), slog.LevelError, "internal error", attrs...)
+}
+
+// logRetryable records the cause of a database error that reaches the caller as ABORTED or
+// UNAVAILABLE. It is a warning: the fault is transient, not a bug, but its rate is worth watching.
+func logRetryable(log *slog.Logger, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	log.LogAttrs(context.Background(), slog.LevelWarn, "retryable database error", slog.String("error", err.Error()))
 }
 
 // panicError carries a recovered panic to the error mapping, which logs it with its stack.

@@ -3,13 +3,19 @@ package transport_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/lib/pq"
+	"github.com/lib/pq/pqerror"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -158,5 +164,61 @@ func TestValidate(t *testing.T) {
 	}
 	if err := transport.Validate(nil); err != nil {
 		t.Errorf("Validate(nil) = %v", err)
+	}
+}
+
+// TestRetryableDatabaseErrors checks that database errors a retry can get past reach the caller as
+// ABORTED or UNAVAILABLE through both adapters, with a message free of SQL, and that their cause
+// goes to the log. Other database errors stay INTERNAL. (server/store tests store.Classify with
+// errors that real databases return.)
+func TestRetryableDatabaseErrors(t *testing.T) {
+	const query = "UPDATE sessions SET active = false WHERE id IN ($1)"
+	pqErr := func(code, msg string) error {
+		return fmt.Errorf("committing: %w (query %s)", &pq.Error{Code: pqerror.Code(code), Message: msg, Severity: "ERROR"}, query)
+	}
+	tests := []struct {
+		name       string
+		err        error
+		wantCode   codes.Code
+		wantReason string
+	}{
+		{"deadlock", errs.Internal(pqErr("40P01", "deadlock detected")), codes.Aborted, "CONCURRENT_CONFLICT"},
+		{"serialization failure", pqErr("40001", "could not serialize access"), codes.Aborted, "CONCURRENT_CONFLICT"},
+		{"lock timeout", pqErr("55P03", "canceling statement due to lock timeout"), codes.Aborted, "CONCURRENT_CONFLICT"},
+		{"admin shutdown", pqErr("57P01", "terminating connection due to administrator command"), codes.Unavailable, "DATABASE_UNAVAILABLE"},
+		{"cannot connect now", pqErr("57P03", "the database system is starting up"), codes.Unavailable, "DATABASE_UNAVAILABLE"},
+		{"connection exception", pqErr("08006", "connection failure"), codes.Unavailable, "DATABASE_UNAVAILABLE"},
+		{"bad connection", fmt.Errorf("%s: %w", query, driver.ErrBadConn), codes.Unavailable, "DATABASE_UNAVAILABLE"},
+		{"connection refused", errs.Internal(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), codes.Unavailable, "DATABASE_UNAVAILABLE"},
+		{"connection done", fmt.Errorf("%s: %w", query, sql.ErrConnDone), codes.Unavailable, "DATABASE_UNAVAILABLE"},
+		{"unique violation", pqErr("23505", "duplicate key value"), codes.Internal, "INTERNAL"},
+		{"syntax error", pqErr("42601", "syntax error"), codes.Internal, "INTERNAL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, adapter := range []struct {
+				name string
+				fn   func(*slog.Logger, error) error
+			}{{"grpc", transport.ToGRPC}, {"connect", transport.ToConnect}} {
+				t.Run(adapter.name, func(t *testing.T) {
+					var logs bytes.Buffer
+					got := inspect(t, adapter.fn(slog.New(slog.NewTextHandler(&logs, nil)), tt.err))
+					if got.code != tt.wantCode {
+						t.Errorf("code = %v, want %v", got.code, tt.wantCode)
+					}
+					if reason := got.errorInfo().GetReason(); reason != tt.wantReason {
+						t.Errorf("reason = %q, want %q", reason, tt.wantReason)
+					}
+					for _, leak := range []string{"UPDATE", "sessions", "pq:", "deadlock", "syscall", "connect"} {
+						if strings.Contains(got.message, leak) {
+							t.Errorf("message %q leaks %q", got.message, leak)
+						}
+					}
+					if !strings.Contains(logs.String(), query) && !strings.Contains(logs.String(), "refused") {
+						t.Errorf("the log lacks the cause: %s", logs.String())
+					}
+				})
+			}
+		})
 	}
 }

@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,47 +25,124 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/errs"
 )
 
 // NewGatewayMux returns the grpc-gateway mux that serves REST JSON under /v1/. It keeps
 // grpc-gateway's defaults (the Authorization header forwarded as authorization metadata, the
-// standard JSON mapping with lowerCamelCase names, enum names and unpopulated fields emitted, and
-// the standard {"code", "message", "details"} error body and HTTP status mapping) and adds two
-// metadata entries to every call: GatewayHeader with o.GatewaySecret (when set) and
+// standard JSON mapping with lowerCamelCase names and enum names, and the standard
+// {"code", "message", "details"} error body and HTTP status mapping) with these changes:
+//
+//   - Responses emit zero scalars and empty lists, but leave unset message fields (timestamps,
+//     durations) out rather than writing null: protojson's EmitDefaultValues, not EmitUnpopulated.
+//   - Bodies and query parameters are parsed strictly: an unknown body field, an unknown query
+//     parameter or an unknown enum value name is INVALID_ARGUMENT with a BadRequest violation
+//     naming it (ErrorInfo UnknownFieldReason or MalformedReason).
+//   - Request bodies are bounded by o.MaxRequestBytes as LimitRequestBodies does (it is applied
+//     again here for a gateway mounted without it); an oversized one is HTTP 413 with
+//     RESOURCE_EXHAUSTED and the ErrorInfo RequestTooLargeReason.
+//   - A method the path does not serve is HTTP 405 with an Allow header listing those it does,
+//     and an unknown path 404, both with an ErrorInfo (METHOD_NOT_ALLOWED, ROUTE_NOT_FOUND).
+//   - Parse errors carry an ErrorInfo and, when the parser names a field, a BadRequest violation,
+//     and repeat at most a bounded part of the caller's value (boundEchoes).
+//
+// It adds two metadata entries to every call: GatewayHeader with o.GatewaySecret (when set) and
 // x-forwarded-for with the address of the HTTP peer. Register the services on it with
-// RegisterGateway.
+// RegisterGateway, over a connection made by DialSelf with LimitSentMessages.
 func NewGatewayMux(o Options) *runtime.ServeMux {
-	return runtime.NewServeMux(
+	limit := int64(o.maxRequestBytes())
+	var mux *runtime.ServeMux
+	mux = runtime.NewServeMux(
 		runtime.WithMetadata(gatewayMetadata(o.GatewaySecret)),
-		runtime.WithErrorHandler(malformedRequestDetails),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, gatewayMarshaler),
+		runtime.WithErrorHandler(handleGatewayError),
+		runtime.WithRoutingErrorHandler(handleRoutingError),
+		// NOTE: probeRoute must come first, so that a probe runs nothing else.
+		runtime.WithMiddlewares(probeRoute, func(next runtime.HandlerFunc) runtime.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
+				r = withLimitedBody(w, r, limit)
+				if err := checkQuery(r); err != nil {
+					_, outbound := runtime.MarshalerForRequest(mux, r)
+					handleGatewayError(r.Context(), mux, outbound, w, r, ToGRPC(nil, err))
+					return
+				}
+				next(w, r, pathParams)
+			}
+		}),
 	)
+	return mux
 }
 
-// MalformedReason is the ErrorInfo reason of a REST request that could not be parsed at all (bad
-// JSON, a value of the wrong JSON type, an unparseable query parameter).
+// gatewayMarshaler is the gateway's JSON mapping (see NewGatewayMux).
+var gatewayMarshaler = &runtime.HTTPBodyMarshaler{Marshaler: strictJSONPb{&runtime.JSONPb{
+	MarshalOptions: protojson.MarshalOptions{EmitDefaultValues: true},
+}}}
+
+// strictJSONPb is grpc-gateway's JSONPb with protojson's strict unmarshalling, whose errors for
+// unknown fields and enum value names name the field by its path (jsonProblem).
+type strictJSONPb struct{ *runtime.JSONPb }
+
+// Unmarshal implements runtime.Marshaler.
+func (j strictJSONPb) Unmarshal(data []byte, v any) error {
+	err := j.JSONPb.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	if md := messageDescriptorOf(v); md != nil {
+		if p, ok := findJSONProblem(md, data, err); ok {
+			return errors.New(p.text())
+		}
+	}
+	return err
+}
+
+// NewDecoder implements runtime.Marshaler.
+func (j strictJSONPb) NewDecoder(r io.Reader) runtime.Decoder {
+	return strictDecoder{dec: json.NewDecoder(r), j: j}
+}
+
+// strictDecoder decodes one JSON value at a time with strictJSONPb.Unmarshal.
+type strictDecoder struct {
+	dec *json.Decoder
+	j   strictJSONPb
+}
+
+// Decode implements runtime.Decoder. An empty body is io.EOF, which the gateway takes as no body.
+func (d strictDecoder) Decode(v any) error {
+	var raw json.RawMessage
+	if err := d.dec.Decode(&raw); err != nil {
+		return err
+	}
+	return d.j.Unmarshal(raw, v)
+}
+
+// MalformedReason is the ErrorInfo reason of a JSON request that could not be parsed (bad JSON, a
+// value of the wrong JSON type, an unknown enum value name, an unparseable query parameter).
 const MalformedReason = "MALFORMED_REQUEST"
 
 // fieldInParseError finds the field named in protojson and query-parameter parse errors, e.g.
 // `invalid value for string field username: 123` or `parsing field "page_size": ...`.
 var fieldInParseError = regexp.MustCompile(`(?:field|oneof) "?([A-Za-z_][A-Za-z0-9_.]*)"?`)
 
-// restBody is where a REST route's JSON body goes in its request: a message, and its path prefix
-// in the request ("" for body: "*", "user." for body: "user").
-type restBody struct {
+// restRoute is what a REST route's request is: its message, and where the JSON body goes in it
+// (body is nil for routes without a body; prefix is "" for body: "*", "user." for body: "user").
+type restRoute struct {
+	input  protoreflect.MessageDescriptor
 	prefix string
-	msg    protoreflect.MessageDescriptor
+	body   protoreflect.MessageDescriptor
 }
 
-// restBodies maps "VERB /pattern" of every REST route with a body to where the body goes, read
-// from the google.api.http annotations, so that parse errors can name the field by its path in
-// the request.
-var restBodies = sync.OnceValue(func() map[string]restBody {
-	out := map[string]restBody{}
+// restRoutes maps "VERB /pattern" of every REST route to its restRoute, read from the
+// google.api.http annotations, so that parse errors can name the field by its path in the request
+// and query parameters can be checked against the request message.
+var restRoutes = sync.OnceValue(func() map[string]restRoute {
+	out := map[string]restRoute{}
 	for _, file := range []protoreflect.FileDescriptor{
 		gatehousev1.File_gatehouse_v1_identity_proto, gatehousev1.File_gatehouse_v1_session_proto, gatehousev1.File_gatehouse_v1_policy_proto,
 	} {
@@ -69,15 +151,24 @@ var restBodies = sync.OnceValue(func() map[string]restBody {
 			for j := 0; j < methods.Len(); j++ {
 				m := methods.Get(j)
 				rule, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
+				if rule == nil {
+					continue
+				}
+				route := restRoute{input: m.Input()}
 				switch {
-				case rule == nil || rule.Body == "":
+				case rule.Body == "":
 				case rule.Body == "*":
-					out[httpVerb(rule)] = restBody{msg: m.Input()}
+					route.body = m.Input()
 				default:
 					if fd := m.Input().Fields().ByName(protoreflect.Name(rule.Body)); fd != nil && fd.Message() != nil {
-						out[httpVerb(rule)] = restBody{prefix: rule.Body + ".", msg: fd.Message()}
+						route.prefix, route.body = rule.Body+".", fd.Message()
 					}
 				}
+				// NOTE: under both spellings of the template: the annotation's ("{user_id}"), which
+				// runtime.HTTPPathPattern gives inside a handler, and the compiled pattern's
+				// ("{user_id=*}"), which runtime.HTTPPattern gives to middleware.
+				out[httpVerb(rule)] = route
+				out[simpleVariable.ReplaceAllString(httpVerb(rule), "{$1=*}")] = route
 			}
 		}
 	}
@@ -86,14 +177,35 @@ var restBodies = sync.OnceValue(func() map[string]restBody {
 
 func httpVerb(r *annotations.HttpRule) string {
 	switch p := r.Pattern.(type) {
+	case *annotations.HttpRule_Get:
+		return http.MethodGet + " " + p.Get
 	case *annotations.HttpRule_Post:
 		return http.MethodPost + " " + p.Post
 	case *annotations.HttpRule_Put:
 		return http.MethodPut + " " + p.Put
 	case *annotations.HttpRule_Patch:
 		return http.MethodPatch + " " + p.Patch
+	case *annotations.HttpRule_Delete:
+		return http.MethodDelete + " " + p.Delete
 	}
 	return ""
+}
+
+// simpleVariable is a path template variable without a pattern of its own.
+var simpleVariable = regexp.MustCompile(`\{([^}=]+)\}`)
+
+// routeOf returns the restRoute of the route a request matched.
+func routeOf(ctx context.Context, method string) (restRoute, bool) {
+	pattern, ok := runtime.HTTPPathPattern(ctx)
+	if !ok {
+		p, ok := runtime.HTTPPattern(ctx)
+		if !ok {
+			return restRoute{}, false
+		}
+		pattern = p.String()
+	}
+	route, ok := restRoutes()[method+" "+pattern]
+	return route, ok
 }
 
 // bodyFieldPath turns the field a parser named into its path in the request: oneofs by their own
@@ -103,37 +215,204 @@ func bodyFieldPath(ctx context.Context, method, name string) string {
 	if i := strings.LastIndexByte(name, '.'); i >= 0 && strings.Contains(name, "gatehouse.") {
 		return name[i+1:] // a fully qualified oneof name
 	}
-	pattern, ok := runtime.HTTPPathPattern(ctx)
-	if !ok {
+	route, ok := routeOf(ctx, method)
+	if !ok || route.body == nil {
 		return name
 	}
-	body, ok := restBodies()[method+" "+pattern]
-	if !ok {
-		return name
-	}
-	if fd := body.msg.Fields().ByJSONName(name); fd != nil {
-		return body.prefix + string(fd.Name())
+	if fd := route.body.Fields().ByJSONName(name); fd != nil {
+		return route.prefix + string(fd.Name())
 	}
 	return name
 }
 
-// malformedRequestDetails gives the gateway's own parse errors, which grpc-gateway returns without
-// details, the details every other INVALID_ARGUMENT carries: an ErrorInfo reason and, when the
-// parser names the field, a BadRequest violation; then it writes the standard error body.
-func malformedRequestDetails(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	st, ok := status.FromError(err)
-	if ok && st.Code() == codes.InvalidArgument && len(st.Details()) == 0 {
-		details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: MalformedReason, Domain: ErrorDomain}}
-		if f := fieldInParseError.FindStringSubmatch(st.Message()); f != nil {
-			details = append(details, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-				{Field: bodyFieldPath(ctx, r.Method, f[1]), Description: "malformed value"},
-			}})
+// handleGatewayError is the gateway's error handler: it gives its own errors the details every
+// other error carries (gatewayError) and writes the standard error body.
+func handleGatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, gatewayError(ctx, r, err))
+}
+
+// gatewayError maps the errors the gateway makes itself, which grpc-gateway returns without
+// details, to typed ones:
+//
+//   - a body refused for its size (LimitRequestBodies), and a message refused for its size on its
+//     way to the gRPC port (LimitSentMessages): HTTP 413 with RESOURCE_EXHAUSTED and the ErrorInfo
+//     RequestTooLargeReason;
+//   - an unknown field or enum value name (strictJSONPb): its jsonProblem error, naming the field
+//     by its path in the request;
+//   - any other parse error: MalformedReason, with a BadRequest violation when the parser names a
+//     field, and the caller's value bounded in the message.
+func gatewayError(ctx context.Context, r *http.Request, err error) error {
+	if limit, ok := refusedLimit(r); ok {
+		return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: tooLargeStatus(limit).Err()}
+	}
+	if hse, ok := errors.AsType[*runtime.HTTPStatusError](err); ok {
+		// Ours (routing errors) carry details; grpc-gateway's (a malformed %-escape in the path)
+		// carry a plain error.
+		if st, ok := status.FromError(hse.Err); ok && len(st.Details()) > 0 {
+			return err
 		}
-		if withDetails, derr := status.New(codes.InvalidArgument, "malformed request: "+st.Message()).WithDetails(details...); derr == nil {
-			err = withDetails.Err()
+		return &runtime.HTTPStatusError{HTTPStatus: hse.HTTPStatus, Err: malformed(ctx, r, hse.Err.Error())}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	if isTooLarge(st) {
+		return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: err}
+	}
+	if st.Code() != codes.InvalidArgument || len(st.Details()) != 0 {
+		return err
+	}
+	if p, ok := parseJSONProblem(st.Message()); ok {
+		prefix := ""
+		if route, ok := routeOf(ctx, r.Method); ok {
+			prefix = route.prefix
+		}
+		return ToGRPC(nil, p.err(prefix))
+	}
+	return malformed(ctx, r, st.Message())
+}
+
+// malformed is the INVALID_ARGUMENT of a request the gateway could not parse, with parser's
+// message msg: MalformedReason, a BadRequest violation when msg names a field, and the caller's
+// values in msg bounded.
+func malformed(ctx context.Context, r *http.Request, msg string) error {
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: MalformedReason, Domain: ErrorDomain}}
+	if f := fieldInParseError.FindStringSubmatch(msg); f != nil {
+		details = append(details, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
+			{Field: boundedKey(bodyFieldPath(ctx, r.Method, f[1])), Description: "malformed value"},
+		}})
+	}
+	st := status.New(codes.InvalidArgument, "malformed request: "+boundEchoes(msg))
+	if withDetails, err := st.WithDetails(details...); err == nil {
+		st = withDetails
+	}
+	return st.Err()
+}
+
+// checkQuery refuses a query parameter that names no field of the request message of the route r
+// matched. grpc-gateway takes a field by its proto or its JSON name, path segments separated by
+// dots, and a map entry as field[key].
+func checkQuery(r *http.Request) error {
+	route, ok := routeOf(r.Context(), r.Method)
+	if !ok || r.URL.RawQuery == "" {
+		return nil
+	}
+	keys := slices.Sorted(maps.Keys(r.URL.Query()))
+	for _, key := range keys {
+		fieldKey := key
+		if m := mapKeyInQuery.FindStringSubmatch(key); m != nil {
+			fieldKey = m[1]
+		}
+		if !namesField(route.input, strings.Split(fieldKey, ".")) {
+			return errs.InvalidArgument(UnknownFieldReason, "unknown query parameter "+quote(key),
+				errs.FieldViolation{Field: boundedKey(key), Description: "unknown query parameter"})
 		}
 	}
-	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+	return nil
+}
+
+// mapKeyInQuery is grpc-gateway's syntax for a map entry in a query parameter name.
+var mapKeyInQuery = regexp.MustCompile(`^(.*)\[(.*)\]$`)
+
+// namesField reports whether path leads to a field of md. A path that goes on past a field that is
+// not a singular message is left to grpc-gateway's own error.
+func namesField(md protoreflect.MessageDescriptor, path []string) bool {
+	for i, name := range path {
+		fd := md.Fields().ByName(protoreflect.Name(name))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(name)
+		}
+		if fd == nil {
+			return false
+		}
+		if i == len(path)-1 || fd.Message() == nil || fd.IsList() || fd.IsMap() {
+			return true
+		}
+		md = fd.Message()
+	}
+	return true
+}
+
+// probeKey marks the context of a request that only asks whether a route matches (allowedMethods).
+type probeKey struct{}
+
+// probeRoute is the gateway middleware that answers probes: it records that the route matched and
+// runs nothing.
+func probeRoute(next runtime.HandlerFunc) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
+		if matched, ok := r.Context().Value(probeKey{}).(*bool); ok {
+			*matched = true
+			return
+		}
+		next(w, r, pathParams)
+	}
+}
+
+// restMethods are the methods REST routes use, in the order an Allow header lists them.
+var restMethods = []string{http.MethodDelete, http.MethodGet, http.MethodPatch, http.MethodPost, http.MethodPut}
+
+// allowedMethods returns the methods with a route for r's path, by asking mux whether the same path
+// with each method matches one (probeRoute).
+func allowedMethods(mux *runtime.ServeMux, r *http.Request) []string {
+	var allowed []string
+	for _, method := range restMethods {
+		if method == r.Method {
+			continue
+		}
+		matched := false
+		probe := r.Clone(context.WithValue(r.Context(), probeKey{}, &matched))
+		probe.Method, probe.Header, probe.Body, probe.ContentLength = method, http.Header{}, http.NoBody, 0
+		mux.ServeHTTP(discardResponse{}, probe)
+		if matched {
+			allowed = append(allowed, method)
+		}
+	}
+	return allowed
+}
+
+// discardResponse is the response writer of a probe.
+type discardResponse struct{}
+
+func (discardResponse) Header() http.Header         { return http.Header{} }
+func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (discardResponse) WriteHeader(int)             {}
+
+// Reasons of the gateway's routing errors.
+const (
+	// MethodNotAllowedReason: HTTP 405, code UNIMPLEMENTED; the metadata entry allow lists the
+	// methods the path serves, as the Allow header does.
+	MethodNotAllowedReason = "METHOD_NOT_ALLOWED"
+	// RouteNotFoundReason: HTTP 404, code NOT_FOUND; no REST route has the path.
+	RouteNotFoundReason = "ROUTE_NOT_FOUND"
+)
+
+// handleRoutingError answers a request no route took, with a typed error: 405 with an Allow header
+// for a path served with other methods, 404 for an unknown path.
+func handleRoutingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	if _, probing := r.Context().Value(probeKey{}).(*bool); probing {
+		return
+	}
+	var st *status.Status
+	var info *errdetails.ErrorInfo
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		allow := strings.Join(allowedMethods(mux, r), ", ")
+		w.Header().Set("Allow", allow)
+		st = status.Newf(codes.Unimplemented, "method %s is not allowed on this path; allowed: %s", quote(r.Method), allow)
+		info = &errdetails.ErrorInfo{Reason: MethodNotAllowedReason, Domain: ErrorDomain, Metadata: map[string]string{"allow": allow}}
+	case http.StatusNotFound:
+		st = status.New(codes.NotFound, "no REST route has this path")
+		info = &errdetails.ErrorInfo{Reason: RouteNotFoundReason, Domain: ErrorDomain}
+	default:
+		httpStatus = http.StatusBadRequest
+		st = status.New(codes.InvalidArgument, "malformed request path")
+		info = &errdetails.ErrorInfo{Reason: MalformedReason, Domain: ErrorDomain}
+	}
+	if withDetails, err := st.WithDetails(info); err == nil {
+		st = withDetails
+	}
+	handleGatewayError(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: st.Err()})
 }
 
 // gatewayMetadata builds the metadata annotator of the gateway.
@@ -165,9 +444,9 @@ func gatewayMetadata(secret string) func(context.Context, *http.Request) metadat
 // (":9090", "0.0.0.0:9090", "[::]:9090") is dialled on the loopback address. The connection uses
 // TLS with tlsConfig, or no transport security when tlsConfig is nil; with TLS, set
 // tlsConfig.ServerName when the certificate does not name the dialled host. The connection is
-// made lazily; ctx is only checked for being done already. Close the connection when the gateway
-// stops.
-func DialSelf(ctx context.Context, target string, tlsConfig *tls.Config) (*grpc.ClientConn, error) {
+// made lazily; ctx is only checked for being done already. opts are added to the connection's
+// (pass LimitSentMessages). Close the connection when the gateway stops.
+func DialSelf(ctx context.Context, target string, tlsConfig *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -175,7 +454,7 @@ func DialSelf(ctx context.Context, target string, tlsConfig *tls.Config) (*grpc.
 	if tlsConfig != nil {
 		creds = credentials.NewTLS(tlsConfig)
 	}
-	return grpc.NewClient(selfTarget(target), grpc.WithTransportCredentials(creds))
+	return grpc.NewClient(selfTarget(target), append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
 }
 
 // selfTarget turns a listen address into an address to dial.

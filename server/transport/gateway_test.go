@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -197,5 +198,139 @@ func TestDialSelfListenAddress(t *testing.T) {
 	}
 	if got := resp.GetUser().GetId(); got != "anonymous" {
 		t.Errorf("caller = %q, want anonymous", got)
+	}
+}
+
+// restCall sends one request to h and decodes the error body, if any.
+func restCall(t *testing.T, h http.Handler, method, path, body string) (*httptest.ResponseRecorder, restError) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequestWithContext(testContext(t), method, path, rd)
+	req.Header.Set("Authorization", bearer(tokenAdmin))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var e restError
+	if rec.Code != http.StatusOK {
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+			t.Fatalf("%s %s: HTTP %d with a body that is not an error: %.300s", method, path, rec.Code, rec.Body)
+		}
+	}
+	return rec, e
+}
+
+// TestGatewayRoutingErrors: a method a path does not serve is 405 with an Allow header listing the
+// ones it does, and an unknown path 404, both with a typed error body.
+func TestGatewayRoutingErrors(t *testing.T) {
+	e := newEnv(t, gwSecret)
+	gw := newGateway(t, e, gwSecret)
+	tests := []struct {
+		method, path string
+		wantHTTP     int
+		wantAllow    string
+		wantReason   string
+	}{
+		{http.MethodPut, "/v1/users", 405, "GET, POST", transport.MethodNotAllowedReason},
+		{"TRACE", "/v1/users", 405, "GET, POST", transport.MethodNotAllowedReason},
+		{http.MethodOptions, "/v1/users", 405, "GET, POST", transport.MethodNotAllowedReason},
+		{http.MethodPost, "/v1/users/" + adminID, 405, "DELETE, GET, PATCH", transport.MethodNotAllowedReason},
+		{http.MethodGet, "/v1/users/" + adminID + "/nothing", 404, "", transport.RouteNotFoundReason},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			rec, body := restCall(t, gw, tt.method, tt.path, "")
+			if rec.Code != tt.wantHTTP {
+				t.Errorf("HTTP %d, want %d", rec.Code, tt.wantHTTP)
+			}
+			if got := rec.Header().Get("Allow"); got != tt.wantAllow {
+				t.Errorf("Allow %q, want %q", got, tt.wantAllow)
+			}
+			if body.reason() != tt.wantReason {
+				t.Errorf("reason %q, want %q: %s", body.reason(), tt.wantReason, rec.Body)
+			}
+		})
+	}
+	// Probing the routes for the Allow header calls nothing.
+	if strings.Contains(e.logs.String(), `"msg":"rpc"`) {
+		t.Errorf("a probe reached the service: %s", e.logs)
+	}
+}
+
+// TestGatewayStrictJSON: unknown body fields, query parameters and enum value names are
+// INVALID_ARGUMENT naming them by their path in the request; long values are quoted in part.
+func TestGatewayStrictJSON(t *testing.T) {
+	e := newEnv(t, gwSecret)
+	gw := newGateway(t, e, gwSecret)
+	tests := []struct {
+		name, method, path, body string
+		wantReason               string
+		wantField                string
+	}{
+		{"body field", http.MethodPost, "/v1/users", `{"username": "alice", "usrname": "x"}`, transport.UnknownFieldReason, "usrname"},
+		{"body field of a mapped body", http.MethodPatch, "/v1/users/" + adminID, `{"dispalyName": "x"}`, transport.UnknownFieldReason, "user.dispalyName"},
+		{"query parameter", http.MethodGet, "/v1/users:lookup?username=alice&usrname=x", "", transport.UnknownFieldReason, "usrname"},
+		{"nested query parameter", http.MethodGet, "/v1/users/" + adminID + "/roles?consistency.x=1", "", transport.UnknownFieldReason, "consistency.x"},
+		{"wrong type", http.MethodPost, "/v1/users", `{"username": 123}`, transport.MalformedReason, "username"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec, body := restCall(t, gw, tt.method, tt.path, tt.body)
+			if rec.Code != http.StatusBadRequest || body.Code != 3 {
+				t.Fatalf("HTTP %d code %d, want 400 and INVALID_ARGUMENT: %s", rec.Code, body.Code, rec.Body)
+			}
+			if body.reason() != tt.wantReason || strings.Join(body.fields(), ",") != tt.wantField {
+				t.Errorf("reason %q fields %q, want %q and [%s]: %s", body.reason(), body.fields(), tt.wantReason, tt.wantField, rec.Body)
+			}
+		})
+	}
+	if strings.Contains(e.logs.String(), "CreateUser") {
+		t.Errorf("a refused request reached the service: %s", e.logs)
+	}
+
+	// Known names pass, by JSON or proto name (to the fake, which has no rule for
+	// GetEffectiveRoles: PERMISSION_DENIED).
+	for _, path := range []string{"/v1/users:lookup?username=alice", "/v1/users/" + adminID + "/roles?consistency.minimizeLatency=true", "/v1/users/" + adminID + "/roles?consistency.minimize_latency=true"} {
+		if rec, _ := restCall(t, gw, http.MethodGet, path, ""); rec.Code != http.StatusOK && rec.Code != http.StatusForbidden {
+			t.Errorf("GET %s: HTTP %d: %s", path, rec.Code, rec.Body)
+		}
+	}
+
+	// A long value is quoted in part, with its length.
+	long := strings.Repeat("7", 100_000)
+	for _, tt := range []struct{ path, body string }{
+		{"/v1/users", `{"username": ` + long + `}`},
+		{"/v1/users", `{"` + long + `": 1}`},
+		{"/v1/users:lookup?" + long + "=1", ""},
+	} {
+		method := http.MethodPost
+		if tt.body == "" {
+			method = http.MethodGet
+		}
+		rec, body := restCall(t, gw, method, tt.path, tt.body)
+		if rec.Code != http.StatusBadRequest || rec.Body.Len() > 1024 || !strings.Contains(body.Message, "(100000 bytes)") {
+			t.Errorf("HTTP %d, %d-byte body %.300s: want 400 quoting part of the value and its length", rec.Code, rec.Body.Len(), rec.Body)
+		}
+	}
+}
+
+// TestGatewayOmitsUnsetMessages: unset message fields (create_time here) are absent from REST
+// JSON, not null; zero scalars are present.
+func TestGatewayOmitsUnsetMessages(t *testing.T) {
+	gw := newGateway(t, newEnv(t, gwSecret), gwSecret)
+	rec, _ := restCall(t, gw, http.MethodGet, "/v1/users:lookup?username=alice", "")
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+	}
+	var body struct{ User map[string]json.RawMessage }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := body.User["createTime"]; ok {
+		t.Errorf("createTime = %s, want it absent", v)
+	}
+	if string(body.User["disabled"]) != "false" || string(body.User["hasPassword"]) != "false" {
+		t.Errorf("user %s: want zero scalars emitted", rec.Body)
 	}
 }

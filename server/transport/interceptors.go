@@ -56,26 +56,43 @@ type Options struct {
 	GatewaySecret string
 	// Metrics, when set, receive a count and a duration of every call.
 	Metrics *Metrics
+	// MaxRequestBytes bounds the size of one request message on every front: the gRPC server's
+	// receive limit, connect's read limit, and the request bodies of the HTTP port
+	// (LimitRequestBodies, which the REST gateway also applies). A larger request is refused with
+	// RESOURCE_EXHAUSTED and an ErrorInfo RequestTooLargeReason (HTTP 413 over REST). Zero means
+	// DefaultMaxRequestBytes (1 MiB).
+	MaxRequestBytes int
 }
 
 // GRPCServerOptions returns the grpc.Server options that install the unary and stream
-// interceptors: panic recovery, client info, authentication, rule lookup, validation,
-// authorisation, error mapping (ToGRPC) and the access log. Pass them before any other
-// interceptor option so that these interceptors run outermost. It panics if o.Authenticator or
-// o.Rules is nil.
+// interceptors: panic recovery, client info, authentication, rule lookup, id normalisation,
+// validation, authorisation, error mapping (ToGRPC) and the access log; and the receive limit
+// o.MaxRequestBytes. Pass them before any other interceptor option so that these interceptors run
+// outermost. It panics if o.Authenticator or o.Rules is nil.
 func GRPCServerOptions(o Options) []grpc.ServerOption {
 	k := newCore(o)
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(k.unaryGRPC),
 		grpc.ChainStreamInterceptor(k.streamGRPC),
+		grpc.MaxRecvMsgSize(o.maxRequestBytes()),
 	}
 }
 
 // ConnectHandlerOptions returns the connect handler options that install the same steps as
 // GRPCServerOptions for unary and streaming connect handlers, with ToConnect as the error
-// mapping. It panics if o.Authenticator or o.Rules is nil.
+// mapping; the read limit o.MaxRequestBytes; and a JSON codec that refuses unknown fields and
+// unknown enum value names (INVALID_ARGUMENT with UnknownFieldReason or MalformedReason and a
+// BadRequest violation naming the field) and bounds the values its errors repeat. The binary
+// protobuf codec is connect's. It panics if o.Authenticator or o.Rules is nil.
+//
+// Serve the handlers behind LimitRequestBodies, which refuses an oversized body before connect
+// reads it and with the ErrorInfo RequestTooLargeReason; connect's own limit, which also bounds
+// decompressed messages, answers RESOURCE_EXHAUSTED without it.
 func ConnectHandlerOptions(o Options) []connect.HandlerOption {
-	return []connect.HandlerOption{connect.WithInterceptors(&connectInterceptor{k: newCore(o)})}
+	return append([]connect.HandlerOption{
+		connect.WithInterceptors(&connectInterceptor{k: newCore(o)}),
+		connect.WithReadMaxBytes(o.maxRequestBytes()),
+	}, connectCodecs()...)
 }
 
 // core is the protocol-neutral logic both interceptor twins share.
@@ -160,12 +177,18 @@ func (k *core) admit(ctx context.Context, c *call, authorization string) (contex
 	return ctx, nil
 }
 
-// validate checks one request message against its protovalidate rules.
+// validate refuses a request message the Connect JSON codec found an unknown field in
+// (checkJSONProblem), lower-cases its ids (normalizeIDs) and checks it against its protovalidate
+// rules.
 func (k *core) validate(c *call, req any) error {
 	msg, ok := req.(proto.Message)
 	if !ok {
 		return errs.Internal(fmt.Errorf("request of %s is %T, not a proto message", c.method, req))
 	}
+	if err := checkJSONProblem(msg); err != nil {
+		return err
+	}
+	normalizeIDs(msg)
 	return Validate(msg)
 }
 

@@ -1,9 +1,13 @@
 package transport_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
@@ -520,6 +525,119 @@ func TestForwardedFor(t *testing.T) {
 						t.Error("handler saw no user agent")
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestConnectStrictJSON: Connect JSON refuses unknown fields and enum value names with the same
+// INVALID_ARGUMENT, ErrorInfo and BadRequest as REST, bounds the values its parse errors repeat,
+// and leaves the binary codec alone.
+func TestConnectStrictJSON(t *testing.T) {
+	e := newEnv(t, gwSecret)
+	long := strings.Repeat("7", 100_000)
+	tests := []struct {
+		name, procedure, body string
+		wantReason            string
+		wantFields            []string
+		wantInMessage         string
+	}{
+		{"unknown field", "IdentityService/CreateUser", `{"username": "alice", "usrname": "x"}`, "UNKNOWN_FIELD", []string{"usrname"}, `"usrname"`},
+		{"nested unknown field", "IdentityService/UpdateUser", `{"user": {"id": "` + adminID + `", "dispalyName": "x"}}`, "UNKNOWN_FIELD", []string{"user.dispalyName"}, `"user.dispalyName"`},
+		{"long unknown field", "IdentityService/CreateUser", `{"` + long + `": 1}`, "UNKNOWN_FIELD", nil, "(100000 bytes)"},
+		{"unknown enum value", "SessionService/WatchEvents", `{"types": ["EVENT_TYPE_BOGUS"]}`, "MALFORMED_REQUEST", []string{"types[0]"}, `"EVENT_TYPE_BOGUS"`},
+		{"long malformed value", "IdentityService/CreateUser", `{"username": ` + long + `}`, "", nil, "(100000 bytes)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			contentType := "application/json"
+			body := []byte(tt.body)
+			if strings.HasPrefix(tt.procedure, "SessionService/Watch") {
+				contentType = "application/connect+json"
+				body = envelope(body)
+			}
+			req, err := http.NewRequestWithContext(testContext(t), http.MethodPost, e.connectURL+"/gatehouse.v1."+tt.procedure, bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", contentType)
+			req.Header.Set("Authorization", bearer(tokenAdmin))
+			resp, err := e.httpClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if contentType != "application/json" {
+				// A streaming response: the error is in the end-of-stream envelope.
+				var end struct {
+					Error json.RawMessage `json:"error"`
+				}
+				if len(raw) < 5 || json.Unmarshal(raw[5:], &end) != nil {
+					t.Fatalf("not a Connect end of stream: %q", raw)
+				}
+				raw = end.Error
+			}
+			got := connectError(t, raw)
+			if got.code != codes.InvalidArgument {
+				t.Fatalf("code %s (%q), want INVALID_ARGUMENT", got.code, got.message)
+			}
+			if reason := got.errorInfo().GetReason(); reason != tt.wantReason {
+				t.Errorf("reason %q (%q), want %q", reason, got.message, tt.wantReason)
+			}
+			if tt.wantFields != nil && !slices.Equal(got.badRequestFields(), tt.wantFields) {
+				t.Errorf("fields %q, want %q", got.badRequestFields(), tt.wantFields)
+			}
+			if !strings.Contains(got.message, tt.wantInMessage) || len(got.message) > 512 {
+				t.Errorf("message %.300q, want it to contain %s and be short", got.message, tt.wantInMessage)
+			}
+		})
+	}
+	if strings.Contains(e.logs.String(), "CreateUser\",\"code\":\"OK") {
+		t.Errorf("a refused request reached the handler: %s", e.logs)
+	}
+
+	// Known fields, by JSON or proto name, pass; the binary codec passes unknown fields on, as
+	// protobuf does.
+	for _, body := range []string{`{"username": "alice"}`, `{"display_name": "A", "username": "alice"}`} {
+		req, _ := http.NewRequestWithContext(testContext(t), http.MethodPost, e.connectURL+"/gatehouse.v1.IdentityService/CreateUser", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", bearer(tokenAdmin))
+		resp, err := e.httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: HTTP %d", body, resp.StatusCode)
+		}
+	}
+	withUnknown := &gatehousev1.CreateUserRequest{Username: "alice"}
+	withUnknown.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
+	for _, c := range e.clients(t) {
+		if _, err := c.identity.CreateUser(withAuth(testContext(t), bearer(tokenAdmin)), withUnknown); err != nil {
+			t.Errorf("%s: binary request with an unknown field: %v", c.name, err)
+		}
+	}
+}
+
+// TestIDsAreCaseInsensitive: an upper-case id reaches the handler and the rules in lower case,
+// through every protocol.
+func TestIDsAreCaseInsensitive(t *testing.T) {
+	e := newEnv(t, gwSecret)
+	for _, c := range e.clients(t) {
+		t.Run(c.name, func(t *testing.T) {
+			// The rule lets a user read itself: the upper-case id is the caller's own.
+			resp, err := c.identity.GetUser(withAuth(testContext(t), bearer(tokenReader)), &gatehousev1.GetUserRequest{UserId: strings.ToUpper(readerID)})
+			if err != nil {
+				t.Fatalf("GetUser of the caller's own id in upper case: %v", err)
+			}
+			if got := resp.GetUser().GetId(); got != readerID {
+				t.Errorf("the handler saw id %q, want %q", got, readerID)
+			}
+			_, err = c.identity.GetUser(withAuth(testContext(t), bearer(tokenAdmin)), &gatehousev1.GetUserRequest{UserId: strings.ToUpper(missingID)})
+			if got := inspect(t, err); got.code != codes.NotFound || got.errorInfo().GetMetadata()["user_id"] != missingID {
+				t.Errorf("GetUser of an unknown id in upper case: %v, want NOT_FOUND for %s", err, missingID)
 			}
 		})
 	}

@@ -955,13 +955,18 @@ func (x *PasswordChangedPayload) GetBySelf() bool {
 	return false
 }
 
-// LoginFailedPayload details a failed login. It never carries the password.
+// LoginFailedPayload details a failed login: a wrong password, an unknown, disabled or password-less
+// user, a login refused by the failed-login budget, or a wrong current_password in SetPassword. It
+// never carries the password.
 type LoginFailedPayload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// username is the username that was tried.
 	Username string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
 	// client describes the client that tried.
-	Client        *ClientInfo `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	Client *ClientInfo `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	// rate_limited is set when the attempt was refused by the failed-login budget of the username or
+	// the client address, without the password being checked.
+	RateLimited   bool `protobuf:"varint,3,opt,name=rate_limited,json=rateLimited,proto3" json:"rate_limited,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1008,6 +1013,13 @@ func (x *LoginFailedPayload) GetClient() *ClientInfo {
 		return x.Client
 	}
 	return nil
+}
+
+func (x *LoginFailedPayload) GetRateLimited() bool {
+	if x != nil {
+		return x.RateLimited
+	}
+	return false
 }
 
 // GroupPayload carries a group as it was when the event happened.
@@ -1417,10 +1429,11 @@ const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x12.gatehouse.v1.UserR\x04user\x12%\n" +
 	"\x0echanged_fields\x18\x02 \x03(\tR\rchangedFields\"1\n" +
 	"\x16PasswordChangedPayload\x12\x17\n" +
-	"\aby_self\x18\x01 \x01(\bR\x06bySelf\"b\n" +
+	"\aby_self\x18\x01 \x01(\bR\x06bySelf\"\x85\x01\n" +
 	"\x12LoginFailedPayload\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x120\n" +
-	"\x06client\x18\x02 \x01(\v2\x18.gatehouse.v1.ClientInfoR\x06client\"9\n" +
+	"\x06client\x18\x02 \x01(\v2\x18.gatehouse.v1.ClientInfoR\x06client\x12!\n" +
+	"\frate_limited\x18\x03 \x01(\bR\vrateLimited\"9\n" +
 	"\fGroupPayload\x12)\n" +
 	"\x05group\x18\x01 \x01(\v2\x13.gatehouse.v1.GroupR\x05group\"G\n" +
 	"\x11MembershipPayload\x12\x19\n" +

@@ -696,7 +696,12 @@ type SetPasswordRequest struct {
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// new_password is the new password.
 	NewPassword string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
-	// current_password is required when the caller is the user themself.
+	// current_password is required when the caller is the user themself. It is checked like the
+	// password of a login and counts against the same failed-login budgets (per username and per
+	// client address): a wrong one is INVALID_ARGUMENT (CURRENT_PASSWORD_MISMATCH, naming this
+	// field) and appends a LOGIN_FAILED event; once the budget is spent every attempt, right or
+	// wrong, is RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED) and appends a LOGIN_FAILED event marked
+	// rate_limited. An empty one is a mismatch without being counted.
 	CurrentPassword string `protobuf:"bytes,3,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

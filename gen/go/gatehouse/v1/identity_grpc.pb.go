@@ -56,6 +56,14 @@ const (
 // BUILT_IN_ROLE_CHANGE); and a caller may update, delete or set the password of a user only if it
 // holds every built-in role that user holds (PERMISSION_DENIED, CALLER_LACKS_ROLE). So an identity
 // admin cannot make itself an administrator or take over an administrator's account.
+//
+// The last administrator is guarded too: a change that would leave no enabled user holding
+// gatehouse.admin is FAILED_PRECONDITION with reason LAST_ADMIN and changes nothing: revoking the
+// role (from a user or a group), removing its last holder from a group that carries it, removing
+// it from a role that contains it, deleting such a role or group, and disabling or deleting its
+// last holder. Racing changes are serialised, so two administrators revoking each other cannot both
+// succeed. An operator locked out anyway recovers with `gatehouse admin grant-admin USERNAME` and
+// `gatehouse admin reset-password USERNAME`, which act on the database directly.
 type IdentityServiceClient interface {
 	// CreateUser creates a user. Identity admins only.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
@@ -67,10 +75,11 @@ type IdentityServiceClient interface {
 	// ListUsers lists users ordered by username. Identity admins and auditors.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// UpdateUser changes a user's username, email, display name or disabled flag. Disabling a user
-	// ends their sessions (TERMINATION_REASON_USER_DISABLED). Identity admins only.
+	// ends their sessions (TERMINATION_REASON_USER_DISABLED); disabling the last enabled
+	// administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	UpdateUser(ctx context.Context, in *UpdateUserRequest, opts ...grpc.CallOption) (*UpdateUserResponse, error)
-	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Identity
-	// admins only.
+	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Deleting
+	// the last enabled administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
 	// SetPassword sets a user's password and ends the user's other sessions
 	// (TERMINATION_REASON_PASSWORD_CHANGED). The user themself (with current_password) and identity
@@ -82,12 +91,14 @@ type IdentityServiceClient interface {
 	GetGroup(ctx context.Context, in *GetGroupRequest, opts ...grpc.CallOption) (*GetGroupResponse, error)
 	// ListGroups lists groups ordered by name. Identity admins and auditors.
 	ListGroups(ctx context.Context, in *ListGroupsRequest, opts ...grpc.CallOption) (*ListGroupsResponse, error)
-	// DeleteGroup deletes a group; its members lose the roles it carried. Identity admins only.
+	// DeleteGroup deletes a group; its members lose the roles it carried (LAST_ADMIN if that would
+	// leave no enabled administrator). Identity admins only.
 	DeleteGroup(ctx context.Context, in *DeleteGroupRequest, opts ...grpc.CallOption) (*DeleteGroupResponse, error)
 	// AddGroupMember adds a user to a group. Adding an existing member changes nothing. Identity
 	// admins only.
 	AddGroupMember(ctx context.Context, in *AddGroupMemberRequest, opts ...grpc.CallOption) (*AddGroupMemberResponse, error)
-	// RemoveGroupMember removes a user from a group. Identity admins only.
+	// RemoveGroupMember removes a user from a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveGroupMember(ctx context.Context, in *RemoveGroupMemberRequest, opts ...grpc.CallOption) (*RemoveGroupMemberResponse, error)
 	// ListGroupMembers lists a group's members ordered by username. Identity admins and auditors.
 	ListGroupMembers(ctx context.Context, in *ListGroupMembersRequest, opts ...grpc.CallOption) (*ListGroupMembersResponse, error)
@@ -101,17 +112,20 @@ type IdentityServiceClient interface {
 	// ListRoles lists roles ordered by name. Any authenticated caller.
 	ListRoles(ctx context.Context, in *ListRolesRequest, opts ...grpc.CallOption) (*ListRolesResponse, error)
 	// DeleteRole deletes a role, its grants and its containment links. Built-in roles cannot be
-	// deleted (FAILED_PRECONDITION). Identity admins only.
+	// deleted (FAILED_PRECONDITION, BUILT_IN_ROLE), nor a role whose holders' loss of it would leave
+	// no enabled administrator (LAST_ADMIN). Identity admins only.
 	DeleteRole(ctx context.Context, in *DeleteRoleRequest, opts ...grpc.CallOption) (*DeleteRoleResponse, error)
 	// AddContainedRole makes a role contain another. A cycle is FAILED_PRECONDITION. Identity admins
 	// only.
 	AddContainedRole(ctx context.Context, in *AddContainedRoleRequest, opts ...grpc.CallOption) (*AddContainedRoleResponse, error)
-	// RemoveContainedRole stops a role containing another. Identity admins only.
+	// RemoveContainedRole stops a role containing another (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveContainedRole(ctx context.Context, in *RemoveContainedRoleRequest, opts ...grpc.CallOption) (*RemoveContainedRoleResponse, error)
 	// GrantRole grants a role to a user or a group. Granting an existing grant changes nothing.
 	// Identity admins only.
 	GrantRole(ctx context.Context, in *GrantRoleRequest, opts ...grpc.CallOption) (*GrantRoleResponse, error)
-	// RevokeRole revokes a role from a user or a group. Identity admins only.
+	// RevokeRole revokes a role from a user or a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RevokeRole(ctx context.Context, in *RevokeRoleRequest, opts ...grpc.CallOption) (*RevokeRoleResponse, error)
 	// GetEffectiveRoles returns every role a user holds, with why. The user themself, identity
 	// admins, auditors and introspectors.
@@ -377,6 +391,14 @@ func (c *identityServiceClient) GetEffectiveRoles(ctx context.Context, in *GetEf
 // BUILT_IN_ROLE_CHANGE); and a caller may update, delete or set the password of a user only if it
 // holds every built-in role that user holds (PERMISSION_DENIED, CALLER_LACKS_ROLE). So an identity
 // admin cannot make itself an administrator or take over an administrator's account.
+//
+// The last administrator is guarded too: a change that would leave no enabled user holding
+// gatehouse.admin is FAILED_PRECONDITION with reason LAST_ADMIN and changes nothing: revoking the
+// role (from a user or a group), removing its last holder from a group that carries it, removing
+// it from a role that contains it, deleting such a role or group, and disabling or deleting its
+// last holder. Racing changes are serialised, so two administrators revoking each other cannot both
+// succeed. An operator locked out anyway recovers with `gatehouse admin grant-admin USERNAME` and
+// `gatehouse admin reset-password USERNAME`, which act on the database directly.
 type IdentityServiceServer interface {
 	// CreateUser creates a user. Identity admins only.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
@@ -388,10 +410,11 @@ type IdentityServiceServer interface {
 	// ListUsers lists users ordered by username. Identity admins and auditors.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// UpdateUser changes a user's username, email, display name or disabled flag. Disabling a user
-	// ends their sessions (TERMINATION_REASON_USER_DISABLED). Identity admins only.
+	// ends their sessions (TERMINATION_REASON_USER_DISABLED); disabling the last enabled
+	// administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	UpdateUser(context.Context, *UpdateUserRequest) (*UpdateUserResponse, error)
-	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Identity
-	// admins only.
+	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Deleting
+	// the last enabled administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
 	// SetPassword sets a user's password and ends the user's other sessions
 	// (TERMINATION_REASON_PASSWORD_CHANGED). The user themself (with current_password) and identity
@@ -403,12 +426,14 @@ type IdentityServiceServer interface {
 	GetGroup(context.Context, *GetGroupRequest) (*GetGroupResponse, error)
 	// ListGroups lists groups ordered by name. Identity admins and auditors.
 	ListGroups(context.Context, *ListGroupsRequest) (*ListGroupsResponse, error)
-	// DeleteGroup deletes a group; its members lose the roles it carried. Identity admins only.
+	// DeleteGroup deletes a group; its members lose the roles it carried (LAST_ADMIN if that would
+	// leave no enabled administrator). Identity admins only.
 	DeleteGroup(context.Context, *DeleteGroupRequest) (*DeleteGroupResponse, error)
 	// AddGroupMember adds a user to a group. Adding an existing member changes nothing. Identity
 	// admins only.
 	AddGroupMember(context.Context, *AddGroupMemberRequest) (*AddGroupMemberResponse, error)
-	// RemoveGroupMember removes a user from a group. Identity admins only.
+	// RemoveGroupMember removes a user from a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveGroupMember(context.Context, *RemoveGroupMemberRequest) (*RemoveGroupMemberResponse, error)
 	// ListGroupMembers lists a group's members ordered by username. Identity admins and auditors.
 	ListGroupMembers(context.Context, *ListGroupMembersRequest) (*ListGroupMembersResponse, error)
@@ -422,17 +447,20 @@ type IdentityServiceServer interface {
 	// ListRoles lists roles ordered by name. Any authenticated caller.
 	ListRoles(context.Context, *ListRolesRequest) (*ListRolesResponse, error)
 	// DeleteRole deletes a role, its grants and its containment links. Built-in roles cannot be
-	// deleted (FAILED_PRECONDITION). Identity admins only.
+	// deleted (FAILED_PRECONDITION, BUILT_IN_ROLE), nor a role whose holders' loss of it would leave
+	// no enabled administrator (LAST_ADMIN). Identity admins only.
 	DeleteRole(context.Context, *DeleteRoleRequest) (*DeleteRoleResponse, error)
 	// AddContainedRole makes a role contain another. A cycle is FAILED_PRECONDITION. Identity admins
 	// only.
 	AddContainedRole(context.Context, *AddContainedRoleRequest) (*AddContainedRoleResponse, error)
-	// RemoveContainedRole stops a role containing another. Identity admins only.
+	// RemoveContainedRole stops a role containing another (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveContainedRole(context.Context, *RemoveContainedRoleRequest) (*RemoveContainedRoleResponse, error)
 	// GrantRole grants a role to a user or a group. Granting an existing grant changes nothing.
 	// Identity admins only.
 	GrantRole(context.Context, *GrantRoleRequest) (*GrantRoleResponse, error)
-	// RevokeRole revokes a role from a user or a group. Identity admins only.
+	// RevokeRole revokes a role from a user or a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RevokeRole(context.Context, *RevokeRoleRequest) (*RevokeRoleResponse, error)
 	// GetEffectiveRoles returns every role a user holds, with why. The user themself, identity
 	// admins, auditors and introspectors.

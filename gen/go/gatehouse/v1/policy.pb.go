@@ -929,7 +929,8 @@ type isCheckRequest_Requirement interface {
 }
 
 type CheckRequest_Role struct {
-	// role is a role the subject must hold (directly, through a group, or contained).
+	// role is a role the subject must hold (directly, through a group, or contained), or that
+	// gatehouse.admin implies.
 	Role string `protobuf:"bytes,3,opt,name=role,proto3,oneof"`
 }
 

@@ -33,6 +33,14 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // PolicyService manages session policies, resolves them for users, and answers access checks.
+//
+// A policy acts on every user it applies to (a one-second absolute timeout or a limit of one with
+// deny-new locks them out), so creating, updating or deleting one needs the standing to act on
+// each of them: a caller lacking a built-in role held by any user the policy's scope covers is
+// PERMISSION_DENIED with reason CALLER_LACKS_ROLE. That covers a user-scoped policy for an
+// administrator, a policy on a gatehouse.* role (which needs that role even while nobody holds
+// it), a policy on a custom role that an administrator holds, and the global policy, which covers
+// everyone and so needs gatehouse.admin.
 type PolicyServiceClient interface {
 	// CreateSessionPolicy creates a policy for a scope; a scope has at most one policy
 	// (ALREADY_EXISTS). Policy admins only.
@@ -50,7 +58,9 @@ type PolicyServiceClient interface {
 	// field came from. The user themself, policy admins and auditors.
 	ResolveSessionPolicy(ctx context.Context, in *ResolveSessionPolicyRequest, opts ...grpc.CallOption) (*ResolveSessionPolicyResponse, error)
 	// Check says whether a subject holds a role or belongs to a group. By token: the token's holder;
-	// any subject: introspectors.
+	// any subject: introspectors. A role is held as Gatehouse's own authorisation holds it: granted
+	// directly, through a group, or contained in a held role; and a subject holding gatehouse.admin
+	// holds every role, built-in (gatehouse.*) or not.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 }
 
@@ -137,6 +147,14 @@ func (c *policyServiceClient) Check(ctx context.Context, in *CheckRequest, opts 
 // for forward compatibility.
 //
 // PolicyService manages session policies, resolves them for users, and answers access checks.
+//
+// A policy acts on every user it applies to (a one-second absolute timeout or a limit of one with
+// deny-new locks them out), so creating, updating or deleting one needs the standing to act on
+// each of them: a caller lacking a built-in role held by any user the policy's scope covers is
+// PERMISSION_DENIED with reason CALLER_LACKS_ROLE. That covers a user-scoped policy for an
+// administrator, a policy on a gatehouse.* role (which needs that role even while nobody holds
+// it), a policy on a custom role that an administrator holds, and the global policy, which covers
+// everyone and so needs gatehouse.admin.
 type PolicyServiceServer interface {
 	// CreateSessionPolicy creates a policy for a scope; a scope has at most one policy
 	// (ALREADY_EXISTS). Policy admins only.
@@ -154,7 +172,9 @@ type PolicyServiceServer interface {
 	// field came from. The user themself, policy admins and auditors.
 	ResolveSessionPolicy(context.Context, *ResolveSessionPolicyRequest) (*ResolveSessionPolicyResponse, error)
 	// Check says whether a subject holds a role or belongs to a group. By token: the token's holder;
-	// any subject: introspectors.
+	// any subject: introspectors. A role is held as Gatehouse's own authorisation holds it: granted
+	// directly, through a group, or contained in a held role; and a subject holding gatehouse.admin
+	// holds every role, built-in (gatehouse.*) or not.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 }
 

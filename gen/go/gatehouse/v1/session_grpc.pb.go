@@ -42,19 +42,29 @@ type SessionServiceClient interface {
 	// issuer does not hold is PERMISSION_DENIED (CALLER_LACKS_ROLE). Every failed login is one
 	// UNAUTHENTICATED "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED
 	// (CONCURRENT_SESSION_LIMIT); too many failed logins for the username or the client address are
-	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED).
+	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED), whether or not the password is right (IPv6 addresses
+	// are counted by their /64; the budgets are per node). Every failed or refused password attempt
+	// appends a LOGIN_FAILED event, and the call fails if that event cannot be written. Password
+	// checks wait for one of a bounded number of hashing slots: when the queue of waiting checks is
+	// full the call fails at once with RESOURCE_EXHAUSTED (PASSWORD_QUEUE_FULL), and a check that
+	// waits too long fails with UNAVAILABLE (PASSWORD_QUEUE_TIMEOUT); both may be retried later and
+	// neither counts as a failed login.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
 	// reason SESSION_NOT_FOUND, SESSION_TERMINATED or SESSION_EXPIRED.
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
-	// GetSession returns one session. The session's user, session admins and auditors.
+	// GetSession returns one session. The session's user, session admins and auditors. To any other
+	// caller a session that exists is NOT_FOUND (SESSION_NOT_FOUND), the same answer as for an id that
+	// names no session, so that a refusal does not reveal which session ids exist.
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
 	// ListSessions lists sessions of a user, newest first. The caller's own user; any user: session
 	// admins and auditors.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// TerminateSession ends one session. The session's user (REVOKED_BY_USER, or LOGOUT for the
-	// caller's own session) and session admins (REVOKED_BY_ADMIN).
+	// caller's own session) and session admins (REVOKED_BY_ADMIN). A caller who may not read the
+	// session (see GetSession) gets NOT_FOUND (SESSION_NOT_FOUND), as for an id that names no session;
+	// an auditor, who may read it but not end it, gets PERMISSION_DENIED.
 	TerminateSession(ctx context.Context, in *TerminateSessionRequest, opts ...grpc.CallOption) (*TerminateSessionResponse, error)
 	// TerminateUserSessions ends every active session of a user, except one if asked. Session admins
 	// and the user themself.
@@ -208,19 +218,29 @@ type SessionServiceServer interface {
 	// issuer does not hold is PERMISSION_DENIED (CALLER_LACKS_ROLE). Every failed login is one
 	// UNAUTHENTICATED "invalid credentials"; a limit under deny-new is RESOURCE_EXHAUSTED
 	// (CONCURRENT_SESSION_LIMIT); too many failed logins for the username or the client address are
-	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED).
+	// RESOURCE_EXHAUSTED (LOGIN_RATE_LIMITED), whether or not the password is right (IPv6 addresses
+	// are counted by their /64; the budgets are per node). Every failed or refused password attempt
+	// appends a LOGIN_FAILED event, and the call fails if that event cannot be written. Password
+	// checks wait for one of a bounded number of hashing slots: when the queue of waiting checks is
+	// full the call fails at once with RESOURCE_EXHAUSTED (PASSWORD_QUEUE_FULL), and a check that
+	// waits too long fails with UNAVAILABLE (PASSWORD_QUEUE_TIMEOUT); both may be retried later and
+	// neither counts as a failed login.
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
 	// reason SESSION_NOT_FOUND, SESSION_TERMINATED or SESSION_EXPIRED.
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
-	// GetSession returns one session. The session's user, session admins and auditors.
+	// GetSession returns one session. The session's user, session admins and auditors. To any other
+	// caller a session that exists is NOT_FOUND (SESSION_NOT_FOUND), the same answer as for an id that
+	// names no session, so that a refusal does not reveal which session ids exist.
 	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
 	// ListSessions lists sessions of a user, newest first. The caller's own user; any user: session
 	// admins and auditors.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// TerminateSession ends one session. The session's user (REVOKED_BY_USER, or LOGOUT for the
-	// caller's own session) and session admins (REVOKED_BY_ADMIN).
+	// caller's own session) and session admins (REVOKED_BY_ADMIN). A caller who may not read the
+	// session (see GetSession) gets NOT_FOUND (SESSION_NOT_FOUND), as for an id that names no session;
+	// an auditor, who may read it but not end it, gets PERMISSION_DENIED.
 	TerminateSession(context.Context, *TerminateSessionRequest) (*TerminateSessionResponse, error)
 	// TerminateUserSessions ends every active session of a user, except one if asked. Session admins
 	// and the user themself.

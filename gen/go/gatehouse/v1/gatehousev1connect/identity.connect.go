@@ -117,10 +117,11 @@ type IdentityServiceClient interface {
 	// ListUsers lists users ordered by username. Identity admins and auditors.
 	ListUsers(context.Context, *v1.ListUsersRequest) (*v1.ListUsersResponse, error)
 	// UpdateUser changes a user's username, email, display name or disabled flag. Disabling a user
-	// ends their sessions (TERMINATION_REASON_USER_DISABLED). Identity admins only.
+	// ends their sessions (TERMINATION_REASON_USER_DISABLED); disabling the last enabled
+	// administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	UpdateUser(context.Context, *v1.UpdateUserRequest) (*v1.UpdateUserResponse, error)
-	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Identity
-	// admins only.
+	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Deleting
+	// the last enabled administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	DeleteUser(context.Context, *v1.DeleteUserRequest) (*v1.DeleteUserResponse, error)
 	// SetPassword sets a user's password and ends the user's other sessions
 	// (TERMINATION_REASON_PASSWORD_CHANGED). The user themself (with current_password) and identity
@@ -132,12 +133,14 @@ type IdentityServiceClient interface {
 	GetGroup(context.Context, *v1.GetGroupRequest) (*v1.GetGroupResponse, error)
 	// ListGroups lists groups ordered by name. Identity admins and auditors.
 	ListGroups(context.Context, *v1.ListGroupsRequest) (*v1.ListGroupsResponse, error)
-	// DeleteGroup deletes a group; its members lose the roles it carried. Identity admins only.
+	// DeleteGroup deletes a group; its members lose the roles it carried (LAST_ADMIN if that would
+	// leave no enabled administrator). Identity admins only.
 	DeleteGroup(context.Context, *v1.DeleteGroupRequest) (*v1.DeleteGroupResponse, error)
 	// AddGroupMember adds a user to a group. Adding an existing member changes nothing. Identity
 	// admins only.
 	AddGroupMember(context.Context, *v1.AddGroupMemberRequest) (*v1.AddGroupMemberResponse, error)
-	// RemoveGroupMember removes a user from a group. Identity admins only.
+	// RemoveGroupMember removes a user from a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveGroupMember(context.Context, *v1.RemoveGroupMemberRequest) (*v1.RemoveGroupMemberResponse, error)
 	// ListGroupMembers lists a group's members ordered by username. Identity admins and auditors.
 	ListGroupMembers(context.Context, *v1.ListGroupMembersRequest) (*v1.ListGroupMembersResponse, error)
@@ -151,17 +154,20 @@ type IdentityServiceClient interface {
 	// ListRoles lists roles ordered by name. Any authenticated caller.
 	ListRoles(context.Context, *v1.ListRolesRequest) (*v1.ListRolesResponse, error)
 	// DeleteRole deletes a role, its grants and its containment links. Built-in roles cannot be
-	// deleted (FAILED_PRECONDITION). Identity admins only.
+	// deleted (FAILED_PRECONDITION, BUILT_IN_ROLE), nor a role whose holders' loss of it would leave
+	// no enabled administrator (LAST_ADMIN). Identity admins only.
 	DeleteRole(context.Context, *v1.DeleteRoleRequest) (*v1.DeleteRoleResponse, error)
 	// AddContainedRole makes a role contain another. A cycle is FAILED_PRECONDITION. Identity admins
 	// only.
 	AddContainedRole(context.Context, *v1.AddContainedRoleRequest) (*v1.AddContainedRoleResponse, error)
-	// RemoveContainedRole stops a role containing another. Identity admins only.
+	// RemoveContainedRole stops a role containing another (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveContainedRole(context.Context, *v1.RemoveContainedRoleRequest) (*v1.RemoveContainedRoleResponse, error)
 	// GrantRole grants a role to a user or a group. Granting an existing grant changes nothing.
 	// Identity admins only.
 	GrantRole(context.Context, *v1.GrantRoleRequest) (*v1.GrantRoleResponse, error)
-	// RevokeRole revokes a role from a user or a group. Identity admins only.
+	// RevokeRole revokes a role from a user or a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RevokeRole(context.Context, *v1.RevokeRoleRequest) (*v1.RevokeRoleResponse, error)
 	// GetEffectiveRoles returns every role a user holds, with why. The user themself, identity
 	// admins, auditors and introspectors.
@@ -592,10 +598,11 @@ type IdentityServiceHandler interface {
 	// ListUsers lists users ordered by username. Identity admins and auditors.
 	ListUsers(context.Context, *v1.ListUsersRequest) (*v1.ListUsersResponse, error)
 	// UpdateUser changes a user's username, email, display name or disabled flag. Disabling a user
-	// ends their sessions (TERMINATION_REASON_USER_DISABLED). Identity admins only.
+	// ends their sessions (TERMINATION_REASON_USER_DISABLED); disabling the last enabled
+	// administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	UpdateUser(context.Context, *v1.UpdateUserRequest) (*v1.UpdateUserResponse, error)
-	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Identity
-	// admins only.
+	// DeleteUser deletes a user and ends their sessions (TERMINATION_REASON_USER_DELETED). Deleting
+	// the last enabled administrator is FAILED_PRECONDITION (LAST_ADMIN). Identity admins only.
 	DeleteUser(context.Context, *v1.DeleteUserRequest) (*v1.DeleteUserResponse, error)
 	// SetPassword sets a user's password and ends the user's other sessions
 	// (TERMINATION_REASON_PASSWORD_CHANGED). The user themself (with current_password) and identity
@@ -607,12 +614,14 @@ type IdentityServiceHandler interface {
 	GetGroup(context.Context, *v1.GetGroupRequest) (*v1.GetGroupResponse, error)
 	// ListGroups lists groups ordered by name. Identity admins and auditors.
 	ListGroups(context.Context, *v1.ListGroupsRequest) (*v1.ListGroupsResponse, error)
-	// DeleteGroup deletes a group; its members lose the roles it carried. Identity admins only.
+	// DeleteGroup deletes a group; its members lose the roles it carried (LAST_ADMIN if that would
+	// leave no enabled administrator). Identity admins only.
 	DeleteGroup(context.Context, *v1.DeleteGroupRequest) (*v1.DeleteGroupResponse, error)
 	// AddGroupMember adds a user to a group. Adding an existing member changes nothing. Identity
 	// admins only.
 	AddGroupMember(context.Context, *v1.AddGroupMemberRequest) (*v1.AddGroupMemberResponse, error)
-	// RemoveGroupMember removes a user from a group. Identity admins only.
+	// RemoveGroupMember removes a user from a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveGroupMember(context.Context, *v1.RemoveGroupMemberRequest) (*v1.RemoveGroupMemberResponse, error)
 	// ListGroupMembers lists a group's members ordered by username. Identity admins and auditors.
 	ListGroupMembers(context.Context, *v1.ListGroupMembersRequest) (*v1.ListGroupMembersResponse, error)
@@ -626,17 +635,20 @@ type IdentityServiceHandler interface {
 	// ListRoles lists roles ordered by name. Any authenticated caller.
 	ListRoles(context.Context, *v1.ListRolesRequest) (*v1.ListRolesResponse, error)
 	// DeleteRole deletes a role, its grants and its containment links. Built-in roles cannot be
-	// deleted (FAILED_PRECONDITION). Identity admins only.
+	// deleted (FAILED_PRECONDITION, BUILT_IN_ROLE), nor a role whose holders' loss of it would leave
+	// no enabled administrator (LAST_ADMIN). Identity admins only.
 	DeleteRole(context.Context, *v1.DeleteRoleRequest) (*v1.DeleteRoleResponse, error)
 	// AddContainedRole makes a role contain another. A cycle is FAILED_PRECONDITION. Identity admins
 	// only.
 	AddContainedRole(context.Context, *v1.AddContainedRoleRequest) (*v1.AddContainedRoleResponse, error)
-	// RemoveContainedRole stops a role containing another. Identity admins only.
+	// RemoveContainedRole stops a role containing another (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RemoveContainedRole(context.Context, *v1.RemoveContainedRoleRequest) (*v1.RemoveContainedRoleResponse, error)
 	// GrantRole grants a role to a user or a group. Granting an existing grant changes nothing.
 	// Identity admins only.
 	GrantRole(context.Context, *v1.GrantRoleRequest) (*v1.GrantRoleResponse, error)
-	// RevokeRole revokes a role from a user or a group. Identity admins only.
+	// RevokeRole revokes a role from a user or a group (LAST_ADMIN if that would leave no enabled
+	// administrator). Identity admins only.
 	RevokeRole(context.Context, *v1.RevokeRoleRequest) (*v1.RevokeRoleResponse, error)
 	// GetEffectiveRoles returns every role a user holds, with why. The user themself, identity
 	// admins, auditors and introspectors.

@@ -73,7 +73,9 @@ type PolicyServiceClient interface {
 	// field came from. The user themself, policy admins and auditors.
 	ResolveSessionPolicy(context.Context, *v1.ResolveSessionPolicyRequest) (*v1.ResolveSessionPolicyResponse, error)
 	// Check says whether a subject holds a role or belongs to a group. By token: the token's holder;
-	// any subject: introspectors.
+	// any subject: introspectors. A role is held as Gatehouse's own authorisation holds it: granted
+	// directly, through a group, or contained in a held role; and a subject holding gatehouse.admin
+	// holds every role, built-in (gatehouse.*) or not.
 	Check(context.Context, *v1.CheckRequest) (*v1.CheckResponse, error)
 }
 
@@ -229,7 +231,9 @@ type PolicyServiceHandler interface {
 	// field came from. The user themself, policy admins and auditors.
 	ResolveSessionPolicy(context.Context, *v1.ResolveSessionPolicyRequest) (*v1.ResolveSessionPolicyResponse, error)
 	// Check says whether a subject holds a role or belongs to a group. By token: the token's holder;
-	// any subject: introspectors.
+	// any subject: introspectors. A role is held as Gatehouse's own authorisation holds it: granted
+	// directly, through a group, or contained in a held role; and a subject holding gatehouse.admin
+	// holds every role, built-in (gatehouse.*) or not.
 	Check(context.Context, *v1.CheckRequest) (*v1.CheckResponse, error)
 }
 

@@ -1,0 +1,248 @@
+package transport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// DefaultMaxRequestBytes bounds one request message when Options.MaxRequestBytes is zero: 1 MiB.
+const DefaultMaxRequestBytes = 1 << 20
+
+// RequestTooLargeReason is the ErrorInfo reason of a request refused for its size, with code
+// RESOURCE_EXHAUSTED (HTTP 413 over REST) and the limit in the metadata entry limit_bytes.
+const RequestTooLargeReason = "REQUEST_TOO_LARGE"
+
+// maxRequestBytes is o.MaxRequestBytes with its default filled in.
+func (o Options) maxRequestBytes() int {
+	if o.MaxRequestBytes > 0 {
+		return o.MaxRequestBytes
+	}
+	return DefaultMaxRequestBytes
+}
+
+// tooLargeMessage is what a caller learns of a request refused for its size. It never repeats the
+// request.
+func tooLargeMessage(limit int64) string {
+	return fmt.Sprintf("the request is too large: the limit is %d bytes", limit)
+}
+
+func tooLargeInfo(limit int64) *errdetails.ErrorInfo {
+	return &errdetails.ErrorInfo{
+		Reason:   RequestTooLargeReason,
+		Domain:   ErrorDomain,
+		Metadata: map[string]string{"limit_bytes": strconv.FormatInt(limit, 10)},
+	}
+}
+
+// tooLargeStatus is the gRPC status of a request refused for its size.
+func tooLargeStatus(limit int64) *status.Status {
+	st := status.New(codes.ResourceExhausted, tooLargeMessage(limit))
+	if withDetails, err := st.WithDetails(tooLargeInfo(limit)); err == nil {
+		st = withDetails
+	}
+	return st
+}
+
+// tooLargeConnectError is the connect form of tooLargeStatus.
+func tooLargeConnectError(limit int64) *connect.Error {
+	ce := connect.NewError(connect.CodeResourceExhausted, errors.New(tooLargeMessage(limit)))
+	if d, err := connect.NewErrorDetail(tooLargeInfo(limit)); err == nil {
+		ce.AddDetail(d)
+	}
+	return ce
+}
+
+// isTooLarge reports whether st is a refusal for size (RequestTooLargeReason).
+func isTooLarge(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == RequestTooLargeReason && info.GetDomain() == ErrorDomain {
+			return true
+		}
+	}
+	return false
+}
+
+// LimitRequestBodies bounds the request bodies of the HTTP port before anything reads them, so that
+// an oversized request costs the node at most o.MaxRequestBytes of reading and memory whoever
+// sends it:
+//
+//   - A body that is not enveloped (REST JSON, Connect unary) may be at most o.MaxRequestBytes
+//     long. One whose Content-Length says more is refused on the first read, without reading any
+//     of it; one without a Content-Length is cut off by an http.MaxBytesReader.
+//   - An enveloped body (gRPC, gRPC-Web, Connect streaming: application/grpc*, application/connect+*)
+//     carries length-prefixed messages; each may be at most o.MaxRequestBytes long, and a prefix
+//     announcing more is refused before the message is read.
+//
+// The refusal is an error from the body's Read: a *connect.Error (RESOURCE_EXHAUSTED with an
+// ErrorInfo RequestTooLargeReason), which connect handlers send as it is in the caller's protocol,
+// and which the REST gateway's error handler (NewGatewayMux) turns into HTTP 413 with the same
+// status. Handlers that do not read their bodies are unaffected.
+//
+// NOTE: enveloped bodies are bounded per message, not in total, so that a long-lived stream (gRPC
+// reflection over the HTTP port is bidirectional) is not cut off after a number of small messages;
+// connect's own limit (connect.WithReadMaxBytes, set by ConnectHandlerOptions) bounds each message
+// again after decompression.
+func LimitRequestBodies(o Options, next http.Handler) http.Handler {
+	limit := int64(o.maxRequestBytes())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, withLimitedBody(w, r, limit))
+	})
+}
+
+// withLimitedBody returns r with its body in a limitedBody, unless it is one already or there is
+// no body.
+//
+// NOTE: the body is replaced in a shallow copy of r, not in r: net/http decides whether to reuse
+// the connection by looking at the body of the request it made, and one left mostly unread must
+// close the connection rather than have its remaining bytes parsed as the next request.
+func withLimitedBody(w http.ResponseWriter, r *http.Request, limit int64) *http.Request {
+	if r.Body == nil || r.Body == http.NoBody {
+		return r
+	}
+	if _, ok := r.Body.(*limitedBody); ok {
+		return r
+	}
+	b := &limitedBody{limit: limit}
+	if enveloped(r.Header.Get("Content-Type")) {
+		b.body, b.enveloped = r.Body, true
+	} else {
+		b.body, b.declared = http.MaxBytesReader(w, r.Body, limit), r.ContentLength
+	}
+	r = r.WithContext(r.Context())
+	r.Body = b
+	return r
+}
+
+// enveloped reports whether a content type carries length-prefixed messages.
+func enveloped(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/grpc" || strings.HasPrefix(mt, "application/grpc+") ||
+		strings.HasPrefix(mt, "application/grpc-web") || strings.HasPrefix(mt, "application/connect+")
+}
+
+// envelopePrefix is the length of the flags byte and the big-endian uint32 size in front of each
+// message of an enveloped body.
+const envelopePrefix = 5
+
+// limitedBody is a request body that refuses to yield more than its limit (see
+// LimitRequestBodies).
+type limitedBody struct {
+	body      io.ReadCloser
+	limit     int64
+	declared  int64 // Content-Length, -1 when unknown; not enveloped only
+	enveloped bool
+
+	// The envelope being read: its prefix so far, and the bytes of its message still to come.
+	prefix    [envelopePrefix]byte
+	prefixLen int
+	left      int64
+
+	err     error
+	refused atomic.Bool
+}
+
+// Read implements io.Reader.
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.enveloped {
+		return b.readEnveloped(p)
+	}
+	if b.declared > b.limit {
+		return 0, b.refuse()
+	}
+	n, err := b.body.Read(p)
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return n, b.refuse()
+	}
+	return n, err
+}
+
+// readEnveloped reads, checking each envelope prefix as it goes by.
+func (b *limitedBody) readEnveloped(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	for i := 0; i < n; {
+		if b.left > 0 {
+			step := int(min(int64(n-i), b.left))
+			b.left -= int64(step)
+			i += step
+			continue
+		}
+		b.prefix[b.prefixLen] = p[i]
+		b.prefixLen++
+		i++
+		if b.prefixLen < envelopePrefix {
+			continue
+		}
+		b.prefixLen = 0
+		size := int64(binary.BigEndian.Uint32(b.prefix[1:]))
+		if size > b.limit {
+			// NOTE: the prefix is withheld, so that the reader fails on reading it rather than
+			// after trusting it: connect then reports this error, with its ErrorInfo, instead of
+			// its own about the announced size.
+			err := b.refuse()
+			if start := i - envelopePrefix; start > 0 {
+				return start, nil
+			}
+			return 0, err
+		}
+		b.left = size
+	}
+	return n, err
+}
+
+// refuse marks the body refused and returns the error every later read returns too.
+func (b *limitedBody) refuse() error {
+	b.refused.Store(true)
+	b.err = tooLargeConnectError(b.limit)
+	return b.err
+}
+
+// Close implements io.Closer.
+func (b *limitedBody) Close() error { return b.body.Close() }
+
+// refusedLimit returns the limit of r's body if a read of it was refused for its size.
+func refusedLimit(r *http.Request) (int64, bool) {
+	if r == nil {
+		return 0, false
+	}
+	if b, ok := r.Body.(*limitedBody); ok && b.refused.Load() {
+		return b.limit, true
+	}
+	return 0, false
+}
+
+// LimitSentMessages returns the dial option that makes a client connection refuse, before sending
+// it, a request message larger than o.MaxRequestBytes, with the same RESOURCE_EXHAUSTED status and
+// ErrorInfo as LimitRequestBodies. Give it to the REST gateway's connection (DialSelf): a JSON
+// body under the limit can encode to a larger protobuf message (a list of negative enum numbers
+// takes three bytes of JSON and ten of protobuf each), which the gRPC port, bounded by the same
+// limit (GRPCServerOptions), would otherwise refuse with grpc's own text and no ErrorInfo.
+func LimitSentMessages(o Options) grpc.DialOption {
+	limit := o.maxRequestBytes()
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if m, ok := req.(proto.Message); ok && proto.Size(m) > limit {
+			return tooLargeStatus(int64(limit)).Err()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+}
