@@ -175,3 +175,30 @@ func TestAdminGrantBesideRunningNodes(t *testing.T) {
 		t.Errorf("grant-admin again: exit %d:\n%s", code, out)
 	}
 }
+
+// TestCLIHelpAndVersion: the help lists every command, `help` is not an error, and the version
+// names the build.
+func TestCLIHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	bin := gatehouseBinary(t)
+	for _, args := range [][]string{{"help"}, {"--help"}, {"serve", "--help"}} {
+		code, out := runWithStdin(t, bin, cliEnv(), "", args...)
+		if code != 0 {
+			t.Errorf("gatehouse %v: exit %d", args, code)
+		}
+		for _, want := range []string{"migrate", "admin reset-password", "admin grant-admin", "version"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("gatehouse %v does not mention %q:\n%s", args, want, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out := runWithStdin(t, bin, cliEnv(), "", args...)
+		if code != 0 || !strings.HasPrefix(out, "gatehouse ") || !strings.Contains(out, "go1.") {
+			t.Errorf("gatehouse %v: exit %d, %q", args, code, out)
+		}
+	}
+	if code, out := runWithStdin(t, bin, cliEnv(), "", "frobnicate"); code == 0 || !strings.Contains(out, "Commands:") {
+		t.Errorf("an unknown command: exit %d:\n%s", code, out)
+	}
+}

@@ -173,3 +173,83 @@ func TestREADMESessions(t *testing.T) {
 		matchLines(t, "the sessions section across two nodes", out, readmeSessionsWant)
 	})
 }
+
+// TestREADMEFirstRun follows a newcomer in one fresh directory: the README's first command (a node
+// on ./gatehouse.db with a generated password), stopped, then the walkthrough's own start command
+// and the walkthrough, which must log in with the password it names. A node started on the first
+// database with that password warns that it is not used.
+func TestREADMEFirstRun(t *testing.T) {
+	t.Parallel()
+	bin := gatehouseBinary(t)
+	dir := t.TempDir()
+	first := readmeBlock(t, "go run ./cmd/gatehouse\n")
+	if strings.TrimSpace(first) != "go run ./cmd/gatehouse" {
+		t.Fatalf("the README's first command is %q; update this test", first)
+	}
+	start := strings.TrimSpace(readmeBlock(t, "GATEHOUSE_ADMIN_PASSWORD='change-me-now' go run ./cmd/gatehouse --database sqlite://"))
+	env, args, ok := parseStart(start)
+	if !ok {
+		t.Fatalf("the walkthrough's start command %q is not `GATEHOUSE_ADMIN_PASSWORD=... go run ./cmd/gatehouse [flags]`", start)
+	}
+
+	// launch starts the binary in dir (the newcomer's clone) and waits until it is healthy.
+	launch := func(env []string, args ...string) (*proc, string) {
+		t.Helper()
+		grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+		p := &proc{cmd: exec.Command(bin, append(args, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)...), out: &lockedBuffer{}, exited: make(chan struct{})}
+		p.cmd.Dir, p.cmd.Env = dir, env
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = p.cmd.Wait(); close(p.exited) }()
+		t.Cleanup(func() {
+			select {
+			case <-p.exited:
+			default:
+				_ = p.cmd.Process.Kill()
+				<-p.exited
+			}
+		})
+		waitHealthy(t, p, httpAddr)
+		return p, httpAddr
+	}
+
+	p, _ := launch(cliEnv())
+	p.stop(t)
+	if out := p.out.String(); !strings.Contains(out, "generated password") {
+		t.Fatalf("the first command printed no generated password:\n%s", out)
+	}
+
+	// The README's password on the first command's database is not used, and the node says so.
+	p, _ = launch(cliEnv(env...))
+	p.stop(t)
+	if out := p.out.String(); !strings.Contains(out, "GATEHOUSE_ADMIN_PASSWORD is set but not used") {
+		t.Errorf("no warning for an unused GATEHOUSE_ADMIN_PASSWORD:\n%s", out)
+	}
+
+	p, httpAddr := launch(cliEnv(env...), args...)
+	defer p.stop(t)
+	script := readmeBlock(t, "# Log in as admin")
+	out := runShell(t, onNode(script, httpAddr))
+	if !strings.Contains(out, `"role": "ops_lead"`) {
+		t.Errorf("the walkthrough after the first command printed:\n%s", out)
+	}
+}
+
+// parseStart splits `VAR=value ... go run ./cmd/gatehouse FLAGS` into the environment and the
+// flags (single quotes around values removed).
+func parseStart(cmd string) (env, args []string, ok bool) {
+	fields := strings.Fields(cmd)
+	i := 0
+	for ; i < len(fields) && strings.Contains(fields[i], "=") && !strings.HasPrefix(fields[i], "-"); i++ {
+		env = append(env, strings.ReplaceAll(fields[i], "'", ""))
+	}
+	if i+3 > len(fields) || fields[i] != "go" || fields[i+1] != "run" || fields[i+2] != "./cmd/gatehouse" {
+		return nil, nil, false
+	}
+	for _, f := range fields[i+3:] {
+		args = append(args, strings.ReplaceAll(f, "'", ""))
+	}
+	return env, args, len(env) > 0
+}

@@ -69,11 +69,37 @@ func Migrate(ctx context.Context, cfg Config) error {
 	return st.Migrate(ctx)
 }
 
-// Start opens and migrates the database, bootstraps the administrator on an empty database, binds
-// both listeners and starts serving. It returns once the node accepts connections.
+// Start binds both listeners, opens and migrates the database, bootstraps the administrator on an
+// empty database and starts serving. It returns once the node accepts connections.
+//
+// NOTE: the listeners come first, so that a start that cannot bind its ports (another node on
+// them) fails before it has written anything: it must not bootstrap an administrator whose
+// generated password nobody sees.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cfg = cfg.Defaults()
 	log := cfg.Logger
+	tlsConf, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = grpcLis.Close()
+		}
+	}()
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listening for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = httpLis.Close()
+		}
+	}()
 	st, err := store.OpenWith(ctx, cfg.Database, cfg.storeOptions())
 	if err != nil {
 		return nil, err
@@ -104,12 +130,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			"username", identity.BootstrapUsername, "password", generated)
 	case created:
 		log.Info("created the bootstrap administrator", "username", identity.BootstrapUsername)
+	case cfg.AdminPassword != "":
+		log.Warn("GATEHOUSE_ADMIN_PASSWORD is set but not used: it only sets the bootstrap administrator's password "+
+			"on a database without users, and this one has users; to change a password use SetPassword, "+
+			"or `gatehouse admin reset-password USERNAME` with the node stopped", "database", store.Redact(cfg.Database))
 	}
 
-	tlsConf, err := loadTLS(cfg)
-	if err != nil {
-		return nil, err
-	}
 	// NOTE: a registry of the node's own, not the global one, so that several nodes in one
 	// process (the tests) do not collide.
 	registry := prometheus.NewRegistry()
@@ -138,14 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy(policies, sessions)}
 
-	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher}
-	if n.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("listening for gRPC on %s: %w", cfg.GRPCAddr, err)
-	}
-	if n.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		_ = n.grpcLis.Close()
-		return nil, fmt.Errorf("listening for HTTP on %s: %w", cfg.HTTPAddr, err)
-	}
+	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher, grpcLis: grpcLis, httpLis: httpLis}
 
 	grpcOpts := transport.GRPCServerOptions(opts)
 	if tlsConf != nil {

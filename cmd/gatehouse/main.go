@@ -1,7 +1,10 @@
 // Command gatehouse runs a Gatehouse node (identity, session and policy service).
 //
-//	gatehouse [serve] [flags]   run a node (the default)
-//	gatehouse migrate [flags]   bring the database schema up to date and exit
+//	gatehouse [serve] [flags]                  run a node (the default)
+//	gatehouse migrate [flags]                  bring the database schema up to date and exit
+//	gatehouse admin reset-password|grant-admin recover administrator access on the database
+//	gatehouse version                          print the version and build information
+//	gatehouse help                             list the commands
 //
 // Every flag can also be set with an environment variable: --grpc-addr is GATEHOUSE_GRPC_ADDR, and
 // so on. Flags win over the environment.
@@ -43,11 +46,18 @@ func run(args []string, stderr io.Writer) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
-	if cmd == "admin" {
+	switch {
+	case cmd == "admin":
 		return runAdmin(args, os.Stdin, stderr)
-	}
-	if cmd != "serve" && cmd != "migrate" {
-		return fmt.Errorf("unknown command %q: use serve (the default), migrate or admin", cmd)
+	case cmd == "version" || (cmd == "serve" && len(args) > 0 && (args[0] == "--version" || args[0] == "-version")):
+		fmt.Fprintln(os.Stdout, versionLine())
+		return nil
+	case cmd == "help":
+		fmt.Fprint(stderr, commandsUsage)
+		return nil
+	case cmd != "serve" && cmd != "migrate":
+		fmt.Fprint(stderr, commandsUsage)
+		return fmt.Errorf("unknown command %q", cmd)
 	}
 
 	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
@@ -80,6 +90,9 @@ func run(args []string, stderr io.Writer) error {
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.Usage = func() {
+		if cmd == "serve" {
+			fmt.Fprint(stderr, commandsUsage+"\n")
+		}
 		fmt.Fprintf(stderr, "Usage: gatehouse %s [flags]\n\n", cmd)
 		if cmd == "serve" {
 			fmt.Fprintf(stderr, "Runs a Gatehouse node. On first start with an empty database it creates the user admin\n"+
