@@ -85,6 +85,13 @@ func TestHTTPEndpoints(t *testing.T) {
 	var doc struct {
 		Swagger string                     `json:"swagger"`
 		Paths   map[string]json.RawMessage `json:"paths"`
+		Info    struct {
+			Title, Version string
+		} `json:"info"`
+		SecurityDefinitions map[string]struct {
+			Type, In, Name string
+		} `json:"securityDefinitions"`
+		Security []map[string][]string `json:"security"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
 		t.Fatal(err)
@@ -96,6 +103,12 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	if doc.Swagger != "2.0" {
 		t.Errorf("swagger = %q", doc.Swagger)
+	}
+	if doc.Info.Title != "Gatehouse API" || doc.Info.Version != "v1" {
+		t.Errorf("openapi.json info = %+v, want the Gatehouse API, version v1", doc.Info)
+	}
+	if b := doc.SecurityDefinitions["bearer"]; b.Type != "apiKey" || b.In != "header" || b.Name != "Authorization" || len(doc.Security) != 1 {
+		t.Errorf("openapi.json declares security %+v / %v, want the bearer token in the Authorization header", doc.SecurityDefinitions, doc.Security)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -44,10 +45,12 @@ type service interface {
 
 // Node is a running Gatehouse node.
 type Node struct {
-	cfg        Config
-	log        *slog.Logger
-	store      *store.Store
-	hasher     *auth.Hasher
+	cfg    Config
+	log    *slog.Logger
+	store  *store.Store
+	hasher *auth.Hasher
+	// dbDown is whether the last readiness check found the database unreachable.
+	dbDown     atomic.Bool
 	grpcLis    net.Listener
 	httpLis    net.Listener
 	grpcServer *grpc.Server
@@ -268,16 +271,24 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
-// ready answers /readyz: 200 when the database answers.
+// ready answers /readyz: 200 when the database answers, 503 otherwise.
+//
+// NOTE: a load balancer probes every second or so: the node logs one line when the database stops
+// answering and one when it answers again, not one per probe.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := n.store.Ping(ctx); err != nil {
-		n.log.Warn("readiness check failed", "err", err)
+		if !n.dbDown.Swap(true) {
+			n.log.Warn("readiness: the database does not answer; /readyz says 503 until it does", "err", err)
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("database unavailable\n"))
 		return
+	}
+	if n.dbDown.Swap(false) {
+		n.log.Info("readiness: the database answers again")
 	}
 	_, _ = w.Write([]byte("ok\n"))
 }

@@ -8,6 +8,7 @@ package gatehousev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1265,7 +1266,7 @@ var File_gatehouse_v1_common_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x19gatehouse/v1/common.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x01\n" +
+	"\x19gatehouse/v1/common.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xaf\x01\n" +
 	"\vConsistency\x12+\n" +
 	"\x10minimize_latency\x18\x01 \x01(\bH\x00R\x0fminimizeLatency\x127\n" +
 	"\x11at_least_as_fresh\x18\x02 \x01(\tB\n" +
@@ -1376,7 +1377,15 @@ const file_gatehouse_v1_common_proto_rawDesc = "" +
 	"\x10RoleChangeAction\x12\"\n" +
 	"\x1eROLE_CHANGE_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aROLE_CHANGE_ACTION_REFRESH\x10\x01\x12%\n" +
-	"!ROLE_CHANGE_ACTION_REAUTHENTICATE\x10\x02B@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3"
+	"!ROLE_CHANGE_ACTION_REAUTHENTICATE\x10\x02B\xff\x03\x92A\xbb\x03\x12\xf8\x01\n" +
+	"\rGatehouse API\x12\xa7\x01Identity, session and policy service: users, groups, roles and their effective roles; sessions with concurrent limits and timeouts; session policies and access checks.*9\n" +
+	"\n" +
+	"Apache-2.0\x12+https://www.apache.org/licenses/LICENSE-2.02\x02v12\x10application/json:\x10application/jsonZ\x8b\x01\n" +
+	"\x88\x01\n" +
+	"\x06bearer\x12~\b\x02\x12iA session token: \"Bearer ghs_...\" (from POST /v1/sessions). Login, validation and token checks need none.\x1a\rAuthorization \x02b\f\n" +
+	"\n" +
+	"\n" +
+	"\x06bearer\x12\x00Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3"
 
 var (
 	file_gatehouse_v1_common_proto_rawDescOnce sync.Once
