@@ -32,6 +32,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/api"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/identity"
+	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
 	"github.com/gatehouse/gatehouse/server/transport"
 )
@@ -49,6 +50,8 @@ type Node struct {
 	log    *slog.Logger
 	store  *store.Store
 	hasher *auth.Hasher
+	// sessions is the session domain (its sweeper's round count is exposed to tests).
+	sessions *session.Service
 	// dbDown is whether the last readiness check found the database unreachable.
 	dbDown     atomic.Bool
 	grpcLis    net.Listener
@@ -167,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy(policies, sessions)}
 
-	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher, grpcLis: grpcLis, httpLis: httpLis}
+	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher, sessions: sessions, grpcLis: grpcLis, httpLis: httpLis}
 
 	grpcOpts := transport.GRPCServerOptions(opts)
 	if tlsConf != nil {
@@ -301,6 +304,9 @@ func (n *Node) HTTPAddr() string { return n.httpLis.Addr().String() }
 
 // Store returns the node's store (for tests and admin tooling).
 func (n *Node) Store() *store.Store { return n.store }
+
+// SweepRounds returns how many rounds the node's sweeper has run, failed ones included.
+func (n *Node) SweepRounds() uint64 { return n.sessions.SweepRounds() }
 
 // PasswordHashes returns how many argon2id derivations the node has run (also exported as
 // gatehouse_password_hashes_total), so that tests can check what a request cost.

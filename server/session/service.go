@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
@@ -47,6 +48,8 @@ type Service struct {
 	addrs  *limiter
 	// queueTimeout is Options.QueueTimeout.
 	queueTimeout time.Duration
+	// sweepRounds counts the sweeper's rounds, failed ones included.
+	sweepRounds atomic.Uint64
 }
 
 // New returns the session domain over st.

@@ -89,14 +89,28 @@ func (s *Service) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 	t := time.NewTicker(opts.Interval)
 	defer t.Stop()
 	var nextPrune time.Time
+	// NOTE: failing is whether the last sweep failed: during a database outage the sweeper retries
+	// every interval but logs one line when it starts failing and one when it works again, not an
+	// error every interval.
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("sweeping expired sessions", "err", err)
-			} else if n > 0 {
+			n, err := s.Sweep(ctx)
+			s.sweepRounds.Add(1)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if !failing {
+					s.log.Error("sweeping expired sessions failed; retrying every interval, and saying so when it works again", "err", err)
+				}
+				failing = true
+			case err == nil && failing:
+				failing = false
+				s.log.Info("sweeping expired sessions works again")
+			}
+			if n > 0 {
 				s.log.Debug("ended expired sessions", "count", n)
 			}
 			if now.Before(nextPrune) {
@@ -111,3 +125,7 @@ func (s *Service) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 		}
 	}
 }
+
+// SweepRounds returns how many rounds the sweeper has run, failed ones included (for tests and
+// metrics).
+func (s *Service) SweepRounds() uint64 { return s.sweepRounds.Load() }
