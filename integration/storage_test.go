@@ -207,7 +207,10 @@ func TestRetryableErrorsReachTheCaller(t *testing.T) {
 	if _, err := tx.Exec("SELECT * FROM users WHERE id = $1 FOR UPDATE", u.Id); err != nil {
 		t.Fatal(err)
 	}
-	_, err = testnode.Call[gatehousev1.UpdateUserResponse](context.Background(), c, gatehousev1.IdentityService_UpdateUser_FullMethodName, a.tok,
+	// NOTE: the deadline only keeps a lock timeout that is not in effect from hanging the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = testnode.Call[gatehousev1.UpdateUserResponse](ctx, c, gatehousev1.IdentityService_UpdateUser_FullMethodName, a.tok,
 		&gatehousev1.UpdateUserRequest{User: &gatehousev1.User{Id: u.Id, DisplayName: "Locked"}})
 	if status.Code(err) != codes.Aborted || testnode.Reason(err) != "CONCURRENT_CONFLICT" {
 		t.Fatalf("UpdateUser on a locked row = %v (reason %q), want ABORTED CONCURRENT_CONFLICT", err, testnode.Reason(err))

@@ -127,7 +127,10 @@ func TestClassifyPostgresErrors(t *testing.T) {
 		if _, err := holder.Exec("SELECT * FROM t WHERE id = 1 FOR UPDATE"); err != nil {
 			t.Fatal(err)
 		}
-		_, err = st.DB.Exec("UPDATE t SET v = 1 WHERE id = 1")
+		// NOTE: the deadline only keeps a lock_timeout that is not in effect from hanging the test.
+		waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err = st.DB.ExecContext(waitCtx, "UPDATE t SET v = 1 WHERE id = 1")
 		if pe, ok := errors.AsType[*pq.Error](err); !ok || pe.Code != "55P03" {
 			t.Fatalf("error = %v, want 55P03 lock_not_available (Options.LockTimeout in effect)", err)
 		}
@@ -137,7 +140,9 @@ func TestClassifyPostgresErrors(t *testing.T) {
 	t.Run("statement timeout", func(t *testing.T) {
 		t.Parallel()
 		st, _ := openPostgres(t, store.Options{StatementTimeout: 20 * time.Millisecond})
-		_, err := st.DB.Exec("SELECT pg_sleep(30)")
+		waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := st.DB.ExecContext(waitCtx, "SELECT pg_sleep(30)")
 		if pe, ok := errors.AsType[*pq.Error](err); !ok || pe.Code != "57014" {
 			t.Fatalf("error = %v, want 57014 query_canceled (Options.StatementTimeout in effect)", err)
 		}
