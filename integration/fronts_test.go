@@ -83,9 +83,11 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	var doc struct {
-		Swagger string                     `json:"swagger"`
-		Paths   map[string]json.RawMessage `json:"paths"`
-		Info    struct {
+		Swagger string `json:"swagger"`
+		Paths   map[string]map[string]struct {
+			Security *[]map[string][]string `json:"security"`
+		} `json:"paths"`
+		Info struct {
 			Title, Version string
 		} `json:"info"`
 		SecurityDefinitions map[string]struct {
@@ -103,6 +105,14 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	if doc.Swagger != "2.0" {
 		t.Errorf("swagger = %q", doc.Swagger)
+	}
+	for _, p := range []string{"/v1/sessions", "/v1/sessions:validate"} {
+		if sec := doc.Paths[p]["post"].Security; sec == nil || len(*sec) != 0 {
+			t.Errorf("openapi.json: POST %s needs no token, but its security is %v", p, sec)
+		}
+	}
+	if sec := doc.Paths["/v1/users"]["post"].Security; sec != nil {
+		t.Errorf("openapi.json: POST /v1/users overrides the bearer requirement with %v", *sec)
 	}
 	if doc.Info.Title != "Gatehouse API" || doc.Info.Version != "v1" {
 		t.Errorf("openapi.json info = %+v, want the Gatehouse API, version v1", doc.Info)

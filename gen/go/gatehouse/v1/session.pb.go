@@ -8,6 +8,7 @@ package gatehousev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -1591,7 +1592,7 @@ var File_gatehouse_v1_session_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1agatehouse/v1/session.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x18gatehouse/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\"c\n" +
+	"\x1agatehouse/v1/session.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x18gatehouse/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"c\n" +
 	"\x12PasswordCredential\x12%\n" +
 	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12&\n" +
 	"\bpassword\x18\x02 \x01(\tB\n" +
@@ -1689,10 +1690,10 @@ const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"\tpage_size\x18\x04 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\"A\n" +
 	"\x12ListEventsResponse\x12+\n" +
-	"\x06events\x18\x01 \x03(\v2\x13.gatehouse.v1.EventR\x06events2\xd2\t\n" +
-	"\x0eSessionService\x12q\n" +
-	"\rCreateSession\x12\".gatehouse.v1.CreateSessionRequest\x1a#.gatehouse.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/sessions\x12\x80\x01\n" +
-	"\x0fValidateSession\x12$.gatehouse.v1.ValidateSessionRequest\x1a%.gatehouse.v1.ValidateSessionResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/sessions:validate\x12u\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.gatehouse.v1.EventR\x06events2\xdc\t\n" +
+	"\x0eSessionService\x12v\n" +
+	"\rCreateSession\x12\".gatehouse.v1.CreateSessionRequest\x1a#.gatehouse.v1.CreateSessionResponse\"\x1c\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/sessions\x12\x85\x01\n" +
+	"\x0fValidateSession\x12$.gatehouse.v1.ValidateSessionRequest\x1a%.gatehouse.v1.ValidateSessionResponse\"%\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/sessions:validate\x12u\n" +
 	"\n" +
 	"GetSession\x12\x1f.gatehouse.v1.GetSessionRequest\x1a .gatehouse.v1.GetSessionResponse\"$\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x90\x02\x01\x12n\n" +
 	"\fListSessions\x12!.gatehouse.v1.ListSessionsRequest\x1a\".gatehouse.v1.ListSessionsResponse\"\x17\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x90\x02\x01\x12\x84\x01\n" +
