@@ -69,14 +69,18 @@ func (s *Service) CreateRole(ctx context.Context, name, description string, cont
 
 // contained returns the roles each of names directly contains.
 func contained(ctx context.Context, c *ent.RoleContainmentClient, names ...string) (map[string][]string, error) {
-	links, err := c.Query().Where(rolecontainment.RoleIn(names...)).
-		Order(ent.Asc(rolecontainment.FieldContainedRole)).All(ctx)
+	links, err := c.Query().Where(rolecontainment.RoleIn(names...)).All(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
 	for _, l := range links {
 		out[l.Role] = append(out[l.Role], l.ContainedRole)
+	}
+	// NOTE: sorted in Go, in byte order, so that SQLite and PostgreSQL (whatever its collation)
+	// list them alike.
+	for _, c := range out {
+		slices.Sort(c)
 	}
 	return out, nil
 }

@@ -77,7 +77,10 @@ type SessionServiceClient interface {
 	// checks wait for one of a bounded number of hashing slots: when the queue of waiting checks is
 	// full the call fails at once with RESOURCE_EXHAUSTED (PASSWORD_QUEUE_FULL), and a check that
 	// waits too long fails with UNAVAILABLE (PASSWORD_QUEUE_TIMEOUT); both may be retried later and
-	// neither counts as a failed login.
+	// neither counts as a failed login. Whatever the policies say, a user has at most
+	// --max-sessions-per-user active sessions (default 1000) across all types, non-interactive ones
+	// included: a login past that ends the user's oldest active session with CONCURRENT_LIMIT, and
+	// its id appears in evicted_session_ids.
 	CreateSession(context.Context, *v1.CreateSessionRequest) (*v1.CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
@@ -298,7 +301,10 @@ type SessionServiceHandler interface {
 	// checks wait for one of a bounded number of hashing slots: when the queue of waiting checks is
 	// full the call fails at once with RESOURCE_EXHAUSTED (PASSWORD_QUEUE_FULL), and a check that
 	// waits too long fails with UNAVAILABLE (PASSWORD_QUEUE_TIMEOUT); both may be retried later and
-	// neither counts as a failed login.
+	// neither counts as a failed login. Whatever the policies say, a user has at most
+	// --max-sessions-per-user active sessions (default 1000) across all types, non-interactive ones
+	// included: a login past that ends the user's oldest active session with CONCURRENT_LIMIT, and
+	// its id appears in evicted_session_ids.
 	CreateSession(context.Context, *v1.CreateSessionRequest) (*v1.CreateSessionResponse, error)
 	// ValidateSession checks a session token and returns its session, user and current effective
 	// roles. Needs no authorization header. An unknown, ended or expired token is UNAUTHENTICATED with
