@@ -290,6 +290,11 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{SessionsColumns[12], SessionsColumns[11]},
 			},
+			{
+				Name:    "session_active_terminate_time",
+				Unique:  false,
+				Columns: []*schema.Column{SessionsColumns[12], SessionsColumns[14]},
+			},
 		},
 	}
 	// SessionPoliciesColumns holds the columns for the "session_policies" table.

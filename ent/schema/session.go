@@ -49,5 +49,7 @@ func (Session) Indexes() []ent.Index {
 		index.Fields("user_id", "active", "create_time"),
 		index.Fields("active", "idle_expire_time"),
 		index.Fields("active", "absolute_expire_time"),
+		// The retention prune: ended sessions by when they ended.
+		index.Fields("active", "terminate_time"),
 	}
 }
