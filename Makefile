@@ -38,6 +38,8 @@ lint: protodeps ## buf lint, gofmt and go vet.
 .PHONY: test
 test: lint checkgenerate ## The whole suite: lint, generation check, and every test with -race.
 	go test -race -count=1 -timeout 30m ./...
+	@# The tests that skip themselves under -race (SQLite runs some twentyfold slower there).
+	go test -count=1 -run 'TestEndingManySessions' ./server/session/
 
 .PHONY: bench
 bench: ## Run the Go benchmarks.

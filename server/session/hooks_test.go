@@ -54,7 +54,7 @@ func TestEndingManySessions(t *testing.T) {
 	if raceEnabled {
 		// NOTE: SQLite is C transpiled to Go, which the race detector slows some twentyfold: ending
 		// 33,000 sessions would take minutes. The test checks statement sizes, not concurrency.
-		t.Skip("slow under the race detector; run without -race")
+		t.Skip("slow under the race detector; make test runs it again without -race")
 	}
 	const sessions = 32766 + 500
 	ctx := context.Background()
