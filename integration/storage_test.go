@@ -14,6 +14,7 @@ import (
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testnode"
 	"github.com/gatehouse/gatehouse/internal/testpg"
+	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server"
 )
 
@@ -38,25 +39,12 @@ func stActive(t *testing.T, n *testnode.Node, userID string) int {
 	return count
 }
 
-// stAddSessions stores n active non-interactive sessions of a user straight into the database, as
-// a database from before the cap on sessions per user may hold them, in one statement.
+// stAddSessions stores count active non-interactive sessions of a user straight into the database,
+// as a database from before the cap on sessions per user may hold them.
 func stAddSessions(t *testing.T, n *testnode.Node, userID string, count int) {
 	t.Helper()
-	st := n.Store()
-	now := time.Now().UTC()
-	query := `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-		INSERT INTO sessions (id, user_id, token_hash, type, user_agent, ip_address, device_name, trusted,
-			create_time, last_active_time, idle_expire_time, absolute_expire_time, active, termination_reason, note)
-		SELECT lower(hex(randomblob(16))), ?, randomblob(32), 'non_interactive', '', '', '', false, ?, ?, ?, ?, true, '', '' FROM n`
-	if st.IsPostgres() {
-		query = `INSERT INTO sessions (id, user_id, token_hash, type, user_agent, ip_address, device_name, trusted,
-			create_time, last_active_time, idle_expire_time, absolute_expire_time, active, termination_reason, note)
-		SELECT gen_random_uuid()::text, $2, sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'non_interactive', '', '', '', false,
-			$3, $4, $5, $6, true, '', '' FROM generate_series(1, $1)`
-	}
-	if _, err := st.DB.Exec(st.Rebind(query), count, userID, now, now, now.Add(time.Hour), now.Add(time.Hour)); err != nil {
-		t.Fatalf("storing %d sessions: %v", count, err)
-	}
+	now := time.Now()
+	teststore.AddSessions(t, n.Store(), userID, count, now, now.Add(time.Hour))
 }
 
 // TestSessionCapPerUser checks the cap on one user's active sessions: past it, each login ends the

@@ -8,6 +8,7 @@ import (
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -82,23 +83,8 @@ func TestEndingManySessions(t *testing.T) {
 	}
 }
 
-// addManySessions stores n active sessions of user, created and last active 30 days ago, in one
-// statement that binds a handful of parameters whatever n is.
+// addManySessions stores n active sessions of user, created and last active 30 days ago.
 func addManySessions(t *testing.T, st *store.Store, user string, n int) {
 	t.Helper()
-	created := time.Now().UTC().Add(-30 * day)
-	expire := time.Now().UTC().Add(day)
-	query := `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-		INSERT INTO sessions (id, user_id, token_hash, type, user_agent, ip_address, device_name, trusted,
-			create_time, last_active_time, idle_expire_time, absolute_expire_time, active, termination_reason, note)
-		SELECT lower(hex(randomblob(16))), ?, randomblob(32), 'non_interactive', '', '', '', false, ?, ?, ?, ?, true, '', '' FROM n`
-	if st.IsPostgres() {
-		query = `INSERT INTO sessions (id, user_id, token_hash, type, user_agent, ip_address, device_name, trusted,
-			create_time, last_active_time, idle_expire_time, absolute_expire_time, active, termination_reason, note)
-		SELECT gen_random_uuid()::text, $2, sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'non_interactive', '', '', '', false,
-			$3, $4, $5, $6, true, '', '' FROM generate_series(1, $1)`
-	}
-	if _, err := st.DB.Exec(st.Rebind(query), n, user, created, created, expire, expire); err != nil {
-		t.Fatalf("storing %d sessions: %v", n, err)
-	}
+	teststore.AddSessions(t, st, user, n, time.Now().Add(-30*day), time.Now().Add(day))
 }

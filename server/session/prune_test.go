@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/gatehouse/gatehouse/ent"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testpg"
+	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/session"
@@ -26,19 +26,7 @@ const day = 24 * time.Hour
 // newService opens a migrated store of backend and the session domain over it.
 func newService(t *testing.T, backend string) (*store.Store, *session.Service) {
 	t.Helper()
-	ctx := context.Background()
-	url := "sqlite://" + filepath.Join(t.TempDir(), "g.db")
-	if backend == "postgres" {
-		url = testpg.NewDatabase(t)
-	}
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.Open(t, backend)
 	return st, session.New(st, auth.NewHasher(1), slog.New(slog.NewTextHandler(io.Discard, nil)), session.Options{})
 }
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gatehouse/gatehouse/internal/testpg"
+	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -168,18 +168,7 @@ func TestRoleNamesInByteOrder(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			url := "sqlite://" + filepath.Join(t.TempDir(), "g.db")
-			if backend == "postgres" {
-				url = testpg.NewDatabase(t)
-			}
-			st, err := store.Open(ctx, url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			if err := st.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+			st := teststore.Open(t, backend)
 			roles := []string{"zeta", "gatehouse_ops", "app_admin", "gatehouse.admin", "app.viewer"}
 			want := slices.Clone(roles)
 			slices.Sort(want)
