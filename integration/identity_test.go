@@ -23,7 +23,7 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testnode"
-	"github.com/gatehouse/gatehouse/server/store"
+	"github.com/gatehouse/gatehouse/server/events"
 )
 
 // idAdmin is an administrator session on one node through one front. Its mutating calls check
@@ -34,7 +34,7 @@ type idAdmin struct {
 	c      testnode.Invoker
 	tok    string
 	userID string
-	last   store.Position
+	last   events.Position
 	lastBy string
 }
 
@@ -54,7 +54,7 @@ func (a *idAdmin) checkToken(method, tok string) {
 		a.t.Errorf("%s returned an empty consistency_token", method)
 		return
 	}
-	p, err := store.ParseCursor(tok)
+	p, err := events.ParseCursor(tok)
 	if err != nil {
 		a.t.Errorf("%s returned consistency_token %q that is not a cursor: %v", method, tok, err)
 		return

@@ -19,7 +19,7 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testnode"
-	"github.com/gatehouse/gatehouse/server/store"
+	"github.com/gatehouse/gatehouse/server/events"
 )
 
 // Policy scopes.
@@ -515,7 +515,7 @@ func TestPolicyUpdateChangingNothing(t *testing.T) {
 			if evs := eventsAfter(t, n, mark); len(evs) != 0 {
 				t.Errorf("update with %s wrote events %v", tc.what, evs)
 			}
-			if tok, err := store.ParseCursor(resp.ConsistencyToken); err != nil || tok != head {
+			if tok, err := events.ParseCursor(resp.ConsistencyToken); err != nil || tok != head {
 				t.Errorf("update with %s: consistency token %q (%+v, %v), want the log head %+v", tc.what, resp.ConsistencyToken, tok, err, head)
 			}
 		}
@@ -942,7 +942,7 @@ func TestRoleChangeRefreshesEverySession(t *testing.T) {
 }
 
 // smPositions returns the log positions of the events after id, by event id.
-func smPositions(t *testing.T, n *testnode.Node, after int64) map[int64]store.Position {
+func smPositions(t *testing.T, n *testnode.Node, after int64) map[int64]events.Position {
 	t.Helper()
 	st := n.Store()
 	q := "SELECT id, '0' FROM events WHERE id > ?"
@@ -954,14 +954,14 @@ func smPositions(t *testing.T, n *testnode.Node, after int64) map[int64]store.Po
 		t.Fatalf("reading event positions: %v", err)
 	}
 	defer rows.Close()
-	out := map[int64]store.Position{}
+	out := map[int64]events.Position{}
 	for rows.Next() {
 		var id int64
 		var xid uint64
 		if err := rows.Scan(&id, &xid); err != nil {
 			t.Fatalf("reading event positions: %v", err)
 		}
-		out[id] = store.Position{Xid: xid, ID: id}
+		out[id] = events.Position{Log: st.LogID(), Xid: xid, ID: id}
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatalf("reading event positions: %v", err)
@@ -979,7 +979,7 @@ func wantEndedInChange(t *testing.T, n *testnode.Node, c testnode.Invoker, what 
 	for _, s := range ended {
 		wantEnded(t, c, what, s.Token, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE)
 	}
-	tok, err := store.ParseCursor(consistencyToken)
+	tok, err := events.ParseCursor(consistencyToken)
 	if err != nil || tok.IsZero() {
 		t.Fatalf("%s: consistency token %q: %v", what, consistencyToken, err)
 	}
@@ -997,7 +997,7 @@ func wantEndedInChange(t *testing.T, n *testnode.Node, c testnode.Invoker, what 
 		t.Fatalf("%s: %d %s events, want 1", what, len(changes), changeType)
 	}
 	change := pos[changes[0].ID]
-	var last store.Position
+	var last events.Position
 	for _, e := range evs {
 		p := pos[e.ID]
 		if last.Less(p) {

@@ -54,6 +54,17 @@ type Config struct {
 	LoginFailureWindow      time.Duration
 	// SweepInterval is how often expired sessions are ended. Default 500ms.
 	SweepInterval time.Duration
+	// PruneInterval is how often a node deletes ended sessions and events past their retention
+	// (one node of a cluster at a time). Default 10 minutes.
+	PruneInterval time.Duration
+	// SessionCacheSize bounds the sessions, and the users, each node keeps in memory to validate
+	// without reading the database (least recently used ones go first). Default 100,000.
+	SessionCacheSize int
+	// HeartbeatInterval is the period of WatchSession's heartbeat messages. Default 15s.
+	HeartbeatInterval time.Duration
+	// EventPollInterval is how often the node's tailer reads the event log when no notification
+	// woke it: a lost notification costs at most this much delay. Default 500ms.
+	EventPollInterval time.Duration
 	// MaxSessionsPerUser caps the active sessions of one user across all session types, whatever
 	// the policies say: a login past it ends the user's oldest active session with
 	// CONCURRENT_LIMIT. It bounds the rows one account (a compromised one included) makes every
@@ -117,6 +128,15 @@ func (c Config) Defaults() Config {
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 500 * time.Millisecond
 	}
+	if c.SessionCacheSize <= 0 {
+		c.SessionCacheSize = 100_000
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 15 * time.Second
+	}
+	if c.EventPollInterval <= 0 {
+		c.EventPollInterval = 500 * time.Millisecond
+	}
 	if c.MaxSessionsPerUser == 0 {
 		c.MaxSessionsPerUser = 1000
 	}
@@ -161,8 +181,9 @@ func (c Config) storeOptions() store.Options {
 // sweeperOptions returns the sweeper options of c, whose defaults are filled in.
 func (c Config) sweeperOptions() session.SweeperOptions {
 	return session.SweeperOptions{
-		Interval:  c.SweepInterval,
-		Retention: session.Retention{Sessions: c.SessionRetention, Events: c.EventRetention},
+		Interval:      c.SweepInterval,
+		PruneInterval: c.PruneInterval,
+		Retention:     session.Retention{Sessions: c.SessionRetention, Events: c.EventRetention},
 	}
 }
 

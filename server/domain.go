@@ -27,6 +27,8 @@ func newDomain(st *store.Store, cfg Config) (domain, error) {
 		FailedLoginsPerUser:    session.RateLimit{Burst: max(cfg.LoginFailuresPerUser, 0), Per: cfg.LoginFailureWindow},
 		FailedLoginsPerAddress: session.RateLimit{Burst: max(cfg.LoginFailuresPerAddress, 0), Per: cfg.LoginFailureWindow},
 		QueueTimeout:           cfg.HashQueueTimeout,
+		ViewSize:               cfg.SessionCacheSize,
+		HeartbeatInterval:      cfg.HeartbeatInterval,
 	})
 	return domain{
 		hasher:     hasher,

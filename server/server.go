@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,8 @@ import (
 	"github.com/gatehouse/gatehouse/gen/openapi"
 	"github.com/gatehouse/gatehouse/server/api"
 	"github.com/gatehouse/gatehouse/server/auth"
+	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/identity"
 	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -52,6 +55,8 @@ type Node struct {
 	hasher *auth.Hasher
 	// sessions is the session domain (its sweeper's round count is exposed to tests).
 	sessions *session.Service
+	// live is the node's tailer and hub (server/events).
+	live *events.Live
 	// dbDown is whether the last readiness check found the database unreachable.
 	dbDown     atomic.Bool
 	grpcLis    net.Listener
@@ -62,6 +67,21 @@ type Node struct {
 	gwConn     *grpc.ClientConn
 	group      *errgroup.Group
 	cancel     context.CancelFunc
+	// serving is the context of the node's errgroup: it ends with the error of the first of its
+	// goroutines to fail (its cause), or once Shutdown has stopped them (Done, Err).
+	serving context.Context
+	// stopStreams, when set, ends every open stream (WatchSession, WatchEvents) with UNAVAILABLE and
+	// returns once they have been told, so that clients resume on another node. Shutdown calls it
+	// first: GracefulStop and http.Server.Shutdown would otherwise wait for these long-lived
+	// streams until the drain timed out.
+	stopStreams func()
+	// draining is set once Shutdown has begun: /readyz then answers 503.
+	draining atomic.Bool
+	// httpHandlers counts the HTTP handlers running, for Shutdown to wait on.
+	httpHandlers handlerGate
+	// shutdownOnce makes Shutdown run once; later calls return shutdownErr.
+	shutdownOnce sync.Once
+	shutdownErr  error
 }
 
 // Migrate opens the database named in cfg, brings its schema up to date and closes it.
@@ -124,6 +144,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	hasher, sessions, identities, policies := d.hasher, d.sessions, d.identities, d.policies
+	live, liveMetrics, err := startLive(ctx, st, sessions, cfg)
+	if err != nil {
+		return nil, err
+	}
 	created, generated, err := identities.Bootstrap(ctx, cfg.AdminPassword)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrapping the administrator: %w", err)
@@ -168,9 +192,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// connect's read limit, LimitRequestBodies and the gateway's connection).
 		MaxRequestBytes: cfg.MaxRequestBytes,
 	}
-	services := []service{api.NewIdentity(identities), api.NewSession(sessions), api.NewPolicy(policies, sessions)}
+	registry.MustRegister(liveMetrics...)
+	services := []service{api.NewIdentity(identities, live), api.NewSession(sessions, live), api.NewPolicy(policies, sessions, live)}
 
-	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher, sessions: sessions, grpcLis: grpcLis, httpLis: httpLis}
+	n := &Node{cfg: cfg, log: log, store: st, hasher: hasher, sessions: sessions, live: live, grpcLis: grpcLis, httpLis: httpLis}
+	n.stopStreams = func() {
+		live.Close(errs.Unavailable("NODE_SHUTTING_DOWN", "the node is shutting down; reconnect to another node"))
+	}
 
 	grpcOpts := transport.GRPCServerOptions(opts)
 	if tlsConf != nil {
@@ -229,7 +257,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	protocols.SetUnencryptedHTTP2(tlsConf == nil)
 	protocols.SetHTTP2(tlsConf != nil)
 	n.httpServer = &http.Server{
-		Handler:           transport.LimitRequestBodies(opts, mux),
+		Handler:           n.httpHandlers.wrap(transport.LimitRequestBodies(opts, mux)),
 		Protocols:         protocols,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -243,14 +271,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
-	g, _ := errgroup.WithContext(runCtx)
-	n.group = g
+	g, serving := errgroup.WithContext(runCtx)
+	n.group, n.serving = g, serving
 	g.Go(func() error {
 		err := n.grpcServer.Serve(n.grpcLis)
-		if errors.Is(err, grpc.ErrServerStopped) {
+		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
 			return nil
 		}
-		return err
+		return fmt.Errorf("serving gRPC on %s: %w", n.grpcLis.Addr(), err)
 	})
 	g.Go(func() error {
 		var err error
@@ -262,9 +290,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
-		return err
+		return fmt.Errorf("serving HTTP on %s: %w", n.httpLis.Addr(), err)
 	})
 	g.Go(func() error { return sessions.RunSweeper(runCtx, cfg.sweeperOptions()) })
+	g.Go(func() error { return live.Run(runCtx) })
+	g.Go(func() error { return sessions.RunWriteBack(runCtx) })
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, name := range serviceNames {
 		n.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
@@ -274,14 +304,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
-// ready answers /readyz: 200 when the database answers, 503 otherwise.
+// ready answers /readyz: 200 when the database answers, 503 otherwise, and 503 "draining" from
+// the moment Shutdown begins (while /healthz still answers 200).
 //
 // NOTE: a load balancer probes every second or so: the node logs one line when the database stops
 // answering and one when it answers again, not one per probe.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if n.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := n.store.Ping(ctx); err != nil {
 		if !n.dbDown.Swap(true) {
 			n.log.Warn("readiness: the database does not answer; /readyz says 503 until it does", "err", err)
@@ -312,20 +348,58 @@ func (n *Node) SweepRounds() uint64 { return n.sessions.SweepRounds() }
 // gatehouse_password_hashes_total), so that tests can check what a request cost.
 func (n *Node) PasswordHashes() uint64 { return n.hasher.Derivations() }
 
-// Shutdown stops accepting calls, drains those in flight (bounded by ctx), and closes the database.
+// Shutdown drains the node and closes its database. It marks the node not ready (/readyz answers
+// 503, gRPC health NOT_SERVING; /healthz still answers 200), ends the open streams with
+// UNAVAILABLE, stops accepting calls and waits for those in flight. If ctx ends first, it cuts the
+// connections still open. It closes the database only once both servers, every handler and the
+// node's background goroutines have returned.
+//
+// It returns the error of the first of the node's servers (or background goroutines) that failed,
+// if one did, else the error of closing the database. Calling it again, or concurrently, waits for
+// the first call and returns its result.
 func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutdownOnce.Do(func() { n.shutdownErr = n.drain(ctx) })
+	return n.shutdownErr
+}
+
+// drain is the body of Shutdown.
+func (n *Node) drain(ctx context.Context) error {
+	n.draining.Store(true)
 	n.health.Shutdown()
-	done := make(chan struct{})
+	if n.stopStreams != nil {
+		n.stopStreams()
+	}
+	grpcDone := make(chan struct{})
 	go func() {
 		n.grpcServer.GracefulStop()
-		close(done)
+		close(grpcDone)
 	}()
-	httpErr := n.httpServer.Shutdown(ctx)
+	var httpErr error
+	timedOut := false
+	if err := n.httpServer.Shutdown(ctx); err != nil {
+		// NOTE: Shutdown leaves open the connections it could not drain in time. Close cuts them,
+		// which cancels their handlers' contexts; httpHandlers then waits for the handlers, which
+		// Close does not.
+		_ = n.httpServer.Close()
+		if ctx.Err() != nil {
+			timedOut = true
+		} else {
+			httpErr = err
+		}
+	}
 	select {
-	case <-done:
+	case <-grpcDone:
 	case <-ctx.Done():
+		timedOut = true
 		n.grpcServer.Stop()
-		<-done
+		// NOTE: the GracefulStop under way returns only once every handler has returned, even
+		// after Stop has cut the connections (grpc.Server.stop waits for its handlers when
+		// graceful), so that no gRPC handler runs against the closed database either.
+		<-grpcDone
+	}
+	n.httpHandlers.closeAndWait()
+	if timedOut {
+		n.log.Warn("shutdown: the drain timed out; cut the connections still open")
 	}
 	_ = n.gwConn.Close()
 	n.cancel()
@@ -333,24 +407,105 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if cerr := n.store.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil && httpErr != nil && !errors.Is(httpErr, context.DeadlineExceeded) {
+	if err == nil {
 		err = httpErr
 	}
 	return err
 }
 
-// Run starts a node and serves until ctx ends, then shuts down gracefully.
+// Done returns a channel that is closed when the node stops serving: when one of its servers (or
+// its sweeper or tailer) fails, which Err then reports, or once Shutdown has stopped them.
+func (n *Node) Done() <-chan struct{} { return n.serving.Done() }
+
+// Err returns, once Done is closed because one of the node's servers failed, that server's error
+// (which names it). It returns nil while the node serves and after a Shutdown without a failure.
+func (n *Node) Err() error {
+	// NOTE: the errgroup cancels serving with the first error of its goroutines as the cause; a
+	// Shutdown (n.cancel) and the end of the group cancel it with context.Canceled.
+	if err := context.Cause(n.serving); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// Run serves until ctx ends or one of the node's servers fails, then shuts the node down, bounded
+// by Config.ShutdownTimeout. After a failure it returns that error, which names the server;
+// otherwise the result of Shutdown.
+func (n *Node) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		n.log.Info("shutting down")
+	case <-n.Done():
+		n.log.Error("a server failed; shutting down the rest of the node", "err", n.Err())
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+// Run starts a node and serves until ctx ends or one of its servers fails (see Node.Run).
 func Run(ctx context.Context, cfg Config) error {
-	cfg = cfg.Defaults()
 	n, err := Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	cfg.Logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	return n.Shutdown(sctx)
+	return n.Run(ctx)
+}
+
+// handlerGate counts the HTTP handlers running, so that Shutdown can wait for the last one before
+// it closes the database: http.Server.Close cuts the connections but does not wait for their
+// handlers. Once closed, it turns away the handlers that start late (on a connection accepted
+// just before the listener closed).
+type handlerGate struct {
+	mu      sync.Mutex
+	running int
+	closed  bool
+	idle    chan struct{} // made by closeAndWait, closed once no handler runs
+}
+
+// wrap returns h, counted by the gate.
+func (g *handlerGate) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.enter() {
+			http.Error(w, "the node is shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		defer g.leave()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (g *handlerGate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.running++
+	return true
+}
+
+func (g *handlerGate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.running--
+	if g.closed && g.running == 0 {
+		close(g.idle)
+	}
+}
+
+// closeAndWait turns new handlers away and waits for the running ones to return. It is called
+// once.
+func (g *handlerGate) closeAndWait() {
+	g.mu.Lock()
+	g.closed = true
+	g.idle = make(chan struct{})
+	if g.running == 0 {
+		close(g.idle)
+	}
+	idle := g.idle
+	g.mu.Unlock()
+	<-idle
 }
 
 func loadTLS(cfg Config) (*tls.Config, error) {

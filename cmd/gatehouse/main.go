@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/server"
+	"github.com/gatehouse/gatehouse/server/session"
 )
 
 func main() {
@@ -78,6 +79,10 @@ func run(args []string, stderr io.Writer) error {
 		fs.DurationVar(&cfg.LoginFailureWindow, "login-failure-window", 5*time.Minute, "window over which the failed-login budget refills (budgets are per node and kept in memory: N nodes allow N times the failures)")
 		fs.DurationVar(&cfg.SweepInterval, "sweep-interval", 500*time.Millisecond, "how often sessions past their idle or absolute timeout are ended")
 		defaults := server.Config{}.Defaults()
+		fs.DurationVar(&cfg.PruneInterval, "prune-interval", session.DefaultPruneInterval, "how often ended sessions and events past their retention are deleted (by one node of a cluster at a time)")
+		fs.IntVar(&cfg.SessionCacheSize, "session-cache-size", defaults.SessionCacheSize, "sessions, and users, each node keeps in memory to validate without reading the database (least recently used go first)")
+		fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", defaults.HeartbeatInterval, "period of the heartbeat messages of WatchSession streams")
+		fs.DurationVar(&cfg.EventPollInterval, "event-poll-interval", defaults.EventPollInterval, "how often the node reads the event log when no notification woke it (a lost notification costs at most this much delay)")
 		fs.IntVar(&cfg.MaxSessionsPerUser, "max-sessions-per-user", defaults.MaxSessionsPerUser, "cap on the active sessions of one user, of all types; a login past it ends the user's oldest session (CONCURRENT_LIMIT); -1 removes the cap")
 		fs.DurationVar(&cfg.SessionRetention, "session-retention", defaults.SessionRetention, "how long ended sessions are kept before they are deleted (their tokens then answer SESSION_NOT_FOUND); -1s keeps them forever")
 		fs.DurationVar(&cfg.EventRetention, "event-retention", defaults.EventRetention, "how long events (LOGIN_FAILED included) are kept in the event log; -1s keeps them forever")
@@ -137,7 +142,7 @@ func run(args []string, stderr io.Writer) error {
 	cfg.Logger = logger
 	cfg.AdminPassword = os.Getenv("GATEHOUSE_ADMIN_PASSWORD")
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := shutdownSignals(logger, os.Exit)
 	defer stop()
 	if cmd == "migrate" {
 		if err := server.Migrate(ctx, cfg); err != nil {
@@ -147,6 +152,45 @@ func run(args []string, stderr io.Writer) error {
 		return nil
 	}
 	return server.Run(ctx, cfg)
+}
+
+// forcedExitCode is the exit status of a process whose drain a second signal cut short.
+const forcedExitCode = 2
+
+// shutdownSignals returns a context that ends at the first SIGINT or SIGTERM, which begins the
+// graceful shutdown. A second one during the drain logs that the drain was cut short and calls
+// exit(forcedExitCode) at once. stop releases the signals; call it once the command returns.
+//
+// NOTE: signal.NotifyContext catches only the first signal and swallows the later ones until its
+// stop: an operator pressing Ctrl-C again, or an orchestrator sending SIGTERM twice, would wait for
+// the whole --shutdown-timeout.
+func shutdownSignals(log *slog.Logger, exit func(code int)) (ctx context.Context, stop func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case sig := <-sigs:
+			log.Info("received a signal; draining (a second signal exits at once)", "signal", sig.String())
+			cancel()
+		case <-stopped:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			log.Error("received a second signal; exiting now, the drain cut short", "signal", sig.String())
+			exit(forcedExitCode)
+		case <-stopped:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(stopped)
+		<-done
+		cancel()
+	}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -1,24 +1,34 @@
 package api
 
 import (
+	"context"
+
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
-	"github.com/gatehouse/gatehouse/server/errs"
-	"github.com/gatehouse/gatehouse/server/store"
+	"github.com/gatehouse/gatehouse/server/events"
 )
 
-// checkConsistency validates a read's consistency requirement.
-//
-// NOTE: reads are served from the database itself, which already holds every committed change, so
-// every requirement (a token included) is met by the read as it is. When nodes serve reads from
-// their in-memory view, this is where a read waits for the view to reach the token.
-func checkConsistency(c *gatehousev1.Consistency) error {
-	tok := c.GetAtLeastAsFresh()
-	if tok == "" {
-		return nil
+// consistencyField is the request field of a read's consistency token.
+const consistencyField = "consistency.at_least_as_fresh"
+
+// readDatabase says how a read meets its consistency requirement (ARCHITECTURE.md section 6): it
+// reports true when the read must go to the database itself (fully_consistent, or a token the
+// node's view did not reach within the bounded wait), false when the node's view will do.
+// A token that is not one, belongs to another database or names no event of this log (one from
+// the future) is INVALID_ARGUMENT.
+func readDatabase(ctx context.Context, live *events.Live, c *gatehousev1.Consistency) (bool, error) {
+	switch r := c.GetRequirement().(type) {
+	case *gatehousev1.Consistency_FullyConsistent:
+		return r.FullyConsistent, nil
+	case *gatehousev1.Consistency_AtLeastAsFresh:
+		p, err := live.ParseToken(consistencyField, r.AtLeastAsFresh)
+		if err != nil {
+			return false, err
+		}
+		reached, err := live.AtLeast(ctx, consistencyField, p)
+		if err != nil {
+			return false, err
+		}
+		return !reached, nil
 	}
-	if _, err := store.ParseCursor(tok); err != nil {
-		return errs.InvalidArgument("INVALID_CONSISTENCY_TOKEN", "consistency.at_least_as_fresh is not a consistency token",
-			errs.FieldViolation{Field: "consistency.at_least_as_fresh", Description: "not a consistency_token returned by this service"})
-	}
-	return nil
+	return false, nil
 }

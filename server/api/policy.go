@@ -11,6 +11,7 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/session"
 )
@@ -19,11 +20,13 @@ import (
 type Policy struct {
 	svc      *policy.Service
 	sessions *session.Service
+	live     *events.Live
 }
 
-// NewPolicy returns the PolicyService adapter; Check is answered by the session domain.
-func NewPolicy(svc *policy.Service, sessions *session.Service) *Policy {
-	return &Policy{svc: svc, sessions: sessions}
+// NewPolicy returns the PolicyService adapter; Check is answered by the session domain, and live
+// answers consistency requirements.
+func NewPolicy(svc *policy.Service, sessions *session.Service, live *events.Live) *Policy {
+	return &Policy{svc: svc, sessions: sessions, live: live}
 }
 
 var (
@@ -97,7 +100,9 @@ func (h *Policy) DeleteSessionPolicy(ctx context.Context, req *gatehousev1.Delet
 
 // ResolveSessionPolicy implements PolicyService.ResolveSessionPolicy.
 func (h *Policy) ResolveSessionPolicy(ctx context.Context, req *gatehousev1.ResolveSessionPolicyRequest) (*gatehousev1.ResolveSessionPolicyResponse, error) {
-	if err := checkConsistency(req.Consistency); err != nil {
+	// NOTE: the policy is resolved from the database, which is at least as fresh as any token:
+	// the requirement is only checked.
+	if _, err := readDatabase(ctx, h.live, req.Consistency); err != nil {
 		return nil, err
 	}
 	r, err := h.svc.Resolve(ctx, req.UserId)
@@ -122,10 +127,13 @@ func (h *Policy) ResolveSessionPolicy(ctx context.Context, req *gatehousev1.Reso
 
 // Check implements PolicyService.Check.
 func (h *Policy) Check(ctx context.Context, req *gatehousev1.CheckRequest) (*gatehousev1.CheckResponse, error) {
-	if err := checkConsistency(req.Consistency); err != nil {
+	fromDB, err := readDatabase(ctx, h.live, req.Consistency)
+	if err != nil {
 		return nil, err
 	}
-	ok, err := h.sessions.Check(ctx, req.GetToken(), req.GetUserId(), req.GetRole(), req.GetGroupId())
+	ok, err := h.sessions.Check(ctx, session.CheckRequest{
+		Token: req.GetToken(), UserID: req.GetUserId(), Role: req.GetRole(), GroupID: req.GetGroupId(), FromDatabase: fromDB,
+	})
 	if err != nil {
 		return nil, err
 	}

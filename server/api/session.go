@@ -10,18 +10,22 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
-	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/session"
 )
 
 // Session serves gatehouse.v1.SessionService over Connect and the REST gateway; its gRPC twin
 // (grpcSession) differs only in the streaming methods' signatures.
 type Session struct {
-	svc *session.Service
+	svc  *session.Service
+	live *events.Live
 }
 
-// NewSession returns the SessionService adapter.
-func NewSession(svc *session.Service) *Session { return &Session{svc: svc} }
+// NewSession returns the SessionService adapter; live serves the event log and the consistency
+// requirements.
+func NewSession(svc *session.Service, live *events.Live) *Session {
+	return &Session{svc: svc, live: live}
+}
 
 // grpcSession is the native gRPC face of Session.
 type grpcSession struct{ *Session }
@@ -66,10 +70,11 @@ func (h *Session) CreateSession(ctx context.Context, req *gatehousev1.CreateSess
 
 // ValidateSession implements SessionService.ValidateSession.
 func (h *Session) ValidateSession(ctx context.Context, req *gatehousev1.ValidateSessionRequest) (*gatehousev1.ValidateSessionResponse, error) {
-	if err := checkConsistency(req.Consistency); err != nil {
+	fromDB, err := readDatabase(ctx, h.live, req.Consistency)
+	if err != nil {
 		return nil, err
 	}
-	v, err := h.svc.Validate(ctx, req.Token)
+	v, err := h.svc.Validate(ctx, req.Token, fromDB)
 	if err != nil {
 		return nil, err
 	}
@@ -121,29 +126,4 @@ func (h *Session) Logout(ctx context.Context, _ *gatehousev1.LogoutRequest) (*ga
 		return nil, err
 	}
 	return &gatehousev1.LogoutResponse{ConsistencyToken: pos.Cursor()}, nil
-}
-
-// ListEvents implements SessionService.ListEvents.
-func (h *Session) ListEvents(context.Context, *gatehousev1.ListEventsRequest) (*gatehousev1.ListEventsResponse, error) {
-	return nil, errs.Unimplemented("ListEvents is not implemented yet")
-}
-
-// WatchSession implements SessionService.WatchSession over Connect.
-func (h *Session) WatchSession(context.Context, *gatehousev1.WatchSessionRequest, *connect.ServerStream[gatehousev1.WatchSessionResponse]) error {
-	return errs.Unimplemented("WatchSession is not implemented yet")
-}
-
-// WatchEvents implements SessionService.WatchEvents over Connect.
-func (h *Session) WatchEvents(context.Context, *gatehousev1.WatchEventsRequest, *connect.ServerStream[gatehousev1.WatchEventsResponse]) error {
-	return errs.Unimplemented("WatchEvents is not implemented yet")
-}
-
-// WatchSession implements SessionService.WatchSession over gRPC.
-func (h grpcSession) WatchSession(*gatehousev1.WatchSessionRequest, grpc.ServerStreamingServer[gatehousev1.WatchSessionResponse]) error {
-	return errs.Unimplemented("WatchSession is not implemented yet")
-}
-
-// WatchEvents implements SessionService.WatchEvents over gRPC.
-func (h grpcSession) WatchEvents(*gatehousev1.WatchEventsRequest, grpc.ServerStreamingServer[gatehousev1.WatchEventsResponse]) error {
-	return errs.Unimplemented("WatchEvents is not implemented yet")
 }

@@ -119,3 +119,13 @@ func ClientFrom(ctx context.Context) Client {
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*Principal, error)
 }
+
+type passiveKey struct{}
+
+// Passive marks ctx as a call that is not the session's activity: authenticating it does not
+// extend the session's idle timeout. Streams are passive: a browser tab left open on
+// WatchSession must not keep its session alive forever.
+func Passive(ctx context.Context) context.Context { return context.WithValue(ctx, passiveKey{}, true) }
+
+// IsPassive reports whether ctx was marked by Passive.
+func IsPassive(ctx context.Context) bool { v, _ := ctx.Value(passiveKey{}).(bool); return v }

@@ -10,12 +10,13 @@ import (
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/paging"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // CreateGroup creates a group. A name taken case-insensitively is ALREADY_EXISTS.
-func (s *Service) CreateGroup(ctx context.Context, name, description string) (*gatehousev1.Group, store.Position, error) {
+func (s *Service) CreateGroup(ctx context.Context, name, description string) (*gatehousev1.Group, events.Position, error) {
 	var out *gatehousev1.Group
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		g, err := tx.Group.Create().SetID(convert.NewID()).SetName(name).SetNameKey(keyOf(name)).SetDescription(description).Save(ctx)
@@ -72,7 +73,7 @@ func (s *Service) ListGroups(ctx context.Context, pageSize int32, pageToken, nam
 }
 
 // DeleteGroup deletes a group; its members lose the roles it carried.
-func (s *Service) DeleteGroup(ctx context.Context, id string) (store.Position, error) {
+func (s *Service) DeleteGroup(ctx context.Context, id string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err
@@ -98,7 +99,7 @@ func (s *Service) DeleteGroup(ctx context.Context, id string) (store.Position, e
 }
 
 // AddGroupMember adds a user to a group; adding a member again changes nothing.
-func (s *Service) AddGroupMember(ctx context.Context, groupID, userID string) (store.Position, error) {
+func (s *Service) AddGroupMember(ctx context.Context, groupID, userID string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err
@@ -124,7 +125,7 @@ func (s *Service) AddGroupMember(ctx context.Context, groupID, userID string) (s
 }
 
 // RemoveGroupMember removes a user from a group. A user who is not a member is NOT_FOUND.
-func (s *Service) RemoveGroupMember(ctx context.Context, groupID, userID string) (store.Position, error) {
+func (s *Service) RemoveGroupMember(ctx context.Context, groupID, userID string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err

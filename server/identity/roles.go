@@ -14,6 +14,7 @@ import (
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/paging"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -28,12 +29,12 @@ func roleNotFound(name string) error {
 // NOTE: the reserved gatehouse. prefix is not checked here: the protovalidate rule on
 // CreateRoleRequest.name (role_name_reserved) rejects it on every front before the handler runs,
 // and the built-in roles are created by the store's migration, not through CreateRole.
-func (s *Service) CreateRole(ctx context.Context, name, description string, contains []string) (*gatehousev1.Role, store.Position, error) {
+func (s *Service) CreateRole(ctx context.Context, name, description string, contains []string) (*gatehousev1.Role, events.Position, error) {
 	if slices.Contains(contains, name) {
-		return nil, store.Position{}, errs.FailedPrecondition("ROLE_CYCLE", "role %q cannot contain itself", name)
+		return nil, events.Position{}, errs.FailedPrecondition("ROLE_CYCLE", "role %q cannot contain itself", name)
 	}
 	if err := requireAdminForBuiltIn(ctx, contains...); err != nil {
-		return nil, store.Position{}, err
+		return nil, events.Position{}, err
 	}
 	var out *gatehousev1.Role
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
@@ -130,7 +131,7 @@ func (s *Service) ListRoles(ctx context.Context, pageSize int32, pageToken strin
 
 // DeleteRole deletes a role with its grants and containment links; holders lose it and every role
 // they held only through it. Built-in roles are FAILED_PRECONDITION.
-func (s *Service) DeleteRole(ctx context.Context, name string) (store.Position, error) {
+func (s *Service) DeleteRole(ctx context.Context, name string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err
@@ -200,7 +201,7 @@ SELECT COUNT(*) FROM r WHERE role = ?`
 
 // AddContainedRole makes role contain containedRole. A link that would make a cycle is
 // FAILED_PRECONDITION; an existing link changes nothing.
-func (s *Service) AddContainedRole(ctx context.Context, role, containedRole string) (store.Position, error) {
+func (s *Service) AddContainedRole(ctx context.Context, role, containedRole string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err
@@ -236,7 +237,7 @@ func (s *Service) AddContainedRole(ctx context.Context, role, containedRole stri
 }
 
 // RemoveContainedRole stops role containing containedRole. A missing link is NOT_FOUND.
-func (s *Service) RemoveContainedRole(ctx context.Context, role, containedRole string) (store.Position, error) {
+func (s *Service) RemoveContainedRole(ctx context.Context, role, containedRole string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err
@@ -294,16 +295,16 @@ type Principal struct {
 }
 
 // GrantRole grants role to a user or a group; an existing grant changes nothing.
-func (s *Service) GrantRole(ctx context.Context, role string, to Principal) (store.Position, error) {
+func (s *Service) GrantRole(ctx context.Context, role string, to Principal) (events.Position, error) {
 	return s.changeGrant(ctx, role, to, true)
 }
 
 // RevokeRole revokes role from a user or a group. A grant that does not exist is NOT_FOUND.
-func (s *Service) RevokeRole(ctx context.Context, role string, from Principal) (store.Position, error) {
+func (s *Service) RevokeRole(ctx context.Context, role string, from Principal) (events.Position, error) {
 	return s.changeGrant(ctx, role, from, false)
 }
 
-func (s *Service) changeGrant(ctx context.Context, role string, p Principal, grant bool) (store.Position, error) {
+func (s *Service) changeGrant(ctx context.Context, role string, p Principal, grant bool) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err

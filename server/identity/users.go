@@ -12,6 +12,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/paging"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/session"
@@ -31,12 +32,12 @@ type NewUser struct {
 }
 
 // CreateUser creates a user. A username taken case-insensitively is ALREADY_EXISTS.
-func (s *Service) CreateUser(ctx context.Context, in NewUser) (*gatehousev1.User, store.Position, error) {
+func (s *Service) CreateUser(ctx context.Context, in NewUser) (*gatehousev1.User, events.Position, error) {
 	var hash *string
 	if in.Password != "" {
 		h, err := s.hasher.Hash(ctx, in.Password)
 		if err != nil {
-			return nil, store.Position{}, err
+			return nil, events.Position{}, err
 		}
 		hash = &h
 	}
@@ -141,19 +142,19 @@ var userFields = []string{"username", "email", "display_name", "disabled"}
 // an empty string never clears a field and disabled can only be set to false with a mask naming it.
 // An empty, non-nil mask changes nothing (a REST PATCH with an empty body). Disabling a user ends
 // their sessions with USER_DISABLED.
-func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []string) (*gatehousev1.User, store.Position, error) {
+func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []string) (*gatehousev1.User, events.Position, error) {
 	mask = convert.MaskPaths(mask, "id", "create_time", "update_time", "has_password")
 	if mask == nil {
 		mask = convert.PopulatedPaths(in, userFields...)
 	}
 	for _, f := range mask {
 		if !slices.Contains(userFields, f) {
-			return nil, store.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
+			return nil, events.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
 				errs.FieldViolation{Field: "update_mask", Description: "unknown or immutable field " + f + "; updatable: username, email, display_name, disabled"})
 		}
 	}
 	if slices.Contains(mask, "username") && in.GetUsername() == "" {
-		return nil, store.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "user.username must not be empty",
+		return nil, events.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "user.username must not be empty",
 			errs.FieldViolation{Field: "user.username", Description: "must not be empty"})
 	}
 	disabling := slices.Contains(mask, "disabled") && in.GetDisabled()
@@ -237,7 +238,7 @@ func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []s
 
 // DeleteUser ends the user's sessions (USER_DELETED) and deletes the user with their memberships
 // and grants.
-func (s *Service) DeleteUser(ctx context.Context, id string) (store.Position, error) {
+func (s *Service) DeleteUser(ctx context.Context, id string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if err := tx.LockRoleGraph(ctx); err != nil {
 			return err
@@ -274,12 +275,12 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (store.Position, er
 // SetPassword sets a user's password and ends the user's other sessions (PASSWORD_CHANGED): every
 // session but the caller's. When the caller is the user, currentPassword must match; it is checked
 // as a login's password is (PasswordVerifier): within the failed-login budgets, and recorded.
-func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentPassword string) (store.Position, error) {
+func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentPassword string) (events.Position, error) {
 	p := auth.PrincipalFrom(ctx)
 	self := p != nil && p.UserID == userID
 	u, err := s.getUser(ctx, s.store.Client, userID)
 	if err != nil {
-		return store.Position{}, err
+		return events.Position{}, err
 	}
 	if self {
 		// NOTE: checked as a login is, against the same failed-login budgets and with a
@@ -287,16 +288,16 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentP
 		// password was a guessing oracle without limit or audit for anyone holding a session.
 		ok, err := s.passwords.VerifyPassword(ctx, u, currentPassword)
 		if err != nil {
-			return store.Position{}, err
+			return events.Position{}, err
 		}
 		if !ok {
-			return store.Position{}, errs.InvalidArgument("CURRENT_PASSWORD_MISMATCH", "current_password does not match",
+			return events.Position{}, errs.InvalidArgument("CURRENT_PASSWORD_MISMATCH", "current_password does not match",
 				errs.FieldViolation{Field: "current_password", Description: "required, and must be the user's current password"})
 		}
 	}
 	hash, err := s.hasher.Hash(ctx, newPassword)
 	if err != nil {
-		return store.Position{}, err
+		return events.Position{}, err
 	}
 	except := ""
 	if p != nil {

@@ -14,6 +14,7 @@ import (
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/paging"
 	"github.com/gatehouse/gatehouse/server/store"
 )
@@ -91,9 +92,9 @@ func valuesOf(p *gatehousev1.SessionPolicy) values {
 }
 
 // Create creates a policy for a scope that has none. The scope's role or user must exist.
-func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*gatehousev1.SessionPolicy, store.Position, error) {
+func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*gatehousev1.SessionPolicy, events.Position, error) {
 	if in.GetScope().GetKind() == nil {
-		return nil, store.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "policy.scope is required",
+		return nil, events.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "policy.scope is required",
 			errs.FieldViolation{Field: "policy.scope", Description: "required: global, role or user_id"})
 	}
 	v := valuesOf(in)
@@ -227,7 +228,7 @@ var scopePaths = []string{"scope", "scope.global", "scope.role", "scope.user_id"
 // cleared. A nil mask means the fields populated in the policy (AIP-134). The output-only fields
 // may be named and are ignored; the scope may be named when it is sent unchanged. When no field is
 // left to change, nothing changes: the policy is returned as stored, with no event.
-func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string) (*gatehousev1.SessionPolicy, store.Position, error) {
+func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string) (*gatehousev1.SessionPolicy, events.Position, error) {
 	scopeNamed := false
 	if mask == nil {
 		mask = convert.PopulatedPaths(in, policyFields...)
@@ -238,7 +239,7 @@ func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mas
 	}
 	for _, f := range mask {
 		if !slices.Contains(policyFields, f) {
-			return nil, store.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
+			return nil, events.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
 				errs.FieldViolation{Field: "update_mask", Description: "unknown or immutable field " + f + "; the scope cannot change"})
 		}
 	}
@@ -320,7 +321,7 @@ func scopeEqual(a, b *gatehousev1.PolicyScope) bool {
 }
 
 // Delete deletes a policy.
-func (s *Service) Delete(ctx context.Context, id string) (store.Position, error) {
+func (s *Service) Delete(ctx context.Context, id string) (events.Position, error) {
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
 		// with role changes, user deletions and logins (which share it), so that a login sees the

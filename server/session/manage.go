@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/paging"
 	"github.com/gatehouse/gatehouse/server/store"
 )
@@ -101,7 +102,7 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]*gatehousev1.Sessio
 // nothing and returns it. A caller who may not read the session (see Get) is told SESSION_NOT_FOUND,
 // as for a session that does not exist; one who may read it but not end it (an auditor),
 // PERMISSION_DENIED.
-func (s *Service) Terminate(ctx context.Context, id, note string) (*gatehousev1.Session, store.Position, error) {
+func (s *Service) Terminate(ctx context.Context, id, note string) (*gatehousev1.Session, events.Position, error) {
 	p := auth.PrincipalFrom(ctx)
 	var out *gatehousev1.Session
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
@@ -138,7 +139,7 @@ func (s *Service) Terminate(ctx context.Context, id, note string) (*gatehousev1.
 
 // TerminateUser ends every active session of a user except exceptID: REVOKED_BY_USER when the caller
 // is that user ("sign out everywhere else"), REVOKED_BY_ADMIN otherwise.
-func (s *Service) TerminateUser(ctx context.Context, userID, exceptID, note string) ([]string, store.Position, error) {
+func (s *Service) TerminateUser(ctx context.Context, userID, exceptID, note string) ([]string, events.Position, error) {
 	p := auth.PrincipalFrom(ctx)
 	reason := gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_ADMIN
 	if p.UserID == userID {
@@ -161,14 +162,23 @@ func (s *Service) TerminateUser(ctx context.Context, userID, exceptID, note stri
 	return ended, pos, err
 }
 
+// CheckRequest is what Check asks: whether the subject (Token, or UserID) holds Role or belongs
+// to GroupID. FromDatabase reads the subject's session and roles from the database rather than
+// the node's view.
+type CheckRequest struct {
+	Token, UserID, Role, GroupID string
+	FromDatabase                 bool
+}
+
 // Check reports whether a subject holds role or belongs to groupID (one of the two is set). The
 // subject is a session token (which must validate) or a user id. A role is held as Gatehouse's own
 // authorisation holds it (auth.Principal.Has): among the subject's effective roles, or implied by
 // gatehouse.admin, which holds every role.
-func (s *Service) Check(ctx context.Context, token, userID, role, groupID string) (bool, error) {
+func (s *Service) Check(ctx context.Context, in CheckRequest) (bool, error) {
+	token, userID, role, groupID := in.Token, in.UserID, in.Role, in.GroupID
 	var roles []string
 	if token != "" {
-		v, err := s.Validate(ctx, token)
+		v, err := s.Validate(ctx, token, in.FromDatabase)
 		if err != nil {
 			return false, err
 		}

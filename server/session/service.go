@@ -16,6 +16,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
@@ -36,6 +37,11 @@ type Options struct {
 	// or address that could spend the rest of its budget (then UNAVAILABLE,
 	// auth.ReasonQueueTimeout). Zero means auth.DefaultMaxWait.
 	QueueTimeout time.Duration
+	// ViewSize bounds the sessions, and the users, the node's view holds (DefaultViewSize when
+	// zero).
+	ViewSize int
+	// HeartbeatInterval is the period of WatchSession's heartbeats (15s when zero).
+	HeartbeatInterval time.Duration
 }
 
 // Service implements the session domain.
@@ -50,6 +56,13 @@ type Service struct {
 	queueTimeout time.Duration
 	// sweepRounds counts the sweeper's rounds, failed ones included.
 	sweepRounds atomic.Uint64
+	// live, view and writeBack are the live layer (UseLive); nil live means every read goes to
+	// the database.
+	live      *events.Live
+	view      *view
+	writeBack *writeBack
+	// heartbeat is the period of WatchSession's heartbeats.
+	heartbeat time.Duration
 }
 
 // New returns the session domain over st.
@@ -57,11 +70,22 @@ func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *
 	if opts.QueueTimeout <= 0 {
 		opts.QueueTimeout = auth.DefaultMaxWait
 	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 15 * time.Second
+	}
 	return &Service{
 		store: st, hasher: hasher, log: log, now: convert.Now,
 		users: newLimiter(opts.FailedLoginsPerUser), addrs: newLimiter(opts.FailedLoginsPerAddress),
-		queueTimeout: opts.QueueTimeout,
+		queueTimeout: opts.QueueTimeout, view: newView(opts.ViewSize), heartbeat: opts.HeartbeatInterval,
 	}
+}
+
+// UseLive makes the service answer validations from the node's view, kept current by live's hub,
+// and serve WatchSession. RunWriteBack must run for activity to reach the database.
+func (s *Service) UseLive(live *events.Live) {
+	s.live = live
+	s.writeBack = newWriteBack(s.store, s.log)
+	live.Hub().OnCommit(s.view.apply)
 }
 
 var _ auth.Authenticator = (*Service)(nil)
@@ -81,7 +105,7 @@ type Created struct {
 	User    *gatehousev1.User
 	Roles   []string
 	Evicted []string
-	Pos     store.Position
+	Pos     events.Position
 }
 
 // CreateWithPassword logs a user in with a password. Unknown users, wrong passwords, disabled users
@@ -239,43 +263,56 @@ type Validated struct {
 
 // Validate checks a token: UNAUTHENTICATED with reason SESSION_NOT_FOUND, SESSION_TERMINATED (with
 // the termination reason in the metadata) or SESSION_EXPIRED when it does not authenticate.
-func (s *Service) Validate(ctx context.Context, token string) (*Validated, error) {
+//
+// With the live layer (UseLive) it answers from the node's view once a tailer round that began
+// after the call has finished (see view), and reads the database only on a miss, on what looks
+// like an expiry (another node's activity may have moved it), or when fromDB asks for it. Without
+// it, and with fromDB, it reads the database.
+func (s *Service) Validate(ctx context.Context, token string, fromDB bool) (*Validated, error) {
 	if !auth.LooksLikeToken(token) {
 		return nil, errSessionNotFound()
 	}
-	sess, err := s.store.Client.Session.Query().Where(entsession.TokenHash(auth.HashToken(token))).Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, errSessionNotFound()
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !sess.Active {
-		return nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
-			WithMetadata("termination_reason", sess.TerminationReason)
-	}
+	hash := string(auth.HashToken(token))
+	useView := s.live != nil && !fromDB
 	now := s.now()
-	if !now.Before(sess.IdleExpireTime) || !now.Before(sess.AbsoluteExpireTime) {
-		return nil, errs.Unauthenticated("SESSION_EXPIRED", "the session has expired")
-	}
-	// NOTE: the stored idle window (idle expiry minus last activity) is the policy's idle timeout,
-	// kept current by policy and role changes; last activity is written back at most once per
-	// activityInterval, and at least four times per idle window so that short timeouts still slide.
-	window := sess.IdleExpireTime.Sub(sess.LastActiveTime)
-	if since := now.Sub(sess.LastActiveTime); since >= min(activityInterval, window/4) && sess.IdleExpireTime.Before(sess.AbsoluteExpireTime) {
-		idle := now.Add(window)
-		if idle.After(sess.AbsoluteExpireTime) {
-			idle = sess.AbsoluteExpireTime
+	var row ent.Session
+	cached := false
+	if useView {
+		if err := s.live.Sync(ctx); err != nil {
+			return nil, err
 		}
-		err := s.store.Client.Session.Update().
-			Where(entsession.ID(sess.ID), entsession.Active(true)).
-			SetLastActiveTime(now).SetIdleExpireTime(idle).Exec(ctx)
+		row, cached = s.view.session(hash)
+		// NOTE: the view's idle expiry is a lower bound: only activity moves it later, and that
+		// activity may have been on another node. A session that looks idle is read again.
+		cached = cached && row.Active && now.Before(row.IdleExpireTime) && now.Before(row.AbsoluteExpireTime)
+	}
+	if !cached {
+		tick := s.view.begin()
+		sess, err := s.store.Client.Session.Query().Where(entsession.TokenHash([]byte(hash))).Only(ctx)
+		if ent.IsNotFound(err) {
+			return nil, errSessionNotFound()
+		}
 		if err != nil {
 			return nil, err
 		}
-		sess.LastActiveTime, sess.IdleExpireTime = now, idle
+		row = *sess
+		if useView {
+			s.view.fillSession(tick, hash, sess)
+		}
 	}
-	u, err := s.store.Client.User.Get(ctx, sess.UserID)
+	if !row.Active {
+		return nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
+			WithMetadata("termination_reason", row.TerminationReason)
+	}
+	if !now.Before(row.IdleExpireTime) || !now.Before(row.AbsoluteExpireTime) {
+		return nil, errs.Unauthenticated("SESSION_EXPIRED", "the session has expired")
+	}
+	if !auth.IsPassive(ctx) {
+		if err := s.touch(ctx, hash, &row, now); err != nil {
+			return nil, err
+		}
+	}
+	u, roles, err := s.userAndRoles(ctx, row.UserID, useView)
 	if ent.IsNotFound(err) {
 		// NOTE: deleting a user ends their sessions in the same transaction, so an active session
 		// without a user can only be read in a race with that deletion.
@@ -285,11 +322,63 @@ func (s *Service) Validate(ctx context.Context, token string) (*Validated, error
 	if err != nil {
 		return nil, err
 	}
-	roles, err := s.store.RoleNames(ctx, s.store.DB, sess.UserID)
-	if err != nil {
-		return nil, err
+	return &Validated{Session: convert.Session(&row), User: u, Roles: roles}, nil
+}
+
+// touch records activity on a session: its last activity and, sliding, its idle expiry.
+//
+// NOTE: the stored idle window (idle expiry minus last activity) is the policy's idle timeout,
+// kept current by policy and role changes; last activity is written back at most once per
+// activityInterval, and at least four times per idle window so that short timeouts still slide.
+// With the live layer the write goes to the node's write-back (off the request path) and the
+// view's copy moves at once.
+func (s *Service) touch(ctx context.Context, hash string, row *ent.Session, now time.Time) error {
+	window := row.IdleExpireTime.Sub(row.LastActiveTime)
+	since := now.Sub(row.LastActiveTime)
+	if since < min(activityInterval, window/4) || !row.IdleExpireTime.Before(row.AbsoluteExpireTime) {
+		return nil
 	}
-	return &Validated{Session: convert.Session(sess), User: convert.User(u), Roles: roles}, nil
+	idle := now.Add(window)
+	if idle.After(row.AbsoluteExpireTime) {
+		idle = row.AbsoluteExpireTime
+	}
+	if s.writeBack != nil {
+		s.writeBack.add(activity{id: row.ID, last: row.LastActiveTime, idle: row.IdleExpireTime, now: now, newIdle: idle})
+		s.view.touch(hash, now, idle)
+	} else {
+		err := s.store.Client.Session.Update().
+			Where(entsession.ID(row.ID), entsession.Active(true)).
+			SetLastActiveTime(now).SetIdleExpireTime(idle).Exec(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	row.LastActiveTime, row.IdleExpireTime = now, idle
+	return nil
+}
+
+// userAndRoles returns a user and its effective roles (sorted), from the view when useView and it
+// has them, else from the database (filling the view when useView).
+func (s *Service) userAndRoles(ctx context.Context, userID string, useView bool) (*gatehousev1.User, []string, error) {
+	if useView {
+		if u, roles, ok := s.view.user(userID); ok {
+			return u, roles, nil
+		}
+	}
+	tick := s.view.begin()
+	eu, err := s.store.Client.User.Get(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	roles, err := s.store.RoleNames(ctx, s.store.DB, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	u := convert.User(eu)
+	if useView {
+		s.view.fillUser(tick, u, roles)
+	}
+	return u, roles, nil
 }
 
 func errSessionNotFound() error {
@@ -298,7 +387,7 @@ func errSessionNotFound() error {
 
 // Authenticate implements auth.Authenticator.
 func (s *Service) Authenticate(ctx context.Context, token string) (*auth.Principal, error) {
-	v, err := s.Validate(ctx, token)
+	v, err := s.Validate(ctx, token, false)
 	if err != nil {
 		return nil, err
 	}
@@ -306,10 +395,10 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*auth.Princip
 }
 
 // Logout ends the caller's session with LOGOUT.
-func (s *Service) Logout(ctx context.Context) (store.Position, error) {
+func (s *Service) Logout(ctx context.Context) (events.Position, error) {
 	p := auth.PrincipalFrom(ctx)
 	if p == nil {
-		return store.Position{}, errs.Unauthenticated("UNAUTHENTICATED", "logout needs the session's token")
+		return events.Position{}, errs.Unauthenticated("UNAUTHENTICATED", "logout needs the session's token")
 	}
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		sess, err := tx.Session.Get(ctx, p.SessionID)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,14 @@ type Store struct {
 	// migrationURL, when set, is the PostgreSQL URL without the settings of Options, for Migrate.
 	migrationURL string
 	maxSessions  int
+	// poolURL is the PostgreSQL URL of the pool, for the LISTEN connection.
+	poolURL string
+	// logID names the database's event log (migrateLog).
+	logID atomic.Uint64
+	// commitHook runs after a transaction with events commits (SetCommitHook).
+	commitHook atomic.Pointer[func()]
+	// notifyKick, notifyStop and notifyDone drive notifyLoop on PostgreSQL.
+	notifyKick, notifyStop, notifyDone chan struct{}
 }
 
 // Open opens the database named by rawURL with the default Options. See OpenWith.
@@ -151,6 +160,9 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (*Store, err
 	if poolURL != rawURL {
 		st.migrationURL = rawURL
 	}
+	st.poolURL = poolURL
+	st.notifyKick, st.notifyStop, st.notifyDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go st.notifyLoop()
 	return st, nil
 }
 
@@ -282,6 +294,11 @@ func inUse(path, pid string) error {
 
 // Close closes the database and releases the SQLite lock.
 func (s *Store) Close() error {
+	if s.notifyStop != nil {
+		close(s.notifyStop)
+		<-s.notifyDone
+		s.notifyStop = nil
+	}
 	err := s.Client.Close()
 	if uerr := s.unlock(); err == nil {
 		err = uerr
@@ -311,7 +328,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 		db.SetMaxOpenConns(4)
 		m := newStore(db, dialect.Postgres, func() error { return nil })
 		defer m.Close()
-		return m.Migrate(ctx)
+		if err := m.Migrate(ctx); err != nil {
+			return err
+		}
+		s.logID.Store(m.LogID())
+		return nil
 	}
 	if s.IsPostgres() {
 		conn, err := s.DB.Conn(ctx)
@@ -339,6 +360,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return fmt.Errorf("migrating the event log: %w", err)
 			}
 		}
+	}
+	if err := s.migrateLog(ctx); err != nil {
+		return fmt.Errorf("migrating the event log: %w", err)
 	}
 	for _, r := range auth.BuiltInRoles {
 		err := s.Client.Role.Create().SetID(r.Name).SetDescription(r.Description).SetBuiltIn(true).

@@ -12,24 +12,25 @@ import (
 	"testing"
 
 	"github.com/gatehouse/gatehouse/internal/teststore"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
 func TestCursorRoundTrip(t *testing.T) {
-	for _, p := range []store.Position{{Xid: 0, ID: 1}, {Xid: 739, ID: 7}, {Xid: 1 << 62, ID: 1<<62 + 5}} {
-		got, err := store.ParseCursor(p.Cursor())
+	for _, p := range []events.Position{{Xid: 0, ID: 1}, {Xid: 739, ID: 7}, {Xid: 1 << 62, ID: 1<<62 + 5}} {
+		got, err := events.ParseCursor(p.Cursor())
 		if err != nil || got != p {
 			t.Errorf("ParseCursor(%v.Cursor()) = %v, %v", p, got, err)
 		}
 	}
-	if c := (store.Position{}).Cursor(); c != "" {
+	if c := (events.Position{}).Cursor(); c != "" {
 		t.Errorf("zero position encodes as %q, want empty", c)
 	}
-	if p, err := store.ParseCursor(""); err != nil || !p.IsZero() {
+	if p, err := events.ParseCursor(""); err != nil || !p.IsZero() {
 		t.Errorf(`ParseCursor("") = %v, %v`, p, err)
 	}
 	for _, bad := range []string{"garbage", "djEuMA", "djIuMC41", "!!!", "djEuLTEuNQ", "djEuMC4w"} {
-		if _, err := store.ParseCursor(bad); !errors.Is(err, store.ErrBadCursor) {
+		if _, err := events.ParseCursor(bad); !errors.Is(err, events.ErrBadCursor) {
 			t.Errorf("ParseCursor(%q) error = %v, want ErrBadCursor", bad, err)
 		}
 	}
@@ -38,11 +39,11 @@ func TestCursorRoundTrip(t *testing.T) {
 func TestPositionOrder(t *testing.T) {
 	// On PostgreSQL the transaction id orders first: a later transaction's rows come after an
 	// earlier one's even when their ids are smaller.
-	a, b := store.Position{Xid: 10, ID: 50}, store.Position{Xid: 11, ID: 49}
+	a, b := events.Position{Xid: 10, ID: 50}, events.Position{Xid: 11, ID: 49}
 	if !a.Less(b) || b.Less(a) {
 		t.Errorf("want %v before %v", a, b)
 	}
-	if !(store.Position{Xid: 0, ID: 1}).Less(store.Position{Xid: 0, ID: 2}) {
+	if !(events.Position{Xid: 0, ID: 1}).Less(events.Position{Xid: 0, ID: 2}) {
 		t.Error("ids order within a transaction")
 	}
 }

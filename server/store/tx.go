@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,61 +14,8 @@ import (
 	"github.com/gatehouse/gatehouse/ent"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
+	"github.com/gatehouse/gatehouse/server/events"
 )
-
-// Position is the place of an event in the log: the writing transaction's id on PostgreSQL (zero on
-// SQLite) and the event's id. Positions order events in commit order.
-type Position struct {
-	Xid uint64
-	ID  int64
-}
-
-// IsZero reports whether p is the position before any event.
-func (p Position) IsZero() bool { return p.Xid == 0 && p.ID == 0 }
-
-// Less reports whether p comes before q in the log.
-func (p Position) Less(q Position) bool {
-	if p.Xid != q.Xid {
-		return p.Xid < q.Xid
-	}
-	return p.ID < q.ID
-}
-
-const cursorVersion = "v1"
-
-// Cursor encodes p as an opaque string: event cursors and consistency tokens. The zero position
-// encodes as "".
-func (p Position) Cursor() string {
-	if p.IsZero() {
-		return ""
-	}
-	raw := cursorVersion + "." + strconv.FormatUint(p.Xid, 10) + "." + strconv.FormatInt(p.ID, 10)
-	return base64.RawURLEncoding.EncodeToString([]byte(raw))
-}
-
-// ErrBadCursor is returned by ParseCursor for strings that are not cursors.
-var ErrBadCursor = errors.New("not a valid cursor")
-
-// ParseCursor decodes a cursor made by Position.Cursor. "" decodes to the zero position.
-func ParseCursor(s string) (Position, error) {
-	if s == "" {
-		return Position{}, nil
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return Position{}, ErrBadCursor
-	}
-	parts := strings.Split(string(raw), ".")
-	if len(parts) != 3 || parts[0] != cursorVersion {
-		return Position{}, ErrBadCursor
-	}
-	xid, err1 := strconv.ParseUint(parts[1], 10, 64)
-	id, err2 := strconv.ParseInt(parts[2], 10, 64)
-	if err1 != nil || err2 != nil || id <= 0 {
-		return Position{}, ErrBadCursor
-	}
-	return Position{Xid: xid, ID: id}, nil
-}
 
 // Tx is one database transaction of a mutation. Events emitted on it are appended to the log in the
 // same transaction, just before commit.
@@ -139,15 +84,15 @@ func (t *Tx) ShareRoleGraph(ctx context.Context) error {
 // InTx runs fn in a transaction and commits it together with the events fn emitted. It returns the
 // position of the last event (the consistency token of the mutation), or the zero position when fn
 // emitted none. If fn fails, nothing is written.
-func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (Position, error) {
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (events.Position, error) {
 	etx, err := s.Client.Tx(ctx)
 	if err != nil {
-		return Position{}, fmt.Errorf("beginning a transaction: %w", err)
+		return events.Position{}, fmt.Errorf("beginning a transaction: %w", err)
 	}
 	tx := &Tx{Tx: etx, store: s, actor: auth.PrincipalFrom(ctx)}
 	if err := fn(ctx, tx); err != nil {
 		_ = etx.Rollback()
-		return Position{}, err
+		return events.Position{}, err
 	}
 	last, err := tx.appendEvents(ctx)
 	if err == nil && len(tx.events) == 0 {
@@ -157,10 +102,13 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 	}
 	if err != nil {
 		_ = etx.Rollback()
-		return Position{}, fmt.Errorf("appending events: %w", err)
+		return events.Position{}, fmt.Errorf("appending events: %w", err)
 	}
 	if err := etx.Commit(); err != nil {
-		return Position{}, fmt.Errorf("committing: %w", err)
+		return events.Position{}, fmt.Errorf("committing: %w", err)
+	}
+	if len(tx.events) > 0 {
+		s.committed()
 	}
 	return last, nil
 }
@@ -168,8 +116,8 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 // eventBatch bounds the rows of one INSERT (7 parameters each; SQLite allows 32766 parameters).
 const eventBatch = 500
 
-func (t *Tx) appendEvents(ctx context.Context) (Position, error) {
-	var last Position
+func (t *Tx) appendEvents(ctx context.Context) (events.Position, error) {
+	var last events.Position
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	for start := 0; start < len(t.events); start += eventBatch {
 		batch := t.events[start:min(start+eventBatch, len(t.events))]
@@ -184,7 +132,7 @@ func (t *Tx) appendEvents(ctx context.Context) (Position, error) {
 			ev.Time = timestamppb.New(now)
 			payload, err := proto.Marshal(ev)
 			if err != nil {
-				return Position{}, err
+				return events.Position{}, err
 			}
 			args = append(args, now, ev.Type.String(), ev.ActorUserId, ev.ActorSessionId, ev.UserId, ev.SessionId, payload)
 		}
@@ -195,7 +143,7 @@ func (t *Tx) appendEvents(ctx context.Context) (Position, error) {
 		}
 		rows, err := t.Query(ctx, q.String(), args...)
 		if err != nil {
-			return Position{}, err
+			return events.Position{}, err
 		}
 		i := start
 		for rows.Next() {
@@ -203,14 +151,14 @@ func (t *Tx) appendEvents(ctx context.Context) (Position, error) {
 			var xid string
 			if err := rows.Scan(&id, &xid); err != nil {
 				rows.Close()
-				return Position{}, err
+				return events.Position{}, err
 			}
 			x, err := strconv.ParseUint(xid, 10, 64)
 			if err != nil {
 				rows.Close()
-				return Position{}, err
+				return events.Position{}, err
 			}
-			p := Position{Xid: x, ID: id}
+			p := events.Position{Log: t.store.LogID(), Xid: x, ID: id}
 			t.events[i].Cursor = p.Cursor()
 			i++
 			if last.Less(p) {
@@ -218,31 +166,31 @@ func (t *Tx) appendEvents(ctx context.Context) (Position, error) {
 			}
 		}
 		if err := rows.Close(); err != nil {
-			return Position{}, err
+			return events.Position{}, err
 		}
 	}
 	return last, nil
 }
 
 // head returns the position of the newest event the transaction can see.
-func (t *Tx) head(ctx context.Context) (Position, error) {
+func (t *Tx) head(ctx context.Context) (events.Position, error) {
 	q := "SELECT '0', id FROM events ORDER BY id DESC LIMIT 1"
 	if t.store.IsPostgres() {
 		q = "SELECT xid::text, id FROM events ORDER BY xid DESC, id DESC LIMIT 1"
 	}
 	rows, err := t.Query(ctx, q)
 	if err != nil {
-		return Position{}, err
+		return events.Position{}, err
 	}
 	defer rows.Close()
-	var p Position
+	p := events.Position{Log: t.store.LogID()}
 	if rows.Next() {
 		var xid string
 		if err := rows.Scan(&xid, &p.ID); err != nil {
-			return Position{}, err
+			return events.Position{}, err
 		}
 		if p.Xid, err = strconv.ParseUint(xid, 10, 64); err != nil {
-			return Position{}, err
+			return events.Position{}, err
 		}
 	}
 	return p, rows.Err()

@@ -295,7 +295,9 @@ func (k *core) streamGRPC(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	defer func() { err = k.endGRPC(ctx, c, err) }()
 	defer recoverPanic(&err)
 
-	callCtx, err := k.admit(ctx, c, firstValue(md, headerAuthorization))
+	// NOTE: a stream is not activity: authenticating it does not extend the session's idle
+	// timeout.
+	callCtx, err := k.admit(auth.Passive(ctx), c, firstValue(md, headerAuthorization))
 	if err != nil {
 		return err
 	}
@@ -471,7 +473,7 @@ func (i *connectInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 		defer recoverConnectPanic(&err)
 
 		c.client = connectClient(conn.Peer(), conn.RequestHeader())
-		callCtx, err := k.admit(ctx, c, conn.RequestHeader().Get(headerAuthorization))
+		callCtx, err := k.admit(auth.Passive(ctx), c, conn.RequestHeader().Get(headerAuthorization))
 		if err != nil {
 			return err
 		}

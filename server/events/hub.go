@@ -1,0 +1,219 @@
+package events
+
+import (
+	"sync"
+
+	"github.com/gatehouse/gatehouse/server/errs"
+)
+
+// ReasonTooSlow is the ErrorInfo reason of a stream cut off because it did not keep up.
+const ReasonTooSlow = "SUBSCRIBER_TOO_SLOW"
+
+// DefaultBuffer is the number of batches a subscriber may have waiting before it is cut off.
+const DefaultBuffer = 256
+
+// Hub fans the tailer's output out to the node's caches and streams. It does no database work:
+// a batch is handed to every subscriber as one shared slice.
+type Hub struct {
+	buffer int
+
+	mu        sync.Mutex
+	bound     Position
+	closedErr error
+	all       map[*Subscription]struct{}
+	users     map[string]map[*Subscription]struct{}
+	listeners []func([]Record)
+}
+
+// NewHub returns a hub whose subscribers may have buffer batches waiting (DefaultBuffer when
+// zero or less).
+func NewHub(buffer int) *Hub {
+	if buffer <= 0 {
+		buffer = DefaultBuffer
+	}
+	return &Hub{buffer: buffer, all: map[*Subscription]struct{}{}, users: map[string]map[*Subscription]struct{}{}}
+}
+
+// OnCommit registers fn to receive every committed event as soon as the tailer sees it, before
+// the event is settled in log order: batches are in no particular order, and an event may come
+// before one at a lower position. Caches use it (they drop what an event may have changed, which
+// does not depend on order). fn runs on the tailer's goroutine and must not block.
+func (h *Hub) OnCommit(fn func([]Record)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.listeners = append(h.listeners, fn)
+}
+
+func (h *Hub) commit(recs []Record) {
+	h.mu.Lock()
+	ls := h.listeners
+	h.mu.Unlock()
+	for _, fn := range ls {
+		fn(recs)
+	}
+}
+
+// Subscription receives the events published after it was made, in log order, as batches. A
+// subscription for a user receives only the events whose user_id is that user.
+type Subscription struct {
+	hub  *Hub
+	user string
+	ch   chan []Record
+	done chan struct{}
+	once sync.Once
+	err  error
+}
+
+// Subscribe returns a subscription for the events of user (every event when user is empty), and
+// the hub's bound when it was made: every event before the bound was published before, every
+// event from it on will reach the subscription. After Close(err) it returns a subscription that
+// has already ended with err.
+func (h *Hub) Subscribe(user string) (*Subscription, Position) {
+	s := &Subscription{hub: h, user: user, ch: make(chan []Record, h.buffer), done: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closedErr != nil {
+		s.end(h.closedErr)
+		return s, h.bound
+	}
+	if user == "" {
+		h.all[s] = struct{}{}
+	} else {
+		m := h.users[user]
+		if m == nil {
+			m = map[*Subscription]struct{}{}
+			h.users[user] = m
+		}
+		m[s] = struct{}{}
+	}
+	return s, h.bound
+}
+
+// C delivers the subscription's batches.
+func (s *Subscription) C() <-chan []Record { return s.ch }
+
+// Done is closed when the subscription has been ended by the hub; Err then says why.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Err is why the hub ended the subscription (nil before Done is closed).
+func (s *Subscription) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Close unsubscribes. It is safe to call more than once, and after the hub ended it.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	s.hub.remove(s)
+	s.hub.mu.Unlock()
+}
+
+func (s *Subscription) end(err error) {
+	s.once.Do(func() {
+		s.err = err
+		close(s.done)
+	})
+}
+
+// remove drops s from the hub; h.mu is held.
+func (h *Hub) remove(s *Subscription) {
+	if s.user == "" {
+		delete(h.all, s)
+		return
+	}
+	if m := h.users[s.user]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(h.users, s.user)
+		}
+	}
+}
+
+// publish hands a batch of settled events, in log order, to the subscribers, and moves the bound
+// to bound. A subscriber whose buffer is full is cut off with RESOURCE_EXHAUSTED
+// SUBSCRIBER_TOO_SLOW rather than waited for: it resumes from its cursor, and nobody else is
+// slowed.
+func (h *Hub) publish(recs []Record, bound Position) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.bound.Less(bound) {
+		h.bound = bound
+	}
+	if len(recs) == 0 || h.closedErr != nil {
+		return
+	}
+	for s := range h.all {
+		h.send(s, recs)
+	}
+	if len(h.users) == 0 {
+		return
+	}
+	var byUser map[string][]Record
+	for _, r := range recs {
+		if _, ok := h.users[r.Event.UserId]; ok {
+			if byUser == nil {
+				byUser = map[string][]Record{}
+			}
+			byUser[r.Event.UserId] = append(byUser[r.Event.UserId], r)
+		}
+	}
+	for u, batch := range byUser {
+		for s := range h.users[u] {
+			h.send(s, batch)
+		}
+	}
+}
+
+// send delivers to one subscriber without blocking; h.mu is held.
+func (h *Hub) send(s *Subscription, recs []Record) {
+	select {
+	case s.ch <- recs:
+	default:
+		h.remove(s)
+		s.end(errs.ResourceExhausted(ReasonTooSlow,
+			"the stream fell too far behind and was cut off; resume from the cursor of the last event received"))
+	}
+}
+
+// Bound returns the bound of what the hub has published: every event before it has been
+// published.
+func (h *Hub) Bound() Position {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bound
+}
+
+// Close ends every subscription, present and future, with err (for a node shutting down:
+// UNAVAILABLE, so that clients resume on another node).
+func (h *Hub) Close(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closedErr != nil {
+		return
+	}
+	h.closedErr = err
+	for s := range h.all {
+		s.end(err)
+	}
+	for _, m := range h.users {
+		for s := range m {
+			s.end(err)
+		}
+	}
+	h.all, h.users = map[*Subscription]struct{}{}, map[string]map[*Subscription]struct{}{}
+}
+
+// Subscribers returns how many subscriptions are open.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := len(h.all)
+	for _, m := range h.users {
+		n += len(m)
+	}
+	return n
+}
