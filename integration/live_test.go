@@ -47,7 +47,7 @@ type liveMsg struct {
 }
 
 // liveWatch opens WatchSession on node n over front with token, and delivers its messages.
-func liveWatch(t *testing.T, n *testnode.Node, front, token string) <-chan liveMsg {
+func liveWatch(t testing.TB, n *testnode.Node, front, token string) <-chan liveMsg {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -143,7 +143,7 @@ func liveWatch(t *testing.T, n *testnode.Node, front, token string) <-chan liveM
 }
 
 // liveNext returns the next message that is not a heartbeat, failing the test after liveWait.
-func liveNext(t *testing.T, ch <-chan liveMsg, what string) liveMsg {
+func liveNext(t testing.TB, ch <-chan liveMsg, what string) liveMsg {
 	t.Helper()
 	deadline := time.After(liveWait)
 	for {

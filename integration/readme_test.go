@@ -1,13 +1,16 @@
 package integration_test
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,4 +255,76 @@ func parseStart(cmd string) (env, args []string, ok bool) {
 		args = append(args, strings.ReplaceAll(f, "'", ""))
 	}
 	return env, args, len(env) > 0
+}
+
+// TestREADMELive runs the "Live" section as its two terminals would, on two nodes of one
+// PostgreSQL database: terminal 2 creates carol; terminal 1 logs her in on node B and watches;
+// once the snapshot is out, terminal 2 adds her to the group and ends her sessions through node
+// A; terminal 1 prints the role change and the termination, and its stream ends.
+func TestREADMELive(t *testing.T) {
+	t.Parallel()
+	database := testnode.DatabaseURL(t, testnode.Postgres)
+	a, b := readmeNode(t, database), readmeNode(t, database)
+	setup := strings.ReplaceAll(readmeBlock(t, "# Terminal 2, node A: carol"), "localhost:8080", a)
+	watch := strings.ReplaceAll(readmeBlock(t, "# Terminal 1, node B:"), "localhost:8081", b)
+	change := readmeBlock(t, "# Terminal 2, node A, while terminal 1 watches:")
+	for _, script := range []string{setup, watch} {
+		if strings.Contains(script, "localhost:") {
+			t.Fatalf("a README block still names a fixed address; update this test:\n%s", script)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	bash := func(script string) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
+		cmd := exec.CommandContext(ctx, "bash", "-c", "set -euo pipefail\n"+script)
+		cmd.Env = cliEnv()
+		cmd.Stderr = os.Stderr
+		// NOTE: the whole process group goes when the deadline passes, curl and jq included, so
+		// that a read of their output cannot outlive the test.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, in, bufio.NewScanner(out)
+	}
+	line := func(s *bufio.Scanner, what string) string {
+		t.Helper()
+		if !s.Scan() {
+			t.Fatalf("%s: the terminal printed nothing more (%v)", what, s.Err())
+		}
+		return s.Text()
+	}
+	// Terminal 2 runs the setup, says so, waits for a line on its standard input (the test's
+	// "the watcher is up"), then makes the change.
+	term2, go2, out2 := bash(setup + "\necho ready\nread -r _\n" + change)
+	if got := line(out2, "terminal 2 setup"); got != "ready" {
+		t.Fatalf("terminal 2 printed %q before it was ready", got)
+	}
+	term1, _, out1 := bash(watch)
+	snap := line(out1, "the snapshot")
+	matchLines(t, "terminal 1", snap, []string{`\{"snapshot":\{"session":"<id>","roles":\[\]\}\}`})
+	if _, err := io.WriteString(go2, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	matchLines(t, "terminal 2", line(out2, "the membership")+"\n"+line(out2, "the termination"),
+		[]string{`\{"consistencyToken":"[A-Za-z0-9_-]+"\}`, `1`})
+	matchLines(t, "terminal 1", line(out1, "the role change")+"\n"+line(out1, "the termination"), []string{
+		`\{"rolesChanged":\{"roles":\["reporter"\],"added":\["reporter"\],"removed":\[\]\}\}`,
+		`\{"terminated":\{"reason":"TERMINATION_REASON_REVOKED_BY_ADMIN","note":"shift over"\}\}`,
+	})
+	if err := term1.Wait(); err != nil {
+		t.Fatalf("terminal 1's stream did not end cleanly after the termination: %v", err)
+	}
+	if err := term2.Wait(); err != nil {
+		t.Fatalf("terminal 2: %v", err)
+	}
 }
