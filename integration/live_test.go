@@ -405,3 +405,70 @@ func TestLiveWatchEventsBadCursor(t *testing.T) {
 		t.Fatalf("WatchEvents after a pruned cursor: %v, want OUT_OF_RANGE", err)
 	}
 }
+
+// TestLiveWatchEventsEndsWithItsCallersStanding: a WatchEvents stream ends when its caller loses
+// the role that let it watch, and when the caller's session ends.
+func TestLiveWatchEventsEndsWithItsCallersStanding(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, testnode.SQLite)
+	g := n.Client(testnode.GRPC)
+	admin := testnode.AdminToken(t, g)
+	u := testnode.MustCall[gatehousev1.CreateUserResponse](t, g, gatehousev1.IdentityService_CreateUser_FullMethodName, admin,
+		&gatehousev1.CreateUserRequest{Username: "watcher", Password: "watcher-password"}).User
+	grant := &gatehousev1.GrantRoleRequest{Role: "gatehouse.auditor", Principal: &gatehousev1.GrantRoleRequest_UserId{UserId: u.Id}}
+	testnode.MustCall[gatehousev1.GrantRoleResponse](t, g, gatehousev1.IdentityService_GrantRole_FullMethodName, admin, grant)
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	open := func(token string) <-chan error {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token), liveWait)
+		t.Cleanup(cancel)
+		stream, err := gatehousev1.NewSessionServiceClient(conn).WatchEvents(ctx, &gatehousev1.WatchEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done, got := make(chan error, 1), make(chan struct{}, 1)
+		go func() {
+			for {
+				if _, err := stream.Recv(); err != nil {
+					done <- err
+					return
+				}
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		// NOTE: a first event received proves the stream is open, and its guard in place,
+		// before the caller's standing changes.
+		testnode.MustCall[gatehousev1.CreateRoleResponse](t, g, gatehousev1.IdentityService_CreateRole_FullMethodName, admin,
+			&gatehousev1.CreateRoleRequest{Name: fmt.Sprintf("r%d", time.Now().UnixNano())})
+		select {
+		case <-got:
+		case err := <-done:
+			t.Fatalf("the stream ended before its first event: %v", err)
+		case <-time.After(liveWait):
+			t.Fatal("no first event")
+		}
+		return done
+	}
+	first := open
+	s1 := testnode.Login(t, g, "watcher", "watcher-password")
+	done := first(s1.Token)
+	testnode.MustCall[gatehousev1.RevokeRoleResponse](t, g, gatehousev1.IdentityService_RevokeRole_FullMethodName, admin,
+		&gatehousev1.RevokeRoleRequest{Role: grant.Role, Principal: &gatehousev1.RevokeRoleRequest_UserId{UserId: u.Id}})
+	if err := <-done; status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("after the auditor role was revoked the stream ended with %v, want PERMISSION_DENIED", err)
+	}
+	testnode.MustCall[gatehousev1.GrantRoleResponse](t, g, gatehousev1.IdentityService_GrantRole_FullMethodName, admin, grant)
+	s2 := testnode.Login(t, g, "watcher", "watcher-password")
+	done = first(s2.Token)
+	testnode.MustCall[gatehousev1.TerminateSessionResponse](t, g, gatehousev1.SessionService_TerminateSession_FullMethodName, admin,
+		&gatehousev1.TerminateSessionRequest{SessionId: s2.Session.Id})
+	if err := <-done; status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("after the caller's session ended the stream ended with %v, want UNAUTHENTICATED", err)
+	}
+}
