@@ -444,16 +444,22 @@ func TestLiveWatchEventsEndsWithItsCallersStanding(t *testing.T) {
 		}()
 		// NOTE: a first event received proves the stream is open, and its guard in place,
 		// before the caller's standing changes.
-		testnode.MustCall[gatehousev1.CreateRoleResponse](t, g, gatehousev1.IdentityService_CreateRole_FullMethodName, admin,
-			&gatehousev1.CreateRoleRequest{Name: fmt.Sprintf("r%d", time.Now().UnixNano())})
-		select {
-		case <-got:
-		case err := <-done:
-			t.Fatalf("the stream ended before its first event: %v", err)
-		case <-time.After(liveWait):
-			t.Fatal("no first event")
+		// A stream with no cursor starts when the server subscribes it, so changes are made until
+		// one arrives.
+		deadline := time.After(liveWait)
+		for {
+			testnode.MustCall[gatehousev1.CreateRoleResponse](t, g, gatehousev1.IdentityService_CreateRole_FullMethodName, admin,
+				&gatehousev1.CreateRoleRequest{Name: fmt.Sprintf("r%d", time.Now().UnixNano())})
+			select {
+			case <-got:
+				return done
+			case err := <-done:
+				t.Fatalf("the stream ended before its first event: %v", err)
+			case <-deadline:
+				t.Fatal("no first event")
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
-		return done
 	}
 	first := open
 	s1 := testnode.Login(t, g, "watcher", "watcher-password")
