@@ -1,0 +1,274 @@
+// Command gatehouse-bench measures a Gatehouse node against the limits of the machine it runs on.
+//
+//	gatehouse-bench [--scenario validate|login|all] [--duration 10s] [--runs 3] [--database URL]
+//	                [--sessions 10000] [--concurrency 64]
+//
+// It starts what it needs itself, in this process: a node on 127.0.0.1 with OS-chosen ports, on a
+// throwaway PostgreSQL cluster unless --database names a database. Each scenario prints one JSON
+// object per result on standard output; progress and the node's warnings go to standard error.
+//
+// Every figure is measured in runs alternated with the runs of its baseline (baseline, figure,
+// baseline, figure, ...), because these machines are shared and noisy: a change in the machine's
+// load affects both alike. Rates are the medians over the runs, latencies the medians of each run's
+// percentiles, and a ratio is the median rate over the median baseline rate.
+//
+// The program exits non-zero after printing when more than 1% of the calls of any measured run
+// failed, or when a run completed no call at all.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gatehouse/gatehouse/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		// NOTE: after the first signal the default action comes back, so that a second Ctrl-C
+		// ends a bench whose cleanup hangs (leaving the throwaway cluster to the next run's reaper).
+		stop()
+	}()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gatehouse-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line of one bench.
+type options struct {
+	// scenario is validate, login or all.
+	scenario string
+	// duration is the length of one measured run (of a figure or of a baseline).
+	duration time.Duration
+	// database is empty (a throwaway PostgreSQL), "sqlite" (a file in a temporary directory), or a
+	// sqlite:// or postgres:// URL.
+	database string
+	// sessions is the number of active sessions the validate scenario validates.
+	sessions int
+	// concurrency is the number of validations in flight.
+	concurrency int
+	// runs is the number of measured runs of each figure and of each baseline.
+	runs int
+}
+
+// scenario runs one scenario against e and hands each result to emit. It returns the number of
+// measured runs whose calls failed too often (see sample.failedTooOften).
+type scenario func(ctx context.Context, e *env, o options, emit func(any) error) (badRuns int, err error)
+
+// scenarios are the scenarios by name, and scenarioOrder the order in which all of them run.
+var (
+	scenarios = map[string]scenario{
+		"validate": runValidate,
+		"login":    runLogin,
+	}
+	scenarioOrder = []string{"validate", "login"}
+)
+
+// parseFlags reads the command line.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("gatehouse-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.scenario, "scenario", "all", "scenario to run: "+strings.Join(scenarioOrder, ", ")+" or all")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (figure and baseline alike)")
+	fs.StringVar(&o.database, "database", "", "database of the node: empty starts a throwaway PostgreSQL (initdb and pg_ctl on PATH), "+
+		"\"sqlite\" uses a SQLite file in a temporary directory; a sqlite:// or postgres:// URL names one, which the bench "+
+		"fills with users and sessions and leaves behind")
+	fs.IntVar(&o.sessions, "sessions", 10000, "active sessions validated round-robin by the validate scenario")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "validations in flight")
+	fs.IntVar(&o.runs, "runs", 3, "measured runs of each figure and of each baseline, alternated; the results are their medians")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: gatehouse-bench [flags]\n\n"+
+			"Measures a Gatehouse node started in this process against baselines measured in the same run,\n"+
+			"and prints one JSON object per result on standard output.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if _, ok := scenarios[o.scenario]; !ok && o.scenario != "all" {
+		return options{}, fmt.Errorf("--scenario %q: use %s or all", o.scenario, strings.Join(scenarioOrder, ", "))
+	}
+	switch {
+	case o.duration <= 0:
+		return options{}, errors.New("--duration must be positive")
+	case o.sessions <= 0:
+		return options{}, errors.New("--sessions must be positive")
+	case o.concurrency <= 0:
+		return options{}, errors.New("--concurrency must be positive")
+	case o.runs <= 0:
+		return options{}, errors.New("--runs must be positive")
+	}
+	return o, nil
+}
+
+// selected returns the names of the scenarios to run, in order.
+func (o options) selected() []string {
+	if o.scenario == "all" {
+		return scenarioOrder
+	}
+	return []string{o.scenario}
+}
+
+// run runs the bench with the command line args. Results go to stdout, everything else to stderr.
+// Whatever happens, including ctx ending (Ctrl-C), it stops the node and the throwaway cluster and
+// removes the temporary directories before it returns.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var cleanup cleanups
+	defer cleanup.run()
+	e, err := startEnv(ctx, o, stderr, &cleanup)
+	if err != nil {
+		if ctx.Err() != nil {
+			return errors.New("interrupted while starting")
+		}
+		return err
+	}
+	out := json.NewEncoder(stdout)
+	emit := func(v any) error {
+		if err := out.Encode(v); err != nil {
+			return fmt.Errorf("writing a result: %w", err)
+		}
+		return nil
+	}
+	bad := 0
+	for _, name := range o.selected() {
+		n, err := scenarios[name](ctx, e, o, emit)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("scenario %s: interrupted", name)
+			}
+			return fmt.Errorf("scenario %s: %w", name, err)
+		}
+		bad += n
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d measured runs had more than 1%% failed calls, or completed none (see the errors fields and the log above)", bad)
+	}
+	return nil
+}
+
+// env is what the scenarios run against: one node on one database.
+type env struct {
+	node *server.Node
+	// database is "postgres" or "sqlite", for the results.
+	database string
+	// prefix starts the names of the users this bench creates, unique to the bench, so that a
+	// database named by --database may hold users already (of an earlier bench, say).
+	prefix string
+	// log receives progress.
+	log io.Writer
+}
+
+// progress writes one line of progress.
+func (e *env) progress(format string, args ...any) {
+	fmt.Fprintf(e.log, "gatehouse-bench: "+format+"\n", args...)
+}
+
+// startEnv prepares the database o names (starting a throwaway PostgreSQL when it names none) and
+// starts a node on it. What it starts is stopped by cleanup.
+func startEnv(ctx context.Context, o options, stderr io.Writer, cleanup *cleanups) (*env, error) {
+	e := &env{log: stderr, prefix: "bench-" + strings.ToLower(rand.Text()[:8])}
+	url := o.database
+	switch {
+	case url == "":
+		e.progress("starting a throwaway PostgreSQL cluster")
+		pg, err := startPostgres(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("starting a throwaway PostgreSQL: %w", err)
+		}
+		cleanup.push(func() {
+			if err := pg.stop(); err != nil {
+				e.progress("stopping the throwaway PostgreSQL: %v", err)
+			}
+		})
+		url, e.database = pg.url, "postgres"
+	case url == "sqlite":
+		dir, err := os.MkdirTemp("", "gatehouse-bench-sqlite-")
+		if err != nil {
+			return nil, fmt.Errorf("creating a directory for the SQLite database: %w", err)
+		}
+		cleanup.push(func() {
+			if err := os.RemoveAll(dir); err != nil {
+				e.progress("removing %s: %v", dir, err)
+			}
+		})
+		url, e.database = "sqlite://"+filepath.Join(dir, "gatehouse.db"), "sqlite"
+	case strings.HasPrefix(url, "sqlite://"):
+		e.database = "sqlite"
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		e.database = "postgres"
+	default:
+		return nil, fmt.Errorf("--database %q: use sqlite, sqlite://PATH or postgres://...", url)
+	}
+
+	cfg := server.Config{
+		GRPCAddr: "127.0.0.1:0",
+		HTTPAddr: "127.0.0.1:0",
+		Database: url,
+		// NOTE: a password of our own, so that the node does not log a generated one. The bench
+		// never logs in as the administrator: it writes its users and sessions into the store.
+		AdminPassword: rand.Text(),
+		// NOTE: PasswordHashing stays zero, the production argon2id parameters: the login
+		// scenario measures them.
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	e.progress("starting a node on %s", e.database)
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	n, err := server.Start(startCtx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("starting the node: %w", err)
+	}
+	cleanup.push(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			e.progress("shutting the node down: %v", err)
+		}
+	})
+	e.node = n
+	return e, nil
+}
+
+// cleanups are the undo steps of what a bench started, run last first.
+type cleanups []func()
+
+// push adds a step.
+func (c *cleanups) push(f func()) { *c = append(*c, f) }
+
+// run runs the steps, last first.
+//
+// NOTE: a pointer receiver, so that `defer c.run()` runs the steps pushed after the defer.
+func (c *cleanups) run() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain checks that a bench leaves no goroutine behind: its node, servers and clients stop.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fields are the fields a result must have, by kind.
+type fields struct {
+	strings, numbers []string
+}
+
+var (
+	validateFields = fields{
+		strings: []string{"scenario", "transport", "database"},
+		numbers: []string{"rate", "p50_ms", "p99_ms", "baseline_rate", "ratio", "errors", "baseline_errors", "runs", "duration_s", "sessions", "concurrency"},
+	}
+	loginFields = fields{
+		strings: []string{"scenario", "database", "argon2id"},
+		numbers: []string{"rate", "p50_ms", "p99_ms", "baseline_rate", "ratio", "errors", "baseline_errors", "runs", "duration_s", "concurrency", "hash_goroutines"},
+	}
+)
+
+// TestSmoke runs the scenarios for about a second each and checks that the program succeeds and
+// prints every result with every field. It never looks at the figures.
+func TestSmoke(t *testing.T) {
+	short := []string{"--duration", "300ms", "--runs", "1", "--sessions", "200"}
+	// NOTE: the cases run in parallel within a group, and what they leave behind is checked once
+	// the group has ended.
+	t.Run("group", func(t *testing.T) { smokeCases(t, short) })
+	if dirs := clustersOfThisProcess(t); len(dirs) > 0 {
+		t.Errorf("throwaway clusters left behind: %q", dirs)
+	}
+}
+
+// smokeCases runs each case of TestSmoke as a parallel subtest of t.
+func smokeCases(t *testing.T, short []string) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		// want are the results expected, in order, as scenario or scenario/transport.
+		want []string
+	}{
+		{name: "sqlite", args: []string{"--database", "sqlite"}, want: []string{"validate/grpc", "validate/connect", "validate/rest", "login"}},
+		{name: "postgres", args: []string{"--scenario", "validate"}, want: []string{"validate/grpc", "validate/connect", "validate/rest"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			defer cancel()
+			err := run(ctx, append(tc.args, short...), &stdout, &stderr)
+			if err != nil {
+				t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+			}
+			var got []string
+			sc := bufio.NewScanner(&stdout)
+			for sc.Scan() {
+				var r map[string]any
+				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+					t.Fatalf("a line of stdout is not a JSON object: %v\n%s", err, sc.Text())
+				}
+				name, _ := r["scenario"].(string)
+				want := loginFields
+				if name == "validate" {
+					want = validateFields
+					tr, _ := r["transport"].(string)
+					name += "/" + tr
+				}
+				for _, f := range want.strings {
+					if s, ok := r[f].(string); !ok || s == "" {
+						t.Errorf("%s: %s = %#v, want a string", name, f, r[f])
+					}
+				}
+				for _, f := range want.numbers {
+					if _, ok := r[f].(float64); !ok {
+						t.Errorf("%s: %s = %#v, want a number", name, f, r[f])
+					}
+				}
+				got = append(got, name)
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("results %q, want %q\nstderr:\n%s", got, tc.want, stderr.String())
+			}
+		})
+	}
+}
+
+// clustersOfThisProcess returns the directories of the throwaway clusters this process started
+// that are still there.
+func clustersOfThisProcess(t *testing.T) []string {
+	t.Helper()
+	matches, err := filepath.Glob(filepath.Join(os.TempDir(), pgDirPrefix+"*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, d := range matches {
+		owner, err := os.ReadFile(filepath.Join(d, pgOwnerFile))
+		if err == nil && strings.TrimSpace(string(owner)) == strconv.Itoa(os.Getpid()) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
