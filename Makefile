@@ -14,6 +14,10 @@ help: ## Show this help.
 run: ## Run a node on the embedded SQLite database (gatehouse.db).
 	go run ./cmd/gatehouse
 
+.PHONY: bench
+bench: ## Run every load scenario of cmd/gatehouse-bench (a throwaway PostgreSQL; JSON lines on stdout).
+	go run ./cmd/gatehouse-bench --scenario all
+
 .PHONY: protodeps
 protodeps: ## Copy the pinned third-party protos out of the Go module cache.
 	./scripts/protodeps.sh
@@ -31,7 +35,7 @@ checkgenerate: ## Fail if generated code differs from a fresh generation.
 .PHONY: lint
 lint: protodeps ## buf lint, gofmt and go vet.
 	$(BUF) lint
-	@out=$$(gofmt -l $$(ls -d cmd server internal integration ent/schema gen/openapi 2>/dev/null)); \
+	@out=$$(gofmt -l $$(ls -d client cmd server internal integration ent/schema gen/openapi 2>/dev/null)); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 
