@@ -35,7 +35,7 @@ func BenchmarkPropagation(b *testing.B) {
 				sess := testnode.Login(b, gb, name, name+"-password")
 				ch := liveWatchB(b, nb, sess.Token)
 				<-tick.C
-					if kind == "grant" {
+				if kind == "grant" {
 					testnode.MustCall[gatehousev1.GrantRoleResponse](b, ga, gatehousev1.IdentityService_GrantRole_FullMethodName, admin,
 						&gatehousev1.GrantRoleRequest{Role: "bench", Principal: &gatehousev1.GrantRoleRequest_UserId{UserId: u.Id}})
 				} else {
