@@ -45,6 +45,6 @@ test: lint checkgenerate ## The whole suite: lint, generation check, and every t
 	@# The tests that skip themselves under -race (SQLite runs some twentyfold slower there).
 	go test -count=1 -run 'TestEndingManySessions' ./server/session/
 
-.PHONY: bench
-bench: ## Run the Go benchmarks.
+.PHONY: gobench
+gobench: ## Run the Go benchmarks (go test -bench).
 	go test -run '^$$' -bench . -benchmem ./...

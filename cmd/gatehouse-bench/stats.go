@@ -36,12 +36,15 @@ type sample struct {
 	firstErr error
 }
 
-// measure runs l for d and returns the calls that completed within d.
+// measure runs l for d and returns the calls that completed within the run's window: d, or longer
+// when no call completed within d, up to the first call that did.
 //
 // NOTE: a call still in flight when the window closes is neither counted nor cancelled: it runs to
 // its end on a context that outlives the window by callGrace, so that closing the window causes no
 // failures, and it is left out because its work was not all done within the window. The rate is
-// then the completions within the window over the window.
+// then the completions within the window over the window. When a single call takes longer than d
+// (a password login on a slow machine, or under the race detector), the window stretches to the
+// first completion, so that a short run measures one slow call instead of nothing.
 func measure(ctx context.Context, l load, d time.Duration) (sample, error) {
 	// NOTE: a collection first, so that one run does not pay for the garbage of the one before.
 	runtime.GC()
@@ -49,6 +52,25 @@ func measure(ctx context.Context, l load, d time.Duration) (sample, error) {
 	end := start.Add(d)
 	callCtx, cancel := context.WithDeadline(ctx, end.Add(callGrace))
 	defer cancel()
+	var (
+		mu        sync.Mutex
+		completed bool          // some call has completed within the window
+		late      time.Duration // the window, when the first completion came after d
+	)
+	// count reports whether a call that completed at t is within the window.
+	count := func(t time.Time) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case !t.After(end):
+			completed = true
+			return true
+		case !completed:
+			completed, late = true, t.Sub(start)
+			return true
+		}
+		return false
+	}
 	parts := make([]sample, l.workers)
 	var wg sync.WaitGroup
 	for i := range l.workers {
@@ -61,7 +83,7 @@ func measure(ctx context.Context, l load, d time.Duration) (sample, error) {
 				}
 				err := l.work(callCtx, i)
 				t1 := time.Now()
-				if t1.After(end) {
+				if !count(t1) {
 					return
 				}
 				if err != nil {
@@ -80,7 +102,7 @@ func measure(ctx context.Context, l load, d time.Duration) (sample, error) {
 	if err := ctx.Err(); err != nil {
 		return sample{}, err
 	}
-	s := sample{window: d}
+	s := sample{window: max(d, late)}
 	for _, p := range parts {
 		s.ok += p.ok
 		s.failed += p.failed

@@ -3,8 +3,6 @@ package session
 import (
 	"context"
 	"slices"
-	"strings"
-	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
@@ -137,7 +135,7 @@ func userPolicies(ctx context.Context, tx *store.Tx, users []string) (map[string
 
 // refreshExpiry recomputes the expiries of the live sessions of users (at most hookBatch of them)
 // under their current policies, in a number of statements that grows with the sessions only by
-// one per expiryBatch of them.
+// one per batch of store.Tx.SetSessionExpiries.
 func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) error {
 	var live []*ent.Session
 	for batch := range slices.Chunk(users, store.MaxInList) {
@@ -168,64 +166,14 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	for u, set := range sets {
 		resolved[u] = set.Resolve()
 	}
-	var changed []expiryChange
+	var changed []store.SessionExpiry
 	for _, sess := range live {
 		idle, absolute := expiry(resolved[sess.UserID], sess.CreateTime, sess.LastActiveTime)
 		if !idle.Equal(sess.IdleExpireTime) || !absolute.Equal(sess.AbsoluteExpireTime) {
-			changed = append(changed, expiryChange{id: sess.ID, idle: idle, absolute: absolute})
+			changed = append(changed, store.SessionExpiry{ID: sess.ID, Idle: idle, Absolute: absolute})
 		}
 	}
-	return setExpiries(ctx, tx, changed)
-}
-
-// expiryChange is a session's new expiry.
-type expiryChange struct {
-	id             string
-	idle, absolute time.Time
-}
-
-// expiryBatch bounds the sessions of one expiry UPDATE.
-//
-// NOTE: each session binds five parameters, and the database searches the CASE lists linearly for
-// every row it updates, so the work of one statement grows with the square of its sessions: a
-// hundred keeps it small and the parameters far below SQLite's 32766.
-const expiryBatch = 100
-
-// setExpiries writes new expiries of sessions, in one UPDATE per expiryBatch of them.
-func setExpiries(ctx context.Context, tx *store.Tx, changes []expiryChange) error {
-	for batch := range slices.Chunk(changes, expiryBatch) {
-		if err := setExpiriesOf(ctx, tx, batch); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// setExpiriesOf writes new expiries of sessions in one UPDATE.
-func setExpiriesOf(ctx context.Context, tx *store.Tx, changes []expiryChange) error {
-	// NOTE: lib/pq sends times as untyped text, which a CASE cannot assign to a timestamptz
-	// column without a cast; SQLite stores times as the driver formats them and needs none.
-	param := "?"
-	if tx.Store().IsPostgres() {
-		param = "CAST(? AS timestamptz)"
-	}
-	var idle, absolute strings.Builder
-	idleArgs := make([]any, 0, 2*len(changes))
-	absArgs := make([]any, 0, 2*len(changes))
-	ids := make([]any, 0, len(changes))
-	for _, c := range changes {
-		idle.WriteString(" WHEN ? THEN " + param)
-		absolute.WriteString(" WHEN ? THEN " + param)
-		idleArgs = append(idleArgs, c.id, c.idle.UTC())
-		absArgs = append(absArgs, c.id, c.absolute.UTC())
-		ids = append(ids, c.id)
-	}
-	query := "UPDATE sessions SET idle_expire_time = CASE id" + idle.String() + " END," +
-		" absolute_expire_time = CASE id" + absolute.String() + " END" +
-		" WHERE id IN (" + store.Placeholders(len(ids)) + ")"
-	args := append(append(idleArgs, absArgs...), ids...)
-	_, err := tx.Exec(ctx, query, args...)
-	return err
+	return tx.SetSessionExpiries(ctx, changed)
 }
 
 func queryStrings(ctx context.Context, tx *store.Tx, query string, args ...any) ([]string, error) {

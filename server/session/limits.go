@@ -8,24 +8,12 @@ import (
 	"github.com/gatehouse/gatehouse/ent"
 	"github.com/gatehouse/gatehouse/ent/predicate"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
-	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
-
-// lockUser serialises the session changes of one user across every node: on PostgreSQL it locks
-// the user's row until the transaction ends (SQLite write transactions are exclusive already). It
-// returns the user as locked; a user deleted meanwhile gives ent's not-found error.
-func lockUser(ctx context.Context, tx *store.Tx, userID string) (*ent.User, error) {
-	q := tx.User.Query().Where(entuser.ID(userID))
-	if tx.Store().IsPostgres() {
-		q = q.ForUpdate()
-	}
-	return q.Only(ctx)
-}
 
 // expiry returns the idle and absolute expiry of a session created at created, last active at
 // lastActive, under r.

@@ -124,7 +124,7 @@ func (s *Service) Terminate(ctx context.Context, id, note string) (*gatehousev1.
 		default:
 			return errs.PermissionDenied("PERMISSION_DENIED", "only the session's user and session admins may end it")
 		}
-		if _, err := lockUser(ctx, tx, sess.UserID); err != nil && !ent.IsNotFound(err) {
+		if _, err := LockUser(ctx, tx, sess.UserID); err != nil && !ent.IsNotFound(err) {
 			return err
 		}
 		ended, err := EndSession(ctx, tx, sess, reason, note)
@@ -147,7 +147,7 @@ func (s *Service) TerminateUser(ctx context.Context, userID, exceptID, note stri
 	}
 	var ended []string
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-		if _, err := lockUser(ctx, tx, userID); ent.IsNotFound(err) {
+		if _, err := LockUser(ctx, tx, userID); ent.IsNotFound(err) {
 			return errs.NotFound("USER_NOT_FOUND", "user %s not found", userID)
 		} else if err != nil {
 			return err

@@ -154,7 +154,7 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 		}
 		// NOTE: the user's row lock serialises logins of one user across nodes, so that racing
 		// logins cannot both see room under the limit.
-		locked, err := lockUser(ctx, tx, u.ID)
+		locked, err := LockUser(ctx, tx, u.ID)
 		if ent.IsNotFound(err) || (err == nil && locked.Disabled) {
 			return errInvalidCredentials()
 		}

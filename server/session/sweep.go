@@ -28,7 +28,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 	for {
 		n := 0
 		_, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-			if got, err := tryXactLock(ctx, tx, sweepLockKey); err != nil || !got {
+			if got, err := tx.TryLock(ctx, sweepLockKey); err != nil || !got {
 				return err
 			}
 			var err error
@@ -43,27 +43,6 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
-}
-
-// tryXactLock takes the transaction-scoped advisory lock key on PostgreSQL if no other transaction
-// holds it, and reports whether it did. On SQLite, whose write transactions are exclusive, it
-// always succeeds.
-func tryXactLock(ctx context.Context, tx *store.Tx, key int64) (bool, error) {
-	if !tx.Store().IsPostgres() {
-		return true, nil
-	}
-	var got bool
-	rows, err := tx.QueryContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", key)
-	if err != nil {
-		return false, err
-	}
-	for rows.Next() {
-		if err := rows.Scan(&got); err != nil {
-			rows.Close()
-			return false, err
-		}
-	}
-	return got, rows.Close()
 }
 
 // SweeperOptions configures RunSweeper.

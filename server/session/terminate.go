@@ -27,19 +27,17 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 // ids it ended. However many sessions match, no statement binds more than store.MaxInList ids; where
 // itself must not hold a longer list (see endIDs).
 //
-// NOTE: on PostgreSQL the sessions are locked before they are ended, and a session that a
-// concurrent transaction ended meanwhile no longer matches once that transaction commits, so every
-// session ends exactly once, with one event and one reason, whoever races to end it (a logout, an
-// administrator, the sweeper, an eviction). SQLite write transactions are exclusive already.
+// NOTE: on PostgreSQL the sessions are locked before they are ended (store.Tx.SessionsForUpdate),
+// and a session that a concurrent transaction ended meanwhile no longer matches once that
+// transaction commits, so every session ends exactly once, with one event and one reason, whoever
+// races to end it (a logout, an administrator, the sweeper, an eviction). SQLite write transactions
+// are exclusive already.
 func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, limit int, where ...predicate.Session) ([]string, error) {
-	q := tx.Session.Query().
+	q := tx.SessionsForUpdate().
 		Where(append(where, entsession.Active(true))...).
 		Order(ent.Asc(entsession.FieldID))
 	if limit > 0 {
 		q = q.Limit(limit)
-	}
-	if tx.Store().IsPostgres() {
-		q = q.ForUpdate()
 	}
 	live, err := q.Select(entsession.FieldID, entsession.FieldUserID).All(ctx)
 	if err != nil || len(live) == 0 {
