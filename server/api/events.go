@@ -103,6 +103,10 @@ func (h *Session) guard(ctx context.Context, cancel context.CancelCauseFunc, sub
 		case <-ctx.Done():
 			return
 		case <-sub.Done():
+			// NOTE: without its guard the stream could outlive its caller's standing, so it ends
+			// with the guard, for the same reason (a guard that fell behind, or the node
+			// shutting down); the client resumes from its cursor and is authorised afresh.
+			cancel(sub.Err())
 			return
 		case batch := <-sub.C():
 			if !concernsCaller(batch, p) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/gatehouse/gatehouse/ent"
-	entevent "github.com/gatehouse/gatehouse/ent/event"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	"github.com/gatehouse/gatehouse/server/store"
 )
@@ -35,8 +33,8 @@ const pruneBatch = 500
 
 // Prune deletes the sessions that ended longer ago than r.Sessions and the events older than
 // r.Events, in short transactions of at most pruneBatch rows. On PostgreSQL a node that finds
-// another node pruning stops. The newest event always stays, so that event ids and consistency
-// tokens never go back, even on SQLite, which would reuse the ids of an emptied table.
+// another node pruning stops. Events are cut from the start of the log, in log order, and the
+// newest always stays (store.Tx.PruneEvents).
 func (s *Service) Prune(ctx context.Context, r Retention) (Pruned, error) {
 	var out Pruned
 	now := s.now().UTC()
@@ -59,20 +57,7 @@ func (s *Service) Prune(ctx context.Context, r Retention) (Pruned, error) {
 	if r.Events > 0 {
 		cutoff := now.Add(-r.Events)
 		n, err := s.pruneBatches(ctx, func(ctx context.Context, tx *store.Tx) (int, error) {
-			newest, err := tx.Event.Query().Order(ent.Desc(entevent.FieldID)).FirstID(ctx)
-			if ent.IsNotFound(err) {
-				return 0, nil
-			}
-			if err != nil {
-				return 0, err
-			}
-			ids, err := tx.Event.Query().
-				Where(entevent.TimeLT(cutoff), entevent.IDLT(newest)).
-				Limit(pruneBatch).IDs(ctx)
-			if err != nil || len(ids) == 0 {
-				return 0, err
-			}
-			return tx.Event.Delete().Where(entevent.IDIn(ids...)).Exec(ctx)
+			return tx.PruneEvents(ctx, cutoff, pruneBatch)
 		})
 		out.Events = n
 		if err != nil {
@@ -90,7 +75,7 @@ func (s *Service) pruneBatches(ctx context.Context, batch func(ctx context.Conte
 		n, locked := 0, false
 		_, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 			var err error
-			if locked, err = tryXactLock(ctx, tx, pruneLockKey); err != nil || !locked {
+			if locked, err = tx.TryLock(ctx, pruneLockKey); err != nil || !locked {
 				return err
 			}
 			n, err = batch(ctx, tx)

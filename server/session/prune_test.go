@@ -157,3 +157,30 @@ func TestPruneKeepsTheNewestEvent(t *testing.T) {
 		})
 	}
 }
+
+// TestPruneCutsTheLogAtAPosition: the log is pruned from its start, in log order, so an event past
+// retention that follows a recent one in the log stays; deleting by time alone would leave a hole
+// in the log, where a reader resuming below it could skip what it never saw.
+func TestPruneCutsTheLogAtAPosition(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			st, svc := newService(t, backend)
+			now := time.Now()
+			first := addEvents(t, st, 2, now.Add(-9*day))
+			kept := addEvents(t, st, 1, now.Add(-6*day))
+			kept = append(kept, addEvents(t, st, 2, now.Add(-8*day))...)
+			kept = append(kept, addEvents(t, st, 1, now)...)
+			got, err := svc.Prune(context.Background(), session.Retention{Events: 7 * day})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Events != len(first) {
+				t.Errorf("Prune deleted %d events, want the %d before the first recent one", got.Events, len(first))
+			}
+			if ids := eventIDs(t, st); !slices.Equal(ids, kept) {
+				t.Errorf("events left = %v, want %v", ids, kept)
+			}
+		})
+	}
+}

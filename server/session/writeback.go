@@ -39,6 +39,11 @@ func newWriteBack(st *store.Store, log *slog.Logger) *writeBack {
 func (w *writeBack) add(a activity) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.addLocked(a)
+}
+
+// addLocked records a unless newer activity of the same session is pending; w.mu is held.
+func (w *writeBack) addLocked(a activity) {
 	if p, ok := w.pending[a.id]; ok && !p.now.Before(a.now) {
 		return
 	}
@@ -79,7 +84,7 @@ func (w *writeBack) flush(ctx context.Context) {
 	w.pending = map[string]activity{}
 	w.mu.Unlock()
 	var failed error
-	for _, a := range batch {
+	for id, a := range batch {
 		err := w.st.Client.Session.Update().
 			Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
 			SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle).Exec(ctx)
@@ -87,11 +92,18 @@ func (w *writeBack) flush(ctx context.Context) {
 			failed = err
 			break
 		}
+		delete(batch, id)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// NOTE: what was not written goes back (unless newer activity of the same session came in
+	// meanwhile): the node's view already extended those sessions' idle expiry, and a sweeper
+	// reading the old one from the database would end a session its user is still using.
+	for _, a := range batch {
+		w.addLocked(a)
+	}
 	if failed != nil && !w.failing {
-		w.log.Warn("writing session activity back failed; it is retried with the next activity", "err", failed)
+		w.log.Warn("writing session activity back failed; it is retried at the next flush", "err", failed)
 	}
 	w.failing = failed != nil
 }

@@ -351,3 +351,55 @@ func (s *Store) Locate(ctx context.Context, p events.Position) (events.Where, er
 	}
 	return events.NotInLog, nil
 }
+
+// PruneEvents deletes at most limit events from the start of the log, in log order, as long as
+// they are older than cutoff, and returns how many it deleted. It never deletes the newest event
+// (in log order), so that positions and consistency tokens never go back, even on SQLite, which
+// would reuse the ids of an emptied table.
+//
+// NOTE: the log is cut by position, never by time alone: on PostgreSQL the log's order (xid, id)
+// is not the order of the events' times, and deleting by time could leave a hole below a kept
+// event, where a cursor would find nothing and a reader could skip what it never saw. What is
+// kept is always a suffix of the log, so a cursor is either in it or before its start
+// (OUT_OF_RANGE).
+func (t *Tx) PruneEvents(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	pg := t.store.IsPostgres()
+	xid, order, desc := "'0'", "id", "id DESC"
+	if pg {
+		xid, order, desc = "xid::text", "xid, id", "xid DESC, id DESC"
+	}
+	// The first event to keep: the first one, in log order, not older than cutoff; else the newest.
+	bx, bid, found, err := t.firstEvent(ctx, "SELECT "+xid+", id FROM events WHERE time >= ? ORDER BY "+order+" LIMIT 1", cutoff)
+	if err == nil && !found {
+		bx, bid, found, err = t.firstEvent(ctx, "SELECT "+xid+", id FROM events ORDER BY "+desc+" LIMIT 1")
+	}
+	if err != nil || !found {
+		return 0, err
+	}
+	below, args := "id < ?", []any{bid}
+	if pg {
+		below, args = "(xid, id) < (?::text::xid8, ?)", []any{bx, bid}
+	}
+	res, err := t.Exec(ctx, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE "+below+" ORDER BY "+order+" LIMIT ?)", append(args, limit)...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// firstEvent runs a query of one event's xid (as text) and id, and returns the first row's.
+func (t *Tx) firstEvent(ctx context.Context, query string, args ...any) (xid string, id int64, found bool, err error) {
+	rows, err := t.Query(ctx, query, args...)
+	if err != nil {
+		return "", 0, false, err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(&xid, &id); err != nil {
+			return "", 0, false, err
+		}
+		found = true
+	}
+	return xid, id, found, rows.Err()
+}
