@@ -87,6 +87,7 @@ func (t *Tailer) Run(ctx context.Context) error {
 	defer timer.Stop()
 	failing := false
 	backoff := 50 * time.Millisecond
+	recheck := firstRecheck
 	for {
 		err := t.round(ctx)
 		switch {
@@ -109,19 +110,39 @@ func (t *Tailer) Run(ctx context.Context) error {
 			t.log.Info("event log: reading the log works again")
 			failing, backoff = false, 50*time.Millisecond
 		}
+		// NOTE: events seen but held back by the horizon wait for an older transaction to end.
+		// If that transaction wrote events, its commit wakes every tailer; if it wrote none (a
+		// session's activity write-back, another application on the same cluster), nothing
+		// would, so the tailer looks again soon, backing off up to the poll interval.
+		next := t.poll
+		if t.heldBack() {
+			next, recheck = recheck, min(recheck*2, t.poll)
+		} else {
+			recheck = firstRecheck
+		}
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
 			default:
 			}
 		}
-		timer.Reset(t.poll)
+		timer.Reset(min(next, t.poll))
 		select {
 		case <-ctx.Done():
 		case <-t.wake:
 		case <-timer.C:
 		}
 	}
+}
+
+// firstRecheck is how soon a tailer reads again when the horizon held events back.
+const firstRecheck = 2 * time.Millisecond
+
+// heldBack reports whether the last round saw events that the horizon did not settle yet.
+func (t *Tailer) heldBack() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending) > 0
 }
 
 // Start takes the tailer's first snapshot, so that the hub's bound is known before the node
