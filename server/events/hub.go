@@ -38,6 +38,18 @@ func NewHub(buffer int) *Hub {
 // the event is settled in log order: batches are in no particular order, and an event may come
 // before one at a lower position. Caches use it (they drop what an event may have changed, which
 // does not depend on order). fn runs on the tailer's goroutine and must not block.
+//
+// NOTE: this is how the node resolves the cluster-wide horizon (pg_snapshot_xmin). One long
+// transaction anywhere on the PostgreSQL server (a 10,000-member grant, another application's
+// batch job) holds back Snapshot.Bound for every node, so what waits for the bound (Subscribe's
+// ordered streams) waits for it. What must not wait does not: a round hands every event that is
+// visible in its snapshot to OnCommit at once, whatever the bound, and Sync returns once such a
+// round has run. Read-your-writes on the mutating node (it wakes its own tailer after commit) and
+// validations on every node therefore see a change as soon as it has committed, however old the
+// oldest running transaction is. Publishing early cannot break the order other subscribers see,
+// because nothing reaches Subscribe before the bound passes it, and the caches cannot end up older
+// than the database because they never apply an event's content: they drop the entries it may
+// have changed and read them again (session.view).
 func (h *Hub) OnCommit(fn func([]Record)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
