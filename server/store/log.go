@@ -123,6 +123,16 @@ func (s *Store) Listen(ctx context.Context, wake func()) error {
 	}
 }
 
+// naiveReader, set only by the naivereader build tag (log_naive.go), makes the log be read on
+// PostgreSQL as on SQLite: `id > cursor`, in id order, with no transaction-id horizon. It exists
+// to show that the fault tests catch such a reader (integration/faults_test.go): it loses the
+// events of a transaction that commits after one with higher ids.
+var naiveReader = false
+
+// idOrder reports whether the log is read in id order with id-only positions: on SQLite, where
+// one writer commits at a time in id order (and under naiveReader).
+func (s *Store) idOrder() bool { return !s.IsPostgres() || naiveReader }
+
 // Poll implements events.Source.
 //
 // On PostgreSQL one statement returns the statement's own snapshot (pg_current_snapshot() is the
@@ -132,7 +142,7 @@ func (s *Store) Listen(ctx context.Context, wake func()) error {
 // event whose transaction is at or above the snapshot's xmin: committed, but not settled yet.
 // On SQLite, where one writer commits at a time in id order, the snapshot is the highest id.
 func (s *Store) Poll(ctx context.Context, prev *events.Snapshot) (events.Snapshot, []events.Record, error) {
-	if !s.IsPostgres() {
+	if s.idOrder() {
 		return s.pollSQLite(ctx, prev)
 	}
 	const head = "SELECT s.snap::text, e.id, e.xid::text, e.payload FROM (SELECT pg_current_snapshot() AS snap) s LEFT JOIN events e ON "
@@ -193,7 +203,7 @@ func (s *Store) pollSQLite(ctx context.Context, prev *events.Snapshot) (events.S
 		err := s.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM events").Scan(&last)
 		return events.Snapshot{LastID: last}, nil, err
 	}
-	rows, err := s.DB.QueryContext(ctx, "SELECT id, '0', payload FROM events WHERE id > ? ORDER BY id", prev.LastID)
+	rows, err := s.DB.QueryContext(ctx, s.Rebind("SELECT id, '0', payload FROM events WHERE id > ? ORDER BY id"), prev.LastID)
 	if err != nil {
 		return events.Snapshot{}, nil, err
 	}
@@ -270,7 +280,7 @@ func (s *Store) scanRecords(rows *sql.Rows) ([]events.Record, error) {
 func (s *Store) Read(ctx context.Context, after, before events.Position, f events.Filter, limit int) ([]events.Record, error) {
 	var where []string
 	var args []any
-	if s.IsPostgres() {
+	if !s.idOrder() {
 		where = append(where, "(xid, id) > (?::text::xid8, ?)")
 		args = append(args, strconv.FormatUint(after.Xid, 10), after.ID)
 		if before.IsZero() {
@@ -300,8 +310,10 @@ func (s *Store) Read(ctx context.Context, after, before events.Position, f event
 		where = append(where, "type IN ("+strings.Join(marks, ", ")+")")
 	}
 	xid, order := "'0'", "id"
-	if s.IsPostgres() {
-		xid, order = "xid::text", "xid, id"
+	if !s.idOrder() {
+		// NOTE: ORDER BY names the table's columns: a bare xid would be the output column
+		// xid::text, sorted as text, in which "1000" comes before "758".
+		xid, order = "xid::text", "events.xid, events.id"
 	}
 	q := "SELECT id, " + xid + ", payload FROM events WHERE " + strings.Join(where, " AND ") + " ORDER BY " + order + " LIMIT ?"
 	args = append(args, limit)
@@ -322,10 +334,10 @@ func (s *Store) Locate(ctx context.Context, p events.Position) (events.Where, er
 	q := "SELECT COUNT(*) FROM events WHERE id = ?"
 	args := []any{p.ID}
 	oldest := "SELECT '0', id FROM events ORDER BY id LIMIT 1"
-	if s.IsPostgres() {
+	if !s.idOrder() {
 		q += " AND xid = ?::text::xid8"
 		args = append(args, strconv.FormatUint(p.Xid, 10))
-		oldest = "SELECT xid::text, id FROM events ORDER BY xid, id LIMIT 1"
+		oldest = "SELECT xid::text, id FROM events ORDER BY events.xid, events.id LIMIT 1"
 	} else if p.Xid != 0 {
 		return events.NotInLog, nil
 	}
@@ -366,7 +378,8 @@ func (t *Tx) PruneEvents(ctx context.Context, cutoff time.Time, limit int) (int,
 	pg := t.store.IsPostgres()
 	xid, order, desc := "'0'", "id", "id DESC"
 	if pg {
-		xid, order, desc = "xid::text", "xid, id", "xid DESC, id DESC"
+		// NOTE: the table's columns, not the output column xid::text (see Read).
+		xid, order, desc = "xid::text", "events.xid, events.id", "events.xid DESC, events.id DESC"
 	}
 	// The first event to keep: the first one, in log order, not older than cutoff; else the newest.
 	bx, bid, found, err := t.firstEvent(ctx, "SELECT "+xid+", id FROM events WHERE time >= ? ORDER BY "+order+" LIMIT 1", cutoff)

@@ -2,7 +2,11 @@ package store_test
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/teststore"
@@ -144,5 +148,68 @@ func TestHorizonHoldsBackAnEarlierTransaction(t *testing.T) {
 	}
 	if !fast.Less(snap3.Bound()) {
 		t.Fatalf("the fast event %v is still unsettled (bound %v) after every transaction finished", fast, snap3.Bound())
+	}
+}
+
+// TestLogOrderIsNumeric: the log is ordered by transaction id as a number. Events of transactions
+// 9 and 10 (stored with those ids, as a cluster's first transactions would have them) are read,
+// located and pruned in that order; sorted as text, 10 would come before 9, so ListEvents would
+// page out of order, repeating some events and skipping others, and a prune would delete events
+// still within retention.
+func TestLogOrderIsNumeric(t *testing.T) {
+	ctx := context.Background()
+	st := teststore.Open(t, "postgres")
+	payload, err := proto.Marshal(&gatehousev1.Event{Type: gatehousev1.EventType_EVENT_TYPE_USER_UPDATED})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, xid := range []string{"9", "10", "11"} {
+		if _, err := st.DB.ExecContext(ctx, "INSERT INTO events (time, type, actor_user_id, actor_session_id, user_id, session_id, payload, xid) "+
+			"VALUES (now(), 'EVENT_TYPE_USER_UPDATED', '', '', '', '', $1, $2::text::xid8)", payload, xid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := st.Read(ctx, events.Position{}, events.Position{}, events.Filter{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xids []uint64
+	for _, r := range recs {
+		xids = append(xids, r.Pos.Xid)
+	}
+	if !slices.Equal(xids, []uint64{9, 10, 11}) {
+		t.Fatalf("Read gives transactions %v, want 9 10 11", xids)
+	}
+	// Paging one event at a time from the last cursor gives each event once.
+	var paged []uint64
+	after := events.Position{}
+	for {
+		page, err := st.Read(ctx, after, events.Position{}, events.Filter{}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged = append(paged, page[0].Pos.Xid)
+		after = page[0].Pos
+	}
+	if !slices.Equal(paged, xids) {
+		t.Errorf("paging one at a time gives transactions %v, want %v", paged, xids)
+	}
+	// A position before the first event is pruned; the first event itself is in the log.
+	if where, err := st.Locate(ctx, events.Position{Log: st.LogID(), Xid: 9, ID: recs[0].Pos.ID - 1}); err != nil || where != events.Pruned {
+		t.Errorf("Locate before the first event = %v, %v; want Pruned", where, err)
+	}
+	if where, err := st.Locate(ctx, recs[0].Pos); err != nil || where != events.InLog {
+		t.Errorf("Locate of the first event = %v, %v; want InLog", where, err)
+	}
+	// Nothing is past a retention of a week.
+	var n int
+	if _, err := st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		n, err = tx.PruneEvents(ctx, time.Now().Add(-7*24*time.Hour), 100)
+		return err
+	}); err != nil || n != 0 {
+		t.Errorf("PruneEvents deleted %d recent events (%v), want none", n, err)
 	}
 }

@@ -176,7 +176,9 @@ func (t *Tx) appendEvents(ctx context.Context) (events.Position, error) {
 func (t *Tx) head(ctx context.Context) (events.Position, error) {
 	q := "SELECT '0', id FROM events ORDER BY id DESC LIMIT 1"
 	if t.store.IsPostgres() {
-		q = "SELECT xid::text, id FROM events ORDER BY xid DESC, id DESC LIMIT 1"
+		// NOTE: ORDER BY names the table's columns: a bare xid would be the output column
+		// xid::text, sorted as text ("1000" before "758").
+		q = "SELECT xid::text, id FROM events ORDER BY events.xid DESC, events.id DESC LIMIT 1"
 	}
 	rows, err := t.Query(ctx, q)
 	if err != nil {
