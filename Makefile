@@ -22,15 +22,26 @@ bench: ## Run every load scenario of cmd/gatehouse-bench (a throwaway PostgreSQL
 protodeps: ## Copy the pinned third-party protos out of the Go module cache.
 	./scripts/protodeps.sh
 
+.PHONY: sdkdeps
+sdkdeps: ## Install the pinned client toolchains the tests use: npm ci, the SDK's Python venv, Debian's chromium, schemathesis, grpcurl and grpc-health-probe.
+	./scripts/sdk-typescript.sh deps browser-deps
+	./scripts/sdk-python.sh deps
+	./scripts/fuzz-rest.sh deps
+	./scripts/clients-tools.sh deps
+
 .PHONY: generate
-generate: protodeps ## Regenerate gen/ (Go, Connect, gateway, OpenAPI) and the ent code.
+generate: protodeps ## Regenerate gen/ (Go, Connect, gateway, OpenAPI, TypeScript, Python) and the ent code.
 	rm -rf gen/go gen/openapi/gatehouse.swagger.json
 	$(BUF) generate
 	go generate ./ent
+	./scripts/sdk-typescript.sh generate
+	./scripts/sdk-python.sh generate
 
 .PHONY: checkgenerate
-checkgenerate: ## Fail if generated code differs from a fresh generation.
+checkgenerate: ## Fail if generated code (every language) differs from a fresh generation.
 	./scripts/checkgenerate.sh
+	./scripts/sdk-typescript.sh check
+	./scripts/sdk-python.sh check
 
 .PHONY: lint
 lint: protodeps ## buf lint, gofmt and go vet.
@@ -40,7 +51,7 @@ lint: protodeps ## buf lint, gofmt and go vet.
 	go vet ./...
 
 .PHONY: test
-test: lint checkgenerate ## The whole suite: lint, generation check, and every test with -race.
+test: sdkdeps lint checkgenerate ## The whole suite: lint, generation check, and every test with -race (the SDKs' included).
 	go test -race -count=1 -timeout 30m ./...
 	@# The tests that skip themselves under -race (SQLite runs some twentyfold slower there).
 	go test -count=1 -run 'TestEndingManySessions' ./server/session/

@@ -425,10 +425,13 @@ func TestHTTPUnknownFields(t *testing.T) {
 }
 
 // TestHTTPErrorsBoundEchoes: an error message quotes at most 64 characters of a malformed value
-// and says how long it was, over REST (body and query) and Connect.
+// and says how long it was, over REST (body and query) and Connect. The calls carry an
+// administrator's token: an anonymous caller of a method that needs one gets UNAUTHENTICATED,
+// not the parse error.
 func TestHTTPErrorsBoundEchoes(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	hc := testnode.HTTPClient()
+	bearer := []string{"Authorization", "Bearer " + testnode.AdminToken(t, n.Client(testnode.GRPC))}
 	const size = 512 << 10
 	long := strings.Repeat("A", size)
 	digits := strings.Repeat("7", size)
@@ -451,7 +454,7 @@ func TestHTTPErrorsBoundEchoes(t *testing.T) {
 			if tc.body != "" {
 				body, ctype = strings.NewReader(tc.body), "application/json"
 			}
-			code, _, raw := hhDo(t, hc, tc.method, n.BaseURL()+tc.path, ctype, body, int64(len(tc.body)))
+			code, _, raw := hhDo(t, hc, tc.method, n.BaseURL()+tc.path, ctype, body, int64(len(tc.body)), bearer...)
 			if code != http.StatusBadRequest {
 				t.Errorf("HTTP %d, want 400", code)
 			}

@@ -87,6 +87,11 @@ type Config struct {
 	PGStatementTimeout         time.Duration
 	PGLockTimeout              time.Duration
 	PGIdleInTransactionTimeout time.Duration
+	// CORSAllowedOrigins are the origins (scheme://host[:port], or "*") whose browser pages may call
+	// the HTTP port (Connect, gRPC-Web, REST) from another origin: the node answers their CORS
+	// preflights and exposes the gRPC-Web status headers to them. Default none: no CORS headers, so
+	// browsers allow only same-origin pages.
+	CORSAllowedOrigins []string
 	// MaxRequestBytes bounds one request message on every front, before it is read: a request
 	// body on the HTTP port (REST, Connect; each message of a gRPC-Web or streaming body) and a
 	// message on the gRPC port. A larger one is refused with RESOURCE_EXHAUSTED and the ErrorInfo

@@ -108,6 +108,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	cors, err := transport.NewCORS(cfg.CORSAllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("CORSAllowedOrigins: %w", err)
+	}
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for gRPC on %s: %w", cfg.GRPCAddr, err)
@@ -257,7 +261,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	protocols.SetUnencryptedHTTP2(tlsConf == nil)
 	protocols.SetHTTP2(tlsConf != nil)
 	n.httpServer = &http.Server{
-		Handler:           n.httpHandlers.wrap(transport.LimitRequestBodies(opts, mux)),
+		Handler:           n.httpHandlers.wrap(cors(transport.LimitRequestBodies(opts, mux))),
 		Protocols:         protocols,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,

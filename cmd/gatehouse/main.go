@@ -89,6 +89,7 @@ func run(args []string, stderr io.Writer) error {
 		fs.DurationVar(&cfg.PGStatementTimeout, "pg-statement-timeout", defaults.PGStatementTimeout, "PostgreSQL statement_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
 		fs.DurationVar(&cfg.PGLockTimeout, "pg-lock-timeout", defaults.PGLockTimeout, "PostgreSQL lock_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
 		fs.DurationVar(&cfg.PGIdleInTransactionTimeout, "pg-idle-in-transaction-timeout", defaults.PGIdleInTransactionTimeout, "PostgreSQL idle_in_transaction_session_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
+		fs.Var((*originsFlag)(&cfg.CORSAllowedOrigins), "cors-allowed-origin", "an origin (scheme://host[:port], or *) whose browser pages may call the HTTP port from another origin (CORS, for Connect, gRPC-Web and REST); repeat the flag or separate origins with commas; none by default (no CORS headers)")
 		fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", server.Config{}.Defaults().MaxRequestBytes, "bound on one request message (a REST or Connect body, a gRPC message), refused unread past it with RESOURCE_EXHAUSTED REQUEST_TOO_LARGE (HTTP 413 over REST)")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.Config{}.Defaults().ShutdownTimeout, "how long a graceful shutdown waits for calls in flight")
 	}
@@ -152,6 +153,22 @@ func run(args []string, stderr io.Writer) error {
 		return nil
 	}
 	return server.Run(ctx, cfg)
+}
+
+// originsFlag is a repeatable flag whose values are comma-separated lists, appended in order.
+type originsFlag []string
+
+// String returns the origins as one comma-separated list.
+func (f *originsFlag) String() string { return strings.Join(*f, ",") }
+
+// Set appends the comma-separated origins of v.
+func (f *originsFlag) Set(v string) error {
+	for _, o := range strings.Split(v, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			*f = append(*f, o)
+		}
+	}
+	return nil
 }
 
 // forcedExitCode is the exit status of a process whose drain a second signal cut short.

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/errs"
 )
 
@@ -51,25 +52,41 @@ import (
 //     and an unknown path 404, both with an ErrorInfo (METHOD_NOT_ALLOWED, ROUTE_NOT_FOUND).
 //   - Parse errors carry an ErrorInfo and, when the parser names a field, a BadRequest violation,
 //     and repeat at most a bounded part of the caller's value (boundEchoes).
+//   - A request the gateway refuses before the call (a parse error, an unknown query parameter)
+//     from a caller the interceptors would turn away gets their answer instead (admit): an
+//     anonymous caller of a method that needs a token learns nothing about the request's shape,
+//     as on the other fronts.
+//   - A custom method's path with a method it does not serve (GET /v1/users/ID:setPassword) is
+//     405, not a call of the plain resource's method with ":setPassword" in its id
+//     (swallowedVerb).
 //
 // It adds two metadata entries to every call: GatewayHeader with o.GatewaySecret (when set) and
 // x-forwarded-for with the address of the HTTP peer. Register the services on it with
 // RegisterGateway, over a connection made by DialSelf with LimitSentMessages.
 func NewGatewayMux(o Options) *runtime.ServeMux {
 	limit := int64(o.maxRequestBytes())
+	g := &gateway{rules: o.Rules, authn: o.Authenticator}
 	var mux *runtime.ServeMux
 	mux = runtime.NewServeMux(
 		runtime.WithMetadata(gatewayMetadata(o.GatewaySecret)),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, gatewayMarshaler),
-		runtime.WithErrorHandler(handleGatewayError),
-		runtime.WithRoutingErrorHandler(handleRoutingError),
+		runtime.WithErrorHandler(g.handleError),
+		runtime.WithRoutingErrorHandler(g.handleRoutingError),
 		// NOTE: probeRoute must come first, so that a probe runs nothing else.
 		runtime.WithMiddlewares(probeRoute, func(next runtime.HandlerFunc) runtime.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
+				if swallowedVerb(r) {
+					_, outbound := runtime.MarshalerForRequest(mux, r)
+					g.handleRoutingError(r.Context(), mux, outbound, w, r, http.StatusMethodNotAllowed)
+					return
+				}
 				r = withLimitedBody(w, r, limit)
 				if err := checkQuery(r); err != nil {
+					if refused := g.admit(r.Context(), r); refused != nil {
+						err = refused
+					}
 					_, outbound := runtime.MarshalerForRequest(mux, r)
-					handleGatewayError(r.Context(), mux, outbound, w, r, ToGRPC(nil, err))
+					g.handleError(r.Context(), mux, outbound, w, r, ToGRPC(nil, err))
 					return
 				}
 				next(w, r, pathParams)
@@ -77,6 +94,51 @@ func NewGatewayMux(o Options) *runtime.ServeMux {
 		}),
 	)
 	return mux
+}
+
+// gateway holds what the gateway's error handlers need to answer as the interceptors would.
+type gateway struct {
+	// rules and authn are Options.Rules and Options.Authenticator; admit does nothing without them.
+	rules auth.RuleSet
+	authn auth.Authenticator
+}
+
+// admit returns the error the interceptors would refuse the caller of r's route with before they
+// look at the request (core.admit): a malformed authorization header; no token, or one that does
+// not authenticate, for a method that needs one. It returns nil for a caller they would let
+// through, and for a request that matched no route.
+//
+// The gateway parses the body and query into the request message before it makes the call, so
+// without this an anonymous caller would learn from parse errors what the interceptors keep from
+// it. It runs only on that error path: a token is authenticated once more there (passively, as
+// the call fails anyway), never on a call that goes through.
+func (g *gateway) admit(ctx context.Context, r *http.Request) error {
+	if g.rules == nil || g.authn == nil {
+		return nil
+	}
+	route, ok := routeOf(ctx, r.Method)
+	if !ok {
+		return nil
+	}
+	rule, ok := g.rules(route.method)
+	if !ok {
+		// The interceptors deny a method without a rule to everyone, after they authenticate.
+		rule = auth.Rule{}
+	}
+	token, present, err := bearerToken(r.Header.Get("Authorization"))
+	switch {
+	case err != nil:
+		return err
+	case rule.Public:
+		return nil
+	case !present:
+		return rule.Authorize(nil, nil)
+	}
+	p, err := g.authn.Authenticate(auth.Passive(ctx), token)
+	if err == nil && p == nil {
+		err = errs.Unauthenticated("UNAUTHENTICATED", "the session token is not valid")
+	}
+	return err
 }
 
 // gatewayMarshaler is the gateway's JSON mapping (see NewGatewayMux).
@@ -133,6 +195,8 @@ var fieldInParseError = regexp.MustCompile(`(?:field|oneof) "?([A-Za-z_][A-Za-z0
 // restRoute is what a REST route's request is: its message, and where the JSON body goes in it
 // (body is nil for routes without a body; prefix is "" for body: "*", "user." for body: "user").
 type restRoute struct {
+	// method is the full gRPC method name ("/gatehouse.v1.IdentityService/GetUser").
+	method string
 	input  protoreflect.MessageDescriptor
 	prefix string
 	body   protoreflect.MessageDescriptor
@@ -154,7 +218,7 @@ var restRoutes = sync.OnceValue(func() map[string]restRoute {
 				if rule == nil {
 					continue
 				}
-				route := restRoute{input: m.Input()}
+				route := restRoute{method: "/" + string(m.Parent().FullName()) + "/" + string(m.Name()), input: m.Input()}
 				switch {
 				case rule.Body == "":
 				case rule.Body == "*":
@@ -191,6 +255,44 @@ func httpVerb(r *annotations.HttpRule) string {
 	return ""
 }
 
+// restVerbs is the set of the custom methods' verbs in the REST routes ("grant" of
+// "/v1/roles/{role}:grant").
+var restVerbs = sync.OnceValue(func() map[string]bool {
+	out := map[string]bool{}
+	for key := range restRoutes() {
+		if verb := lastSegmentVerb(key); verb != "" {
+			out[verb] = true
+		}
+	}
+	return out
+})
+
+// lastSegmentVerb returns what follows the last colon of a path's last segment, outside a template
+// variable: "grant" for "/v1/roles/{role}:grant" and for "/v1/roles/x:grant", "" for
+// "/v1/roles/{role}".
+func lastSegmentVerb(path string) string {
+	seg := path[strings.LastIndexByte(path, '/')+1:]
+	i := strings.LastIndexByte(seg, ':')
+	if i < 0 || strings.ContainsAny(seg[i:], "{}") {
+		return ""
+	}
+	return seg[i+1:]
+}
+
+// swallowedVerb reports whether the route r matched took a custom method's verb into its last path
+// variable. grpc-gateway matches GET /v1/users/ID:setPassword to GET /v1/users/{user_id} with
+// user_id "ID:setPassword" (a variable matches any segment). No id or role name holds a colon, so
+// the request is one for the custom method POST /v1/users/{user_id}:setPassword with a method it
+// does not serve: a routing error, not a call with a malformed id.
+func swallowedVerb(r *http.Request) bool {
+	p, ok := runtime.HTTPPattern(r.Context())
+	if !ok || p.Verb() != "" {
+		return false
+	}
+	verb := lastSegmentVerb(r.URL.Path)
+	return verb != "" && restVerbs()[verb]
+}
+
 // simpleVariable is a path template variable without a pattern of its own.
 var simpleVariable = regexp.MustCompile(`\{([^}=]+)\}`)
 
@@ -225,10 +327,10 @@ func bodyFieldPath(ctx context.Context, method, name string) string {
 	return name
 }
 
-// handleGatewayError is the gateway's error handler: it gives its own errors the details every
-// other error carries (gatewayError) and writes the standard error body.
-func handleGatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, gatewayError(ctx, r, err))
+// handleError is the gateway's error handler: it gives its own errors the details every other
+// error carries (gatewayError) and writes the standard error body.
+func (g *gateway) handleError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, g.gatewayError(ctx, r, err))
 }
 
 // gatewayError maps the errors the gateway makes itself, which grpc-gateway returns without
@@ -240,8 +342,10 @@ func handleGatewayError(ctx context.Context, mux *runtime.ServeMux, m runtime.Ma
 //   - an unknown field or enum value name (strictJSONPb): its jsonProblem error, naming the field
 //     by its path in the request;
 //   - any other parse error: MalformedReason, with a BadRequest violation when the parser names a
-//     field, and the caller's value bounded in the message.
-func gatewayError(ctx context.Context, r *http.Request, err error) error {
+//     field, and the caller's value bounded in the message;
+//
+// and a parse error of a caller the interceptors would turn away is their answer (admit).
+func (g *gateway) gatewayError(ctx context.Context, r *http.Request, err error) error {
 	if limit, ok := refusedLimit(r); ok {
 		return &runtime.HTTPStatusError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: tooLargeStatus(limit).Err()}
 	}
@@ -250,6 +354,9 @@ func gatewayError(ctx context.Context, r *http.Request, err error) error {
 		// carry a plain error.
 		if st, ok := status.FromError(hse.Err); ok && len(st.Details()) > 0 {
 			return err
+		}
+		if refused := g.admit(ctx, r); refused != nil {
+			return ToGRPC(nil, refused)
 		}
 		return &runtime.HTTPStatusError{HTTPStatus: hse.HTTPStatus, Err: malformed(ctx, r, hse.Err.Error())}
 	}
@@ -262,6 +369,9 @@ func gatewayError(ctx context.Context, r *http.Request, err error) error {
 	}
 	if st.Code() != codes.InvalidArgument || len(st.Details()) != 0 {
 		return err
+	}
+	if refused := g.admit(ctx, r); refused != nil {
+		return ToGRPC(nil, refused)
 	}
 	if p, ok := parseJSONProblem(st.Message()); ok {
 		prefix := ""
@@ -337,12 +447,12 @@ func namesField(md protoreflect.MessageDescriptor, path []string) bool {
 // probeKey marks the context of a request that only asks whether a route matches (allowedMethods).
 type probeKey struct{}
 
-// probeRoute is the gateway middleware that answers probes: it records that the route matched and
-// runs nothing.
+// probeRoute is the gateway middleware that answers probes: it records whether the route matched
+// (a route that swallowed a custom method's verb does not count) and runs nothing.
 func probeRoute(next runtime.HandlerFunc) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, pathParams map[string]string) {
 		if matched, ok := r.Context().Value(probeKey{}).(*bool); ok {
-			*matched = true
+			*matched = !swallowedVerb(r)
 			return
 		}
 		next(w, r, pathParams)
@@ -389,15 +499,22 @@ const (
 
 // handleRoutingError answers a request no route took, with a typed error: 405 with an Allow header
 // for a path served with other methods, 404 for an unknown path.
-func handleRoutingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+func (g *gateway) handleRoutingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
 	if _, probing := r.Context().Value(probeKey{}).(*bool); probing {
 		return
+	}
+	var allowed []string
+	if httpStatus == http.StatusMethodNotAllowed {
+		// NOTE: none for a path only a swallowed verb matched (GET /v1/users/ID:grant).
+		if allowed = allowedMethods(mux, r); len(allowed) == 0 {
+			httpStatus = http.StatusNotFound
+		}
 	}
 	var st *status.Status
 	var info *errdetails.ErrorInfo
 	switch httpStatus {
 	case http.StatusMethodNotAllowed:
-		allow := strings.Join(allowedMethods(mux, r), ", ")
+		allow := strings.Join(allowed, ", ")
 		w.Header().Set("Allow", allow)
 		st = status.Newf(codes.Unimplemented, "method %s is not allowed on this path; allowed: %s", quote(r.Method), allow)
 		info = &errdetails.ErrorInfo{Reason: MethodNotAllowedReason, Domain: ErrorDomain, Metadata: map[string]string{"allow": allow}}
@@ -412,7 +529,7 @@ func handleRoutingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Ma
 	if withDetails, err := st.WithDetails(info); err == nil {
 		st = withDetails
 	}
-	handleGatewayError(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: st.Err()})
+	g.handleError(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: st.Err()})
 }
 
 // gatewayMetadata builds the metadata annotator of the gateway.

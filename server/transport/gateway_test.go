@@ -237,6 +237,14 @@ func TestGatewayRoutingErrors(t *testing.T) {
 		{http.MethodOptions, "/v1/users", 405, "GET, POST", transport.MethodNotAllowedReason},
 		{http.MethodPost, "/v1/users/" + adminID, 405, "DELETE, GET, PATCH", transport.MethodNotAllowedReason},
 		{http.MethodGet, "/v1/users/" + adminID + "/nothing", 404, "", transport.RouteNotFoundReason},
+		// A custom method's path with another method: grpc-gateway would match the plain
+		// resource's route, its id then ending in ":setPassword" (found by schemathesis).
+		{http.MethodGet, "/v1/users/" + adminID + ":setPassword", 405, "POST", transport.MethodNotAllowedReason},
+		{http.MethodPatch, "/v1/users/" + adminID + ":setPassword", 405, "POST", transport.MethodNotAllowedReason},
+		{http.MethodOptions, "/v1/users/" + adminID + ":setPassword", 405, "POST", transport.MethodNotAllowedReason},
+		{http.MethodGet, "/v1/roles/viewer:grant", 405, "POST", transport.MethodNotAllowedReason},
+		{http.MethodDelete, "/v1/roles/viewer:revoke", 405, "POST", transport.MethodNotAllowedReason},
+		{http.MethodGet, "/v1/users/" + adminID + ":grant", 404, "", transport.RouteNotFoundReason},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -332,5 +340,58 @@ func TestGatewayOmitsUnsetMessages(t *testing.T) {
 	}
 	if string(body.User["disabled"]) != "false" || string(body.User["hasPassword"]) != "false" {
 		t.Errorf("user %s: want zero scalars emitted", rec.Body)
+	}
+}
+
+// TestGatewayAdmitsBeforeParseErrors: a request the gateway cannot parse, from a caller the
+// interceptors would turn away, gets their answer (401, or 503 when the session store is down),
+// not the parse error, so that an anonymous caller learns nothing about the request's shape (found
+// by schemathesis: 400 for a request without the required authorization header). Public methods
+// and authenticated callers still get the parse error.
+func TestGatewayAdmitsBeforeParseErrors(t *testing.T) {
+	e := newEnv(t, gwSecret)
+	gw := newGateway(t, e, gwSecret)
+	badBody := `{"username": 123}`
+	tests := []struct {
+		name, method, path, body, authz string
+		wantHTTP                        int
+		wantReason                      string
+	}{
+		{"bad body, anonymous", http.MethodPost, "/v1/users", badBody, "", 401, "UNAUTHENTICATED"},
+		{"unknown body field, anonymous", http.MethodPost, "/v1/users", `{"usrname": "x"}`, "", 401, "UNAUTHENTICATED"},
+		{"bad JSON, anonymous", http.MethodPost, "/v1/users", `{`, "", 401, "UNAUTHENTICATED"},
+		{"bad body, unknown token", http.MethodPost, "/v1/users", badBody, bearer("nobody"), 401, "SESSION_NOT_FOUND"},
+		{"bad body, malformed header", http.MethodPost, "/v1/users", badBody, "Basic eA==", 401, "MALFORMED_AUTHORIZATION"},
+		{"bad body, store down", http.MethodPost, "/v1/users", badBody, bearer(tokenDown), 503, "SESSION_STORE_UNAVAILABLE"},
+		{"unknown query parameter, anonymous", http.MethodGet, "/v1/users/" + adminID + "/roles?consistency.x=1", "", "", 401, "UNAUTHENTICATED"},
+		{"bad query value, anonymous", http.MethodGet, "/v1/users/" + adminID + "/roles?consistency.minimizeLatency=maybe", "", "", 401, "UNAUTHENTICATED"},
+		{"bad body, authenticated", http.MethodPost, "/v1/users", badBody, bearer(tokenReader), 400, transport.MalformedReason},
+		{"unknown query parameter, public method", http.MethodGet, "/v1/users:lookup?usrname=x", "", "", 400, transport.UnknownFieldReason},
+		{"unknown query parameter, public method, unknown token", http.MethodGet, "/v1/users:lookup?usrname=x", "", bearer("nobody"), 400, transport.UnknownFieldReason},
+		{"unknown query parameter, public method, malformed header", http.MethodGet, "/v1/users:lookup?usrname=x", "", "Basic eA==", 401, "MALFORMED_AUTHORIZATION"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body io.Reader
+			if tt.body != "" {
+				body = strings.NewReader(tt.body)
+			}
+			req := httptest.NewRequestWithContext(testContext(t), tt.method, tt.path, body)
+			if tt.authz != "" {
+				req.Header.Set("Authorization", tt.authz)
+			}
+			rec := httptest.NewRecorder()
+			gw.ServeHTTP(rec, req)
+			var got restError
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+				t.Fatalf("HTTP %d with a body that is not an error: %.300s", rec.Code, rec.Body)
+			}
+			if rec.Code != tt.wantHTTP || got.reason() != tt.wantReason {
+				t.Errorf("HTTP %d reason %q, want %d and %q: %s", rec.Code, got.reason(), tt.wantHTTP, tt.wantReason, rec.Body)
+			}
+		})
+	}
+	if strings.Contains(e.logs.String(), `"msg":"rpc"`) {
+		t.Errorf("a refused request reached the service: %s", e.logs)
 	}
 }

@@ -8,6 +8,7 @@ package gatehousev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -2634,7 +2635,7 @@ var File_gatehouse_v1_identity_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x1bgatehouse/v1/identity.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\"\xe8\x01\n" +
+	"\x1bgatehouse/v1/identity.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xe8\x01\n" +
 	"\x11CreateUserRequest\x12:\n" +
 	"\busername\x18\x01 \x01(\tB\x1e\xbaH\x1br\x192\x17^[A-Za-z0-9_.@-]{1,64}$R\busername\x12#\n" +
 	"\x05email\x18\x02 \x01(\tB\r\xbaH\n" +
@@ -2645,13 +2646,13 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"\bdisabled\x18\x05 \x01(\bR\bdisabled\"i\n" +
 	"\x12CreateUserResponse\x12&\n" +
 	"\x04user\x18\x01 \x01(\v2\x12.gatehouse.v1.UserR\x04user\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"3\n" +
-	"\x0eGetUserRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"9\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"=\n" +
+	"\x0eGetUserRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"9\n" +
 	"\x0fGetUserResponse\x12&\n" +
-	"\x04user\x18\x01 \x01(\v2\x12.gatehouse.v1.UserR\x04user\"O\n" +
-	"\x11LookupUserRequest\x12:\n" +
-	"\busername\x18\x01 \x01(\tB\x1e\xbaH\x1br\x192\x17^[A-Za-z0-9_.@-]{1,64}$R\busername\"<\n" +
+	"\x04user\x18\x01 \x01(\v2\x12.gatehouse.v1.UserR\x04user\"l\n" +
+	"\x11LookupUserRequest\x12W\n" +
+	"\busername\x18\x01 \x01(\tB;\x92A\x1a\x8a\x01\x17^[A-Za-z0-9_.@-]{1,64}$\xbaH\x1br\x192\x17^[A-Za-z0-9_.@-]{1,64}$R\busername\"<\n" +
 	"\x12LookupUserResponse\x12&\n" +
 	"\x04user\x18\x01 \x01(\v2\x12.gatehouse.v1.UserR\x04user\"\xec\x01\n" +
 	"\x10ListUsersRequest\x12'\n" +
@@ -2672,13 +2673,13 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"updateMask\"i\n" +
 	"\x12UpdateUserResponse\x12&\n" +
 	"\x04user\x18\x01 \x01(\v2\x12.gatehouse.v1.UserR\x04user\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"6\n" +
-	"\x11DeleteUserRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"A\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"@\n" +
+	"\x11DeleteUserRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"A\n" +
 	"\x12DeleteUserResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x9b\x01\n" +
-	"\x12SetPasswordRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12-\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xa5\x01\n" +
+	"\x12SetPasswordRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12-\n" +
 	"\fnew_password\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\b\x18\x80\x02R\vnewPassword\x123\n" +
 	"\x10current_password\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x0fcurrentPassword\"B\n" +
@@ -2689,9 +2690,9 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vdescription\"m\n" +
 	"\x13CreateGroupResponse\x12)\n" +
 	"\x05group\x18\x01 \x01(\v2\x13.gatehouse.v1.GroupR\x05group\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"6\n" +
-	"\x0fGetGroupRequest\x12#\n" +
-	"\bgroup_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\agroupId\"=\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"@\n" +
+	"\x0fGetGroupRequest\x12-\n" +
+	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\"=\n" +
 	"\x10GetGroupResponse\x12)\n" +
 	"\x05group\x18\x01 \x01(\v2\x13.gatehouse.v1.GroupR\x05group\"\x8f\x01\n" +
 	"\x11ListGroupsRequest\x12'\n" +
@@ -2703,32 +2704,32 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"namePrefix\"i\n" +
 	"\x12ListGroupsResponse\x12+\n" +
 	"\x06groups\x18\x01 \x03(\v2\x13.gatehouse.v1.GroupR\x06groups\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"9\n" +
-	"\x12DeleteGroupRequest\x12#\n" +
-	"\bgroup_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\agroupId\"B\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
+	"\x12DeleteGroupRequest\x12-\n" +
+	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\"B\n" +
 	"\x13DeleteGroupResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"_\n" +
-	"\x15AddGroupMemberRequest\x12#\n" +
-	"\bgroup_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12!\n" +
-	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"E\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"s\n" +
+	"\x15AddGroupMemberRequest\x12-\n" +
+	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12+\n" +
+	"\auser_id\x18\x02 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"E\n" +
 	"\x16AddGroupMemberResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"b\n" +
-	"\x18RemoveGroupMemberRequest\x12#\n" +
-	"\bgroup_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12!\n" +
-	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"H\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"v\n" +
+	"\x18RemoveGroupMemberRequest\x12-\n" +
+	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12+\n" +
+	"\auser_id\x18\x02 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"H\n" +
 	"\x19RemoveGroupMemberResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x90\x01\n" +
-	"\x17ListGroupMembersRequest\x12#\n" +
-	"\bgroup_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12'\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x9a\x01\n" +
+	"\x17ListGroupMembersRequest\x12-\n" +
+	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12'\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"l\n" +
 	"\x18ListGroupMembersResponse\x12(\n" +
 	"\x05users\x18\x01 \x03(\v2\x12.gatehouse.v1.UserR\x05users\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n" +
-	"\x15ListUserGroupsRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"E\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"D\n" +
+	"\x15ListUserGroupsRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"E\n" +
 	"\x16ListUserGroupsResponse\x12+\n" +
 	"\x06groups\x18\x01 \x03(\v2\x13.gatehouse.v1.GroupR\x06groups\"\xaa\x02\n" +
 	"\x11CreateRoleRequest\x12\xa2\x01\n" +
@@ -2738,9 +2739,9 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"\bcontains\x18\x03 \x03(\tB(\xbaH%\x92\x01\"\x10d\x18\x01\"\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\bcontains\"i\n" +
 	"\x12CreateRoleResponse\x12&\n" +
 	"\x04role\x18\x01 \x01(\v2\x12.gatehouse.v1.RoleR\x04role\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"E\n" +
-	"\x0eGetRoleRequest\x123\n" +
-	"\x04name\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04name\"9\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"c\n" +
+	"\x0eGetRoleRequest\x12Q\n" +
+	"\x04name\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04name\"9\n" +
 	"\x0fGetRoleResponse\x12&\n" +
 	"\x04role\x18\x01 \x01(\v2\x12.gatehouse.v1.RoleR\x04role\"d\n" +
 	"\x10ListRolesRequest\x12'\n" +
@@ -2750,37 +2751,37 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"e\n" +
 	"\x11ListRolesResponse\x12(\n" +
 	"\x05roles\x18\x01 \x03(\v2\x12.gatehouse.v1.RoleR\x05roles\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"H\n" +
-	"\x11DeleteRoleRequest\x123\n" +
-	"\x04name\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04name\"A\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"f\n" +
+	"\x11DeleteRoleRequest\x12Q\n" +
+	"\x04name\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04name\"A\n" +
 	"\x12DeleteRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x96\x01\n" +
-	"\x17AddContainedRoleRequest\x123\n" +
-	"\x04role\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12F\n" +
-	"\x0econtained_role\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\"G\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xd2\x01\n" +
+	"\x17AddContainedRoleRequest\x12Q\n" +
+	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12d\n" +
+	"\x0econtained_role\x18\x02 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\"G\n" +
 	"\x18AddContainedRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x99\x01\n" +
-	"\x1aRemoveContainedRoleRequest\x123\n" +
-	"\x04role\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12F\n" +
-	"\x0econtained_role\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\"J\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xd5\x01\n" +
+	"\x1aRemoveContainedRoleRequest\x12Q\n" +
+	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12d\n" +
+	"\x0econtained_role\x18\x02 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\"J\n" +
 	"\x1bRemoveContainedRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xa7\x01\n" +
-	"\x10GrantRoleRequest\x123\n" +
-	"\x04role\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12#\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xc5\x01\n" +
+	"\x10GrantRoleRequest\x12Q\n" +
+	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12#\n" +
 	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\x06userId\x12%\n" +
 	"\bgroup_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\agroupIdB\x12\n" +
 	"\tprincipal\x12\x05\xbaH\x02\b\x01\"@\n" +
 	"\x11GrantRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xa8\x01\n" +
-	"\x11RevokeRoleRequest\x123\n" +
-	"\x04role\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12#\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xc6\x01\n" +
+	"\x11RevokeRoleRequest\x12Q\n" +
+	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12#\n" +
 	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\x06userId\x12%\n" +
 	"\bgroup_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\agroupIdB\x12\n" +
 	"\tprincipal\x12\x05\xbaH\x02\b\x01\"A\n" +
 	"\x12RevokeRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"z\n" +
-	"\x18GetEffectiveRolesRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12;\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x84\x01\n" +
+	"\x18GetEffectiveRolesRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12;\n" +
 	"\vconsistency\x18\x02 \x01(\v2\x19.gatehouse.v1.ConsistencyR\vconsistency\"N\n" +
 	"\x19GetEffectiveRolesResponse\x121\n" +
 	"\x05roles\x18\x01 \x03(\v2\x1b.gatehouse.v1.EffectiveRoleR\x05roles2\xce\x16\n" +

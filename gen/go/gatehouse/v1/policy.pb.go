@@ -8,6 +8,7 @@ package gatehousev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -993,14 +994,14 @@ var File_gatehouse_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x19gatehouse/v1/policy.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"Y\n" +
+	"\x19gatehouse/v1/policy.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"Y\n" +
 	"\x1aCreateSessionPolicyRequest\x12;\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\"\x7f\n" +
 	"\x1bCreateSessionPolicyResponse\x123\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"@\n" +
-	"\x17GetSessionPolicyRequest\x12%\n" +
-	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\"O\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"J\n" +
+	"\x17GetSessionPolicyRequest\x12/\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\"O\n" +
 	"\x18GetSessionPolicyResponse\x123\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy\"n\n" +
 	"\x1aListSessionPoliciesRequest\x12'\n" +
@@ -1018,13 +1019,13 @@ const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"updateMask\"\x7f\n" +
 	"\x1bUpdateSessionPolicyResponse\x123\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"C\n" +
-	"\x1aDeleteSessionPolicyRequest\x12%\n" +
-	"\tpolicy_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\"J\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"M\n" +
+	"\x1aDeleteSessionPolicyRequest\x12/\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\"J\n" +
 	"\x1bDeleteSessionPolicyResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"}\n" +
-	"\x1bResolveSessionPolicyRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12;\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x87\x01\n" +
+	"\x1bResolveSessionPolicyRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12;\n" +
 	"\vconsistency\x18\x02 \x01(\v2\x19.gatehouse.v1.ConsistencyR\vconsistency\"k\n" +
 	"\fPolicySource\x12(\n" +
 	"\x10built_in_default\x18\x01 \x01(\bR\x0ebuiltInDefault\x121\n" +
@@ -1054,15 +1055,15 @@ const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"\asubject\x12\x05\xbaH\x02\b\x01B\x14\n" +
 	"\vrequirement\x12\x05\xbaH\x02\b\x01\")\n" +
 	"\rCheckResponse\x12\x18\n" +
-	"\aallowed\x18\x01 \x01(\bR\aallowed2\xc1\a\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed2\xc6\a\n" +
 	"\rPolicyService\x12\x88\x01\n" +
 	"\x13CreateSessionPolicy\x12(.gatehouse.v1.CreateSessionPolicyRequest\x1a).gatehouse.v1.CreateSessionPolicyResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x06policy\"\f/v1/policies\x12\x86\x01\n" +
 	"\x10GetSessionPolicy\x12%.gatehouse.v1.GetSessionPolicyRequest\x1a&.gatehouse.v1.GetSessionPolicyResponse\"#\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/policies/{policy_id}\x90\x02\x01\x12\x83\x01\n" +
 	"\x13ListSessionPolicies\x12(.gatehouse.v1.ListSessionPoliciesRequest\x1a).gatehouse.v1.ListSessionPoliciesResponse\"\x17\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/policies\x90\x02\x01\x12\x94\x01\n" +
 	"\x13UpdateSessionPolicy\x12(.gatehouse.v1.UpdateSessionPolicyRequest\x1a).gatehouse.v1.UpdateSessionPolicyResponse\"(\x82\xd3\xe4\x93\x02\":\x06policy2\x18/v1/policies/{policy.id}\x12\x8c\x01\n" +
 	"\x13DeleteSessionPolicy\x12(.gatehouse.v1.DeleteSessionPolicyRequest\x1a).gatehouse.v1.DeleteSessionPolicyResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/policies/{policy_id}\x12\x94\x01\n" +
-	"\x14ResolveSessionPolicy\x12).gatehouse.v1.ResolveSessionPolicyRequest\x1a*.gatehouse.v1.ResolveSessionPolicyResponse\"%\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/policy\x90\x02\x01\x12Y\n" +
-	"\x05Check\x12\x1a.gatehouse.v1.CheckRequest\x1a\x1b.gatehouse.v1.CheckResponse\"\x17\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/check\x90\x02\x01B@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3"
+	"\x14ResolveSessionPolicy\x12).gatehouse.v1.ResolveSessionPolicyRequest\x1a*.gatehouse.v1.ResolveSessionPolicyResponse\"%\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/policy\x90\x02\x01\x12^\n" +
+	"\x05Check\x12\x1a.gatehouse.v1.CheckRequest\x1a\x1b.gatehouse.v1.CheckResponse\"\x1c\x92A\x02b\x00\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/check\x90\x02\x01B@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3"
 
 var (
 	file_gatehouse_v1_policy_proto_rawDescOnce sync.Once

@@ -1621,10 +1621,10 @@ const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"\x17ValidateSessionResponse\x12/\n" +
 	"\asession\x18\x01 \x01(\v2\x15.gatehouse.v1.SessionR\asession\x12&\n" +
 	"\x04user\x18\x02 \x01(\v2\x12.gatehouse.v1.UserR\x04user\x12\x14\n" +
-	"\x05roles\x18\x03 \x03(\tR\x05roles\"<\n" +
-	"\x11GetSessionRequest\x12'\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\"F\n" +
+	"\x11GetSessionRequest\x121\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsessionId\"E\n" +
+	"session_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\tsessionId\"E\n" +
 	"\x12GetSessionResponse\x12/\n" +
 	"\asession\x18\x01 \x01(\v2\x15.gatehouse.v1.SessionR\asession\"\xfc\x01\n" +
 	"\x13ListSessionsRequest\x12$\n" +
@@ -1637,16 +1637,16 @@ const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"page_token\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"q\n" +
 	"\x14ListSessionsResponse\x121\n" +
 	"\bsessions\x18\x01 \x03(\v2\x15.gatehouse.v1.SessionR\bsessions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"`\n" +
-	"\x17TerminateSessionRequest\x12'\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"j\n" +
+	"\x17TerminateSessionRequest\x121\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsessionId\x12\x1c\n" +
+	"session_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\tsessionId\x12\x1c\n" +
 	"\x04note\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\x04note\"x\n" +
 	"\x18TerminateSessionResponse\x12/\n" +
 	"\asession\x18\x01 \x01(\v2\x15.gatehouse.v1.SessionR\asession\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\x98\x01\n" +
-	"\x1cTerminateUserSessionsRequest\x12!\n" +
-	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x127\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"\xa2\x01\n" +
+	"\x1cTerminateUserSessionsRequest\x12+\n" +
+	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x127\n" +
 	"\x11except_session_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x0fexceptSessionId\x12\x1c\n" +
 	"\x04note\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\x04note\"\x82\x01\n" +
 	"\x1dTerminateUserSessionsResponse\x124\n" +
