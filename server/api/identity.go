@@ -13,6 +13,7 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
+	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/identity"
 )
@@ -146,6 +147,9 @@ func (h *Identity) ListGroups(ctx context.Context, req *gatehousev1.ListGroupsRe
 
 // DeleteGroup implements IdentityService.DeleteGroup.
 func (h *Identity) DeleteGroup(ctx context.Context, req *gatehousev1.DeleteGroupRequest) (*gatehousev1.DeleteGroupResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.DeleteGroup(ctx, req.GroupId)
 	if err != nil {
 		return nil, err
@@ -155,6 +159,9 @@ func (h *Identity) DeleteGroup(ctx context.Context, req *gatehousev1.DeleteGroup
 
 // AddGroupMember implements IdentityService.AddGroupMember.
 func (h *Identity) AddGroupMember(ctx context.Context, req *gatehousev1.AddGroupMemberRequest) (*gatehousev1.AddGroupMemberResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.AddGroupMember(ctx, req.GroupId, req.UserId)
 	if err != nil {
 		return nil, err
@@ -164,6 +171,9 @@ func (h *Identity) AddGroupMember(ctx context.Context, req *gatehousev1.AddGroup
 
 // RemoveGroupMember implements IdentityService.RemoveGroupMember.
 func (h *Identity) RemoveGroupMember(ctx context.Context, req *gatehousev1.RemoveGroupMemberRequest) (*gatehousev1.RemoveGroupMemberResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.RemoveGroupMember(ctx, req.GroupId, req.UserId)
 	if err != nil {
 		return nil, err
@@ -218,6 +228,9 @@ func (h *Identity) ListRoles(ctx context.Context, req *gatehousev1.ListRolesRequ
 
 // DeleteRole implements IdentityService.DeleteRole.
 func (h *Identity) DeleteRole(ctx context.Context, req *gatehousev1.DeleteRoleRequest) (*gatehousev1.DeleteRoleResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.DeleteRole(ctx, req.Name)
 	if err != nil {
 		return nil, err
@@ -227,6 +240,9 @@ func (h *Identity) DeleteRole(ctx context.Context, req *gatehousev1.DeleteRoleRe
 
 // AddContainedRole implements IdentityService.AddContainedRole.
 func (h *Identity) AddContainedRole(ctx context.Context, req *gatehousev1.AddContainedRoleRequest) (*gatehousev1.AddContainedRoleResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.AddContainedRole(ctx, req.Role, req.ContainedRole)
 	if err != nil {
 		return nil, err
@@ -236,6 +252,9 @@ func (h *Identity) AddContainedRole(ctx context.Context, req *gatehousev1.AddCon
 
 // RemoveContainedRole implements IdentityService.RemoveContainedRole.
 func (h *Identity) RemoveContainedRole(ctx context.Context, req *gatehousev1.RemoveContainedRoleRequest) (*gatehousev1.RemoveContainedRoleResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.RemoveContainedRole(ctx, req.Role, req.ContainedRole)
 	if err != nil {
 		return nil, err
@@ -245,6 +264,9 @@ func (h *Identity) RemoveContainedRole(ctx context.Context, req *gatehousev1.Rem
 
 // GrantRole implements IdentityService.GrantRole.
 func (h *Identity) GrantRole(ctx context.Context, req *gatehousev1.GrantRoleRequest) (*gatehousev1.GrantRoleResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.GrantRole(ctx, req.Role, identity.Principal{UserID: req.GetUserId(), GroupID: req.GetGroupId()})
 	if err != nil {
 		return nil, err
@@ -254,6 +276,9 @@ func (h *Identity) GrantRole(ctx context.Context, req *gatehousev1.GrantRoleRequ
 
 // RevokeRole implements IdentityService.RevokeRole.
 func (h *Identity) RevokeRole(ctx context.Context, req *gatehousev1.RevokeRoleRequest) (*gatehousev1.RevokeRoleResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.RevokeRole(ctx, req.Role, identity.Principal{UserID: req.GetUserId(), GroupID: req.GetGroupId()})
 	if err != nil {
 		return nil, err
@@ -273,4 +298,13 @@ func (h *Identity) GetEffectiveRoles(ctx context.Context, req *gatehousev1.GetEf
 		return nil, err
 	}
 	return &gatehousev1.GetEffectiveRolesResponse{Roles: roles}, nil
+}
+
+// notYetPreviewed refuses validate_only until previews are built: a preview must never fall
+// through to the real change.
+func notYetPreviewed(validateOnly bool) error {
+	if validateOnly {
+		return errs.Unimplemented("validate_only previews are not implemented yet")
+	}
+	return nil
 }

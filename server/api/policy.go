@@ -49,6 +49,9 @@ func (h *Policy) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, con
 
 // CreateSessionPolicy implements PolicyService.CreateSessionPolicy.
 func (h *Policy) CreateSessionPolicy(ctx context.Context, req *gatehousev1.CreateSessionPolicyRequest) (*gatehousev1.CreateSessionPolicyResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	p, pos, err := h.svc.Create(ctx, req.Policy)
 	if err != nil {
 		return nil, err
@@ -76,6 +79,9 @@ func (h *Policy) ListSessionPolicies(ctx context.Context, req *gatehousev1.ListS
 
 // UpdateSessionPolicy implements PolicyService.UpdateSessionPolicy.
 func (h *Policy) UpdateSessionPolicy(ctx context.Context, req *gatehousev1.UpdateSessionPolicyRequest) (*gatehousev1.UpdateSessionPolicyResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	// NOTE: nil means no mask (the fields populated in the policy); an empty mask that was sent
 	// (or that grpc-gateway derived from an empty body) names nothing and changes nothing.
 	var mask []string
@@ -91,6 +97,9 @@ func (h *Policy) UpdateSessionPolicy(ctx context.Context, req *gatehousev1.Updat
 
 // DeleteSessionPolicy implements PolicyService.DeleteSessionPolicy.
 func (h *Policy) DeleteSessionPolicy(ctx context.Context, req *gatehousev1.DeleteSessionPolicyRequest) (*gatehousev1.DeleteSessionPolicyResponse, error) {
+	if err := notYetPreviewed(req.ValidateOnly); err != nil {
+		return nil, err
+	}
 	pos, err := h.svc.Delete(ctx, req.PolicyId)
 	if err != nil {
 		return nil, err

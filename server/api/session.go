@@ -10,6 +10,7 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
+	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/session"
 )
@@ -54,6 +55,9 @@ func (h *Session) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 func (h *Session) CreateSession(ctx context.Context, req *gatehousev1.CreateSessionRequest) (*gatehousev1.CreateSessionResponse, error) {
 	var c *session.Created
 	var err error
+	if req.GetImpersonate() != nil {
+		return nil, errs.Unimplemented("impersonation is not implemented yet")
+	}
 	if pw := req.GetPassword(); pw != nil {
 		c, err = h.svc.CreateWithPassword(ctx, session.Login{Username: pw.Username, Password: pw.Password, Type: req.Type, Client: req.Client})
 	} else {

@@ -903,9 +903,16 @@ type Session struct {
 	// terminate_time is when the session ended.
 	TerminateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=terminate_time,json=terminateTime,proto3" json:"terminate_time,omitempty"`
 	// note is the free text given when the session was ended.
-	Note          string `protobuf:"bytes,12,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Note string `protobuf:"bytes,12,opt,name=note,proto3" json:"note,omitempty"`
+	// impersonator_user_id is the user who opened this session as another user (empty unless
+	// impersonated): relying applications should show that it is an impersonation.
+	ImpersonatorUserId string `protobuf:"bytes,13,opt,name=impersonator_user_id,json=impersonatorUserId,proto3" json:"impersonator_user_id,omitempty"`
+	// impersonator_session_id is the impersonator's own session; this one ends with it.
+	ImpersonatorSessionId string `protobuf:"bytes,14,opt,name=impersonator_session_id,json=impersonatorSessionId,proto3" json:"impersonator_session_id,omitempty"`
+	// impersonation_reason is the reason the impersonator gave.
+	ImpersonationReason string `protobuf:"bytes,15,opt,name=impersonation_reason,json=impersonationReason,proto3" json:"impersonation_reason,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -1022,6 +1029,175 @@ func (x *Session) GetNote() string {
 	return ""
 }
 
+func (x *Session) GetImpersonatorUserId() string {
+	if x != nil {
+		return x.ImpersonatorUserId
+	}
+	return ""
+}
+
+func (x *Session) GetImpersonatorSessionId() string {
+	if x != nil {
+		return x.ImpersonatorSessionId
+	}
+	return ""
+}
+
+func (x *Session) GetImpersonationReason() string {
+	if x != nil {
+		return x.ImpersonationReason
+	}
+	return ""
+}
+
+// ChangeImpact is what a change does to effective roles and live sessions: returned for previews
+// (validate_only) and real changes alike.
+type ChangeImpact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// users_affected is the number of users whose effective roles change.
+	UsersAffected int32 `protobuf:"varint,1,opt,name=users_affected,json=usersAffected,proto3" json:"users_affected,omitempty"`
+	// users are the first users affected (at most 100), with what each gains and loses.
+	Users []*UserImpact `protobuf:"bytes,2,rep,name=users,proto3" json:"users,omitempty"`
+	// sessions_refreshed is the number of live sessions that carry the new roles or new timeouts
+	// in place.
+	SessionsRefreshed int32 `protobuf:"varint,3,opt,name=sessions_refreshed,json=sessionsRefreshed,proto3" json:"sessions_refreshed,omitempty"`
+	// sessions_ended is the number of live sessions the change ends.
+	SessionsEnded int32 `protobuf:"varint,4,opt,name=sessions_ended,json=sessionsEnded,proto3" json:"sessions_ended,omitempty"`
+	// end_reason is why those sessions end (TERMINATION_REASON_UNSPECIFIED when none do).
+	EndReason     TerminationReason `protobuf:"varint,5,opt,name=end_reason,json=endReason,proto3,enum=gatehouse.v1.TerminationReason" json:"end_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeImpact) Reset() {
+	*x = ChangeImpact{}
+	mi := &file_gatehouse_v1_common_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeImpact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeImpact) ProtoMessage() {}
+
+func (x *ChangeImpact) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_common_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeImpact.ProtoReflect.Descriptor instead.
+func (*ChangeImpact) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_common_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ChangeImpact) GetUsersAffected() int32 {
+	if x != nil {
+		return x.UsersAffected
+	}
+	return 0
+}
+
+func (x *ChangeImpact) GetUsers() []*UserImpact {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *ChangeImpact) GetSessionsRefreshed() int32 {
+	if x != nil {
+		return x.SessionsRefreshed
+	}
+	return 0
+}
+
+func (x *ChangeImpact) GetSessionsEnded() int32 {
+	if x != nil {
+		return x.SessionsEnded
+	}
+	return 0
+}
+
+func (x *ChangeImpact) GetEndReason() TerminationReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return TerminationReason_TERMINATION_REASON_UNSPECIFIED
+}
+
+// UserImpact is how one user's effective roles change.
+type UserImpact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user_id is the user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// added are the roles gained, sorted.
+	Added []string `protobuf:"bytes,2,rep,name=added,proto3" json:"added,omitempty"`
+	// removed are the roles lost, sorted.
+	Removed       []string `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserImpact) Reset() {
+	*x = UserImpact{}
+	mi := &file_gatehouse_v1_common_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserImpact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserImpact) ProtoMessage() {}
+
+func (x *UserImpact) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_common_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserImpact.ProtoReflect.Descriptor instead.
+func (*UserImpact) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_common_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UserImpact) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserImpact) GetAdded() []string {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *UserImpact) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 // PolicyScope says whom a session policy applies to.
 type PolicyScope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1039,7 +1215,7 @@ type PolicyScope struct {
 
 func (x *PolicyScope) Reset() {
 	*x = PolicyScope{}
-	mi := &file_gatehouse_v1_common_proto_msgTypes[8]
+	mi := &file_gatehouse_v1_common_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1227,7 @@ func (x *PolicyScope) String() string {
 func (*PolicyScope) ProtoMessage() {}
 
 func (x *PolicyScope) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_common_proto_msgTypes[8]
+	mi := &file_gatehouse_v1_common_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1240,7 @@ func (x *PolicyScope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyScope.ProtoReflect.Descriptor instead.
 func (*PolicyScope) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_common_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_v1_common_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PolicyScope) GetKind() isPolicyScope_Kind {
@@ -1164,7 +1340,7 @@ type SessionPolicy struct {
 
 func (x *SessionPolicy) Reset() {
 	*x = SessionPolicy{}
-	mi := &file_gatehouse_v1_common_proto_msgTypes[9]
+	mi := &file_gatehouse_v1_common_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1352,7 @@ func (x *SessionPolicy) String() string {
 func (*SessionPolicy) ProtoMessage() {}
 
 func (x *SessionPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_common_proto_msgTypes[9]
+	mi := &file_gatehouse_v1_common_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1365,7 @@ func (x *SessionPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPolicy.ProtoReflect.Descriptor instead.
 func (*SessionPolicy) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_common_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_v1_common_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SessionPolicy) GetId() string {
@@ -1315,7 +1491,7 @@ const file_gatehouse_v1_common_proto_rawDesc = "" +
 	"ip_address\x18\x02 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02p\x01R\tipAddress\x12)\n" +
 	"\vdevice_name\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
-	"deviceName\"\xe9\x04\n" +
+	"deviceName\"\x86\x06\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12-\n" +
@@ -1330,7 +1506,22 @@ const file_gatehouse_v1_common_proto_rawDesc = "" +
 	"\x12termination_reason\x18\n" +
 	" \x01(\x0e2\x1f.gatehouse.v1.TerminationReasonR\x11terminationReason\x12A\n" +
 	"\x0eterminate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\rterminateTime\x12\x12\n" +
-	"\x04note\x18\f \x01(\tR\x04note\"\x9b\x01\n" +
+	"\x04note\x18\f \x01(\tR\x04note\x120\n" +
+	"\x14impersonator_user_id\x18\r \x01(\tR\x12impersonatorUserId\x126\n" +
+	"\x17impersonator_session_id\x18\x0e \x01(\tR\x15impersonatorSessionId\x121\n" +
+	"\x14impersonation_reason\x18\x0f \x01(\tR\x13impersonationReason\"\xfb\x01\n" +
+	"\fChangeImpact\x12%\n" +
+	"\x0eusers_affected\x18\x01 \x01(\x05R\rusersAffected\x12.\n" +
+	"\x05users\x18\x02 \x03(\v2\x18.gatehouse.v1.UserImpactR\x05users\x12-\n" +
+	"\x12sessions_refreshed\x18\x03 \x01(\x05R\x11sessionsRefreshed\x12%\n" +
+	"\x0esessions_ended\x18\x04 \x01(\x05R\rsessionsEnded\x12>\n" +
+	"\n" +
+	"end_reason\x18\x05 \x01(\x0e2\x1f.gatehouse.v1.TerminationReasonR\tendReason\"U\n" +
+	"\n" +
+	"UserImpact\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05added\x18\x02 \x03(\tR\x05added\x12\x18\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\"\x9b\x01\n" +
 	"\vPolicyScope\x12!\n" +
 	"\x06global\x18\x01 \x01(\bB\a\xbaH\x04j\x02\b\x01H\x00R\x06global\x125\n" +
 	"\x04role\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$H\x00R\x04role\x12#\n" +
@@ -1400,7 +1591,7 @@ func file_gatehouse_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_gatehouse_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gatehouse_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_gatehouse_v1_common_proto_goTypes = []any{
 	(SessionType)(0),              // 0: gatehouse.v1.SessionType
 	(TerminationReason)(0),        // 1: gatehouse.v1.TerminationReason
@@ -1414,38 +1605,42 @@ var file_gatehouse_v1_common_proto_goTypes = []any{
 	(*RoleSource)(nil),            // 9: gatehouse.v1.RoleSource
 	(*ClientInfo)(nil),            // 10: gatehouse.v1.ClientInfo
 	(*Session)(nil),               // 11: gatehouse.v1.Session
-	(*PolicyScope)(nil),           // 12: gatehouse.v1.PolicyScope
-	(*SessionPolicy)(nil),         // 13: gatehouse.v1.SessionPolicy
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*ChangeImpact)(nil),          // 12: gatehouse.v1.ChangeImpact
+	(*UserImpact)(nil),            // 13: gatehouse.v1.UserImpact
+	(*PolicyScope)(nil),           // 14: gatehouse.v1.PolicyScope
+	(*SessionPolicy)(nil),         // 15: gatehouse.v1.SessionPolicy
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_gatehouse_v1_common_proto_depIdxs = []int32{
-	14, // 0: gatehouse.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	14, // 1: gatehouse.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	14, // 2: gatehouse.v1.Group.create_time:type_name -> google.protobuf.Timestamp
-	14, // 3: gatehouse.v1.Role.create_time:type_name -> google.protobuf.Timestamp
+	16, // 0: gatehouse.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	16, // 1: gatehouse.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	16, // 2: gatehouse.v1.Group.create_time:type_name -> google.protobuf.Timestamp
+	16, // 3: gatehouse.v1.Role.create_time:type_name -> google.protobuf.Timestamp
 	9,  // 4: gatehouse.v1.EffectiveRole.sources:type_name -> gatehouse.v1.RoleSource
 	0,  // 5: gatehouse.v1.Session.type:type_name -> gatehouse.v1.SessionType
 	10, // 6: gatehouse.v1.Session.client:type_name -> gatehouse.v1.ClientInfo
-	14, // 7: gatehouse.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	14, // 8: gatehouse.v1.Session.last_active_time:type_name -> google.protobuf.Timestamp
-	14, // 9: gatehouse.v1.Session.idle_expire_time:type_name -> google.protobuf.Timestamp
-	14, // 10: gatehouse.v1.Session.absolute_expire_time:type_name -> google.protobuf.Timestamp
+	16, // 7: gatehouse.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	16, // 8: gatehouse.v1.Session.last_active_time:type_name -> google.protobuf.Timestamp
+	16, // 9: gatehouse.v1.Session.idle_expire_time:type_name -> google.protobuf.Timestamp
+	16, // 10: gatehouse.v1.Session.absolute_expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 11: gatehouse.v1.Session.termination_reason:type_name -> gatehouse.v1.TerminationReason
-	14, // 12: gatehouse.v1.Session.terminate_time:type_name -> google.protobuf.Timestamp
-	12, // 13: gatehouse.v1.SessionPolicy.scope:type_name -> gatehouse.v1.PolicyScope
-	0,  // 14: gatehouse.v1.SessionPolicy.counted_types:type_name -> gatehouse.v1.SessionType
-	2,  // 15: gatehouse.v1.SessionPolicy.on_limit:type_name -> gatehouse.v1.LimitAction
-	15, // 16: gatehouse.v1.SessionPolicy.idle_timeout:type_name -> google.protobuf.Duration
-	15, // 17: gatehouse.v1.SessionPolicy.absolute_timeout:type_name -> google.protobuf.Duration
-	3,  // 18: gatehouse.v1.SessionPolicy.on_role_change:type_name -> gatehouse.v1.RoleChangeAction
-	14, // 19: gatehouse.v1.SessionPolicy.create_time:type_name -> google.protobuf.Timestamp
-	14, // 20: gatehouse.v1.SessionPolicy.update_time:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	16, // 12: gatehouse.v1.Session.terminate_time:type_name -> google.protobuf.Timestamp
+	13, // 13: gatehouse.v1.ChangeImpact.users:type_name -> gatehouse.v1.UserImpact
+	1,  // 14: gatehouse.v1.ChangeImpact.end_reason:type_name -> gatehouse.v1.TerminationReason
+	14, // 15: gatehouse.v1.SessionPolicy.scope:type_name -> gatehouse.v1.PolicyScope
+	0,  // 16: gatehouse.v1.SessionPolicy.counted_types:type_name -> gatehouse.v1.SessionType
+	2,  // 17: gatehouse.v1.SessionPolicy.on_limit:type_name -> gatehouse.v1.LimitAction
+	17, // 18: gatehouse.v1.SessionPolicy.idle_timeout:type_name -> google.protobuf.Duration
+	17, // 19: gatehouse.v1.SessionPolicy.absolute_timeout:type_name -> google.protobuf.Duration
+	3,  // 20: gatehouse.v1.SessionPolicy.on_role_change:type_name -> gatehouse.v1.RoleChangeAction
+	16, // 21: gatehouse.v1.SessionPolicy.create_time:type_name -> google.protobuf.Timestamp
+	16, // 22: gatehouse.v1.SessionPolicy.update_time:type_name -> google.protobuf.Timestamp
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_v1_common_proto_init() }
@@ -1463,19 +1658,19 @@ func file_gatehouse_v1_common_proto_init() {
 		(*RoleSource_GroupId)(nil),
 		(*RoleSource_ContainedInRole)(nil),
 	}
-	file_gatehouse_v1_common_proto_msgTypes[8].OneofWrappers = []any{
+	file_gatehouse_v1_common_proto_msgTypes[10].OneofWrappers = []any{
 		(*PolicyScope_Global)(nil),
 		(*PolicyScope_Role)(nil),
 		(*PolicyScope_UserId)(nil),
 	}
-	file_gatehouse_v1_common_proto_msgTypes[9].OneofWrappers = []any{}
+	file_gatehouse_v1_common_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_v1_common_proto_rawDesc), len(file_gatehouse_v1_common_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

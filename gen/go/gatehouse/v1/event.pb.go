@@ -169,6 +169,11 @@ type Event struct {
 	UserId string `protobuf:"bytes,6,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// session_id is the session the event is about, if any.
 	SessionId string `protobuf:"bytes,7,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// impersonator_user_id is set when the actor's session is an impersonation: the user behind it
+	// (actor_user_id is then the impersonated user).
+	ImpersonatorUserId string `protobuf:"bytes,8,opt,name=impersonator_user_id,json=impersonatorUserId,proto3" json:"impersonator_user_id,omitempty"`
+	// impersonator_session_id is the impersonator's own session.
+	ImpersonatorSessionId string `protobuf:"bytes,9,opt,name=impersonator_session_id,json=impersonatorSessionId,proto3" json:"impersonator_session_id,omitempty"`
 	// payload carries the details of the event.
 	//
 	// Types that are valid to be assigned to Payload:
@@ -274,6 +279,20 @@ func (x *Event) GetUserId() string {
 func (x *Event) GetSessionId() string {
 	if x != nil {
 		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Event) GetImpersonatorUserId() string {
+	if x != nil {
+		return x.ImpersonatorUserId
+	}
+	return ""
+}
+
+func (x *Event) GetImpersonatorSessionId() string {
+	if x != nil {
+		return x.ImpersonatorSessionId
 	}
 	return ""
 }
@@ -1379,7 +1398,7 @@ var File_gatehouse_v1_event_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x18gatehouse/v1/event.proto\x12\fgatehouse.v1\x1a\x19gatehouse/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\r\n" +
+	"\x18gatehouse/v1/event.proto\x12\fgatehouse.v1\x1a\x19gatehouse/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x0e\n" +
 	"\x05Event\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1388,7 +1407,9 @@ const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"\x10actor_session_id\x18\x05 \x01(\tR\x0eactorSessionId\x12\x17\n" +
 	"\auser_id\x18\x06 \x01(\tR\x06userId\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\a \x01(\tR\tsessionId\x12N\n" +
+	"session_id\x18\a \x01(\tR\tsessionId\x120\n" +
+	"\x14impersonator_user_id\x18\b \x01(\tR\x12impersonatorUserId\x126\n" +
+	"\x17impersonator_session_id\x18\t \x01(\tR\x15impersonatorSessionId\x12N\n" +
 	"\x0fsession_created\x18\n" +
 	" \x01(\v2#.gatehouse.v1.SessionCreatedPayloadH\x00R\x0esessionCreated\x12W\n" +
 	"\x12session_terminated\x18\v \x01(\v2&.gatehouse.v1.SessionTerminatedPayloadH\x00R\x11sessionTerminated\x12H\n" +

@@ -1130,7 +1130,11 @@ func (x *ListGroupsResponse) GetNextPageToken() string {
 type DeleteGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// group_id is the group to delete.
-	GroupId       string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1172,13 +1176,23 @@ func (x *DeleteGroupRequest) GetGroupId() string {
 	return ""
 }
 
+func (x *DeleteGroupRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // DeleteGroupResponse is the response of DeleteGroup.
 type DeleteGroupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteGroupResponse) Reset() {
@@ -1218,13 +1232,24 @@ func (x *DeleteGroupResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *DeleteGroupResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // AddGroupMemberRequest is the request of AddGroupMember.
 type AddGroupMemberRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// group_id is the group.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// user_id is the user to add.
-	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1273,13 +1298,23 @@ func (x *AddGroupMemberRequest) GetUserId() string {
 	return ""
 }
 
+func (x *AddGroupMemberRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // AddGroupMemberResponse is the response of AddGroupMember.
 type AddGroupMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddGroupMemberResponse) Reset() {
@@ -1319,13 +1354,24 @@ func (x *AddGroupMemberResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *AddGroupMemberResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // RemoveGroupMemberRequest is the request of RemoveGroupMember.
 type RemoveGroupMemberRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// group_id is the group.
 	GroupId string `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	// user_id is the member to remove.
-	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1374,13 +1420,23 @@ func (x *RemoveGroupMemberRequest) GetUserId() string {
 	return ""
 }
 
+func (x *RemoveGroupMemberRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // RemoveGroupMemberResponse is the response of RemoveGroupMember.
 type RemoveGroupMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveGroupMemberResponse) Reset() {
@@ -1418,6 +1474,13 @@ func (x *RemoveGroupMemberResponse) GetConsistencyToken() string {
 		return x.ConsistencyToken
 	}
 	return ""
+}
+
+func (x *RemoveGroupMemberResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
 }
 
 // ListGroupMembersRequest is the request of ListGroupMembers.
@@ -1956,7 +2019,11 @@ func (x *ListRolesResponse) GetNextPageToken() string {
 type DeleteRoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the role to delete.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1998,13 +2065,23 @@ func (x *DeleteRoleRequest) GetName() string {
 	return ""
 }
 
+func (x *DeleteRoleRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // DeleteRoleResponse is the response of DeleteRole.
 type DeleteRoleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteRoleResponse) Reset() {
@@ -2044,6 +2121,13 @@ func (x *DeleteRoleResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *DeleteRoleResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // AddContainedRoleRequest is the request of AddContainedRole.
 type AddContainedRoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2051,6 +2135,10 @@ type AddContainedRoleRequest struct {
 	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
 	// contained_role is the role it will contain.
 	ContainedRole string `protobuf:"bytes,2,opt,name=contained_role,json=containedRole,proto3" json:"contained_role,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2099,13 +2187,23 @@ func (x *AddContainedRoleRequest) GetContainedRole() string {
 	return ""
 }
 
+func (x *AddContainedRoleRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // AddContainedRoleResponse is the response of AddContainedRole.
 type AddContainedRoleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddContainedRoleResponse) Reset() {
@@ -2145,6 +2243,13 @@ func (x *AddContainedRoleResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *AddContainedRoleResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // RemoveContainedRoleRequest is the request of RemoveContainedRole.
 type RemoveContainedRoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2152,6 +2257,10 @@ type RemoveContainedRoleRequest struct {
 	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
 	// contained_role is the role it will stop containing.
 	ContainedRole string `protobuf:"bytes,2,opt,name=contained_role,json=containedRole,proto3" json:"contained_role,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2200,13 +2309,23 @@ func (x *RemoveContainedRoleRequest) GetContainedRole() string {
 	return ""
 }
 
+func (x *RemoveContainedRoleRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // RemoveContainedRoleResponse is the response of RemoveContainedRole.
 type RemoveContainedRoleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveContainedRoleResponse) Reset() {
@@ -2246,6 +2365,13 @@ func (x *RemoveContainedRoleResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *RemoveContainedRoleResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // GrantRoleRequest is the request of GrantRole.
 type GrantRoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2257,7 +2383,11 @@ type GrantRoleRequest struct {
 	//
 	//	*GrantRoleRequest_UserId
 	//	*GrantRoleRequest_GroupId
-	Principal     isGrantRoleRequest_Principal `protobuf_oneof:"principal"`
+	Principal isGrantRoleRequest_Principal `protobuf_oneof:"principal"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,4,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2324,6 +2454,13 @@ func (x *GrantRoleRequest) GetGroupId() string {
 	return ""
 }
 
+func (x *GrantRoleRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 type isGrantRoleRequest_Principal interface {
 	isGrantRoleRequest_Principal()
 }
@@ -2347,8 +2484,11 @@ type GrantRoleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GrantRoleResponse) Reset() {
@@ -2388,6 +2528,13 @@ func (x *GrantRoleResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *GrantRoleResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // RevokeRoleRequest is the request of RevokeRole.
 type RevokeRoleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2399,7 +2546,11 @@ type RevokeRoleRequest struct {
 	//
 	//	*RevokeRoleRequest_UserId
 	//	*RevokeRoleRequest_GroupId
-	Principal     isRevokeRoleRequest_Principal `protobuf_oneof:"principal"`
+	Principal isRevokeRoleRequest_Principal `protobuf_oneof:"principal"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,4,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2466,6 +2617,13 @@ func (x *RevokeRoleRequest) GetGroupId() string {
 	return ""
 }
 
+func (x *RevokeRoleRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 type isRevokeRoleRequest_Principal interface {
 	isRevokeRoleRequest_Principal()
 }
@@ -2489,8 +2647,11 @@ type RevokeRoleResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevokeRoleResponse) Reset() {
@@ -2528,6 +2689,13 @@ func (x *RevokeRoleResponse) GetConsistencyToken() string {
 		return x.ConsistencyToken
 	}
 	return ""
+}
+
+func (x *RevokeRoleResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
 }
 
 // GetEffectiveRolesRequest is the request of GetEffectiveRoles.
@@ -2704,21 +2872,27 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"namePrefix\"i\n" +
 	"\x12ListGroupsResponse\x12+\n" +
 	"\x06groups\x18\x01 \x03(\v2\x13.gatehouse.v1.GroupR\x06groups\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"C\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"h\n" +
 	"\x12DeleteGroupRequest\x12-\n" +
-	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\"B\n" +
+	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"v\n" +
 	"\x13DeleteGroupResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"s\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\x98\x01\n" +
 	"\x15AddGroupMemberRequest\x12-\n" +
 	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12+\n" +
-	"\auser_id\x18\x02 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"E\n" +
+	"\auser_id\x18\x02 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\"y\n" +
 	"\x16AddGroupMemberResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"v\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\x9b\x01\n" +
 	"\x18RemoveGroupMemberRequest\x12-\n" +
 	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12+\n" +
-	"\auser_id\x18\x02 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\"H\n" +
+	"\auser_id\x18\x02 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\"|\n" +
 	"\x19RemoveGroupMemberResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x9a\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\x9a\x01\n" +
 	"\x17ListGroupMembersRequest\x12-\n" +
 	"\bgroup_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\agroupId\x12'\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\n" +
@@ -2751,35 +2925,45 @@ const file_gatehouse_v1_identity_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"e\n" +
 	"\x11ListRolesResponse\x12(\n" +
 	"\x05roles\x18\x01 \x03(\v2\x12.gatehouse.v1.RoleR\x05roles\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"f\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8b\x01\n" +
 	"\x11DeleteRoleRequest\x12Q\n" +
-	"\x04name\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04name\"A\n" +
+	"\x04name\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04name\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"u\n" +
 	"\x12DeleteRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xd2\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\xf7\x01\n" +
 	"\x17AddContainedRoleRequest\x12Q\n" +
 	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12d\n" +
-	"\x0econtained_role\x18\x02 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\"G\n" +
+	"\x0econtained_role\x18\x02 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\"{\n" +
 	"\x18AddContainedRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xd5\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\xfa\x01\n" +
 	"\x1aRemoveContainedRoleRequest\x12Q\n" +
 	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12d\n" +
-	"\x0econtained_role\x18\x02 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\"J\n" +
+	"\x0econtained_role\x18\x02 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\rcontainedRole\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\"~\n" +
 	"\x1bRemoveContainedRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xc5\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\xea\x01\n" +
 	"\x10GrantRoleRequest\x12Q\n" +
 	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12#\n" +
 	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\x06userId\x12%\n" +
-	"\bgroup_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\agroupIdB\x12\n" +
-	"\tprincipal\x12\x05\xbaH\x02\b\x01\"@\n" +
+	"\bgroup_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\agroupId\x12#\n" +
+	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnlyB\x12\n" +
+	"\tprincipal\x12\x05\xbaH\x02\b\x01\"t\n" +
 	"\x11GrantRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\xc6\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\xeb\x01\n" +
 	"\x11RevokeRoleRequest\x12Q\n" +
 	"\x04role\x18\x01 \x01(\tB=\x92A\x1b\x8a\x01\x18^[a-z][a-z0-9_.-]{0,63}$\xbaH\x1cr\x1a2\x18^[a-z][a-z0-9_.-]{0,63}$R\x04role\x12#\n" +
 	"\auser_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\x06userId\x12%\n" +
-	"\bgroup_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\agroupIdB\x12\n" +
-	"\tprincipal\x12\x05\xbaH\x02\b\x01\"A\n" +
+	"\bgroup_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\agroupId\x12#\n" +
+	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnlyB\x12\n" +
+	"\tprincipal\x12\x05\xbaH\x02\b\x01\"u\n" +
 	"\x12RevokeRoleResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x84\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\x84\x01\n" +
 	"\x18GetEffectiveRolesRequest\x12+\n" +
 	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12;\n" +
 	"\vconsistency\x18\x02 \x01(\v2\x19.gatehouse.v1.ConsistencyR\vconsistency\"N\n" +
@@ -2886,9 +3070,10 @@ var file_gatehouse_v1_identity_proto_goTypes = []any{
 	(*User)(nil),                        // 48: gatehouse.v1.User
 	(*fieldmaskpb.FieldMask)(nil),       // 49: google.protobuf.FieldMask
 	(*Group)(nil),                       // 50: gatehouse.v1.Group
-	(*Role)(nil),                        // 51: gatehouse.v1.Role
-	(*Consistency)(nil),                 // 52: gatehouse.v1.Consistency
-	(*EffectiveRole)(nil),               // 53: gatehouse.v1.EffectiveRole
+	(*ChangeImpact)(nil),                // 51: gatehouse.v1.ChangeImpact
+	(*Role)(nil),                        // 52: gatehouse.v1.Role
+	(*Consistency)(nil),                 // 53: gatehouse.v1.Consistency
+	(*EffectiveRole)(nil),               // 54: gatehouse.v1.EffectiveRole
 }
 var file_gatehouse_v1_identity_proto_depIdxs = []int32{
 	48, // 0: gatehouse.v1.CreateUserResponse.user:type_name -> gatehouse.v1.User
@@ -2901,66 +3086,74 @@ var file_gatehouse_v1_identity_proto_depIdxs = []int32{
 	50, // 7: gatehouse.v1.CreateGroupResponse.group:type_name -> gatehouse.v1.Group
 	50, // 8: gatehouse.v1.GetGroupResponse.group:type_name -> gatehouse.v1.Group
 	50, // 9: gatehouse.v1.ListGroupsResponse.groups:type_name -> gatehouse.v1.Group
-	48, // 10: gatehouse.v1.ListGroupMembersResponse.users:type_name -> gatehouse.v1.User
-	50, // 11: gatehouse.v1.ListUserGroupsResponse.groups:type_name -> gatehouse.v1.Group
-	51, // 12: gatehouse.v1.CreateRoleResponse.role:type_name -> gatehouse.v1.Role
-	51, // 13: gatehouse.v1.GetRoleResponse.role:type_name -> gatehouse.v1.Role
-	51, // 14: gatehouse.v1.ListRolesResponse.roles:type_name -> gatehouse.v1.Role
-	52, // 15: gatehouse.v1.GetEffectiveRolesRequest.consistency:type_name -> gatehouse.v1.Consistency
-	53, // 16: gatehouse.v1.GetEffectiveRolesResponse.roles:type_name -> gatehouse.v1.EffectiveRole
-	0,  // 17: gatehouse.v1.IdentityService.CreateUser:input_type -> gatehouse.v1.CreateUserRequest
-	2,  // 18: gatehouse.v1.IdentityService.GetUser:input_type -> gatehouse.v1.GetUserRequest
-	4,  // 19: gatehouse.v1.IdentityService.LookupUser:input_type -> gatehouse.v1.LookupUserRequest
-	6,  // 20: gatehouse.v1.IdentityService.ListUsers:input_type -> gatehouse.v1.ListUsersRequest
-	8,  // 21: gatehouse.v1.IdentityService.UpdateUser:input_type -> gatehouse.v1.UpdateUserRequest
-	10, // 22: gatehouse.v1.IdentityService.DeleteUser:input_type -> gatehouse.v1.DeleteUserRequest
-	12, // 23: gatehouse.v1.IdentityService.SetPassword:input_type -> gatehouse.v1.SetPasswordRequest
-	14, // 24: gatehouse.v1.IdentityService.CreateGroup:input_type -> gatehouse.v1.CreateGroupRequest
-	16, // 25: gatehouse.v1.IdentityService.GetGroup:input_type -> gatehouse.v1.GetGroupRequest
-	18, // 26: gatehouse.v1.IdentityService.ListGroups:input_type -> gatehouse.v1.ListGroupsRequest
-	20, // 27: gatehouse.v1.IdentityService.DeleteGroup:input_type -> gatehouse.v1.DeleteGroupRequest
-	22, // 28: gatehouse.v1.IdentityService.AddGroupMember:input_type -> gatehouse.v1.AddGroupMemberRequest
-	24, // 29: gatehouse.v1.IdentityService.RemoveGroupMember:input_type -> gatehouse.v1.RemoveGroupMemberRequest
-	26, // 30: gatehouse.v1.IdentityService.ListGroupMembers:input_type -> gatehouse.v1.ListGroupMembersRequest
-	28, // 31: gatehouse.v1.IdentityService.ListUserGroups:input_type -> gatehouse.v1.ListUserGroupsRequest
-	30, // 32: gatehouse.v1.IdentityService.CreateRole:input_type -> gatehouse.v1.CreateRoleRequest
-	32, // 33: gatehouse.v1.IdentityService.GetRole:input_type -> gatehouse.v1.GetRoleRequest
-	34, // 34: gatehouse.v1.IdentityService.ListRoles:input_type -> gatehouse.v1.ListRolesRequest
-	36, // 35: gatehouse.v1.IdentityService.DeleteRole:input_type -> gatehouse.v1.DeleteRoleRequest
-	38, // 36: gatehouse.v1.IdentityService.AddContainedRole:input_type -> gatehouse.v1.AddContainedRoleRequest
-	40, // 37: gatehouse.v1.IdentityService.RemoveContainedRole:input_type -> gatehouse.v1.RemoveContainedRoleRequest
-	42, // 38: gatehouse.v1.IdentityService.GrantRole:input_type -> gatehouse.v1.GrantRoleRequest
-	44, // 39: gatehouse.v1.IdentityService.RevokeRole:input_type -> gatehouse.v1.RevokeRoleRequest
-	46, // 40: gatehouse.v1.IdentityService.GetEffectiveRoles:input_type -> gatehouse.v1.GetEffectiveRolesRequest
-	1,  // 41: gatehouse.v1.IdentityService.CreateUser:output_type -> gatehouse.v1.CreateUserResponse
-	3,  // 42: gatehouse.v1.IdentityService.GetUser:output_type -> gatehouse.v1.GetUserResponse
-	5,  // 43: gatehouse.v1.IdentityService.LookupUser:output_type -> gatehouse.v1.LookupUserResponse
-	7,  // 44: gatehouse.v1.IdentityService.ListUsers:output_type -> gatehouse.v1.ListUsersResponse
-	9,  // 45: gatehouse.v1.IdentityService.UpdateUser:output_type -> gatehouse.v1.UpdateUserResponse
-	11, // 46: gatehouse.v1.IdentityService.DeleteUser:output_type -> gatehouse.v1.DeleteUserResponse
-	13, // 47: gatehouse.v1.IdentityService.SetPassword:output_type -> gatehouse.v1.SetPasswordResponse
-	15, // 48: gatehouse.v1.IdentityService.CreateGroup:output_type -> gatehouse.v1.CreateGroupResponse
-	17, // 49: gatehouse.v1.IdentityService.GetGroup:output_type -> gatehouse.v1.GetGroupResponse
-	19, // 50: gatehouse.v1.IdentityService.ListGroups:output_type -> gatehouse.v1.ListGroupsResponse
-	21, // 51: gatehouse.v1.IdentityService.DeleteGroup:output_type -> gatehouse.v1.DeleteGroupResponse
-	23, // 52: gatehouse.v1.IdentityService.AddGroupMember:output_type -> gatehouse.v1.AddGroupMemberResponse
-	25, // 53: gatehouse.v1.IdentityService.RemoveGroupMember:output_type -> gatehouse.v1.RemoveGroupMemberResponse
-	27, // 54: gatehouse.v1.IdentityService.ListGroupMembers:output_type -> gatehouse.v1.ListGroupMembersResponse
-	29, // 55: gatehouse.v1.IdentityService.ListUserGroups:output_type -> gatehouse.v1.ListUserGroupsResponse
-	31, // 56: gatehouse.v1.IdentityService.CreateRole:output_type -> gatehouse.v1.CreateRoleResponse
-	33, // 57: gatehouse.v1.IdentityService.GetRole:output_type -> gatehouse.v1.GetRoleResponse
-	35, // 58: gatehouse.v1.IdentityService.ListRoles:output_type -> gatehouse.v1.ListRolesResponse
-	37, // 59: gatehouse.v1.IdentityService.DeleteRole:output_type -> gatehouse.v1.DeleteRoleResponse
-	39, // 60: gatehouse.v1.IdentityService.AddContainedRole:output_type -> gatehouse.v1.AddContainedRoleResponse
-	41, // 61: gatehouse.v1.IdentityService.RemoveContainedRole:output_type -> gatehouse.v1.RemoveContainedRoleResponse
-	43, // 62: gatehouse.v1.IdentityService.GrantRole:output_type -> gatehouse.v1.GrantRoleResponse
-	45, // 63: gatehouse.v1.IdentityService.RevokeRole:output_type -> gatehouse.v1.RevokeRoleResponse
-	47, // 64: gatehouse.v1.IdentityService.GetEffectiveRoles:output_type -> gatehouse.v1.GetEffectiveRolesResponse
-	41, // [41:65] is the sub-list for method output_type
-	17, // [17:41] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	51, // 10: gatehouse.v1.DeleteGroupResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	51, // 11: gatehouse.v1.AddGroupMemberResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	51, // 12: gatehouse.v1.RemoveGroupMemberResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	48, // 13: gatehouse.v1.ListGroupMembersResponse.users:type_name -> gatehouse.v1.User
+	50, // 14: gatehouse.v1.ListUserGroupsResponse.groups:type_name -> gatehouse.v1.Group
+	52, // 15: gatehouse.v1.CreateRoleResponse.role:type_name -> gatehouse.v1.Role
+	52, // 16: gatehouse.v1.GetRoleResponse.role:type_name -> gatehouse.v1.Role
+	52, // 17: gatehouse.v1.ListRolesResponse.roles:type_name -> gatehouse.v1.Role
+	51, // 18: gatehouse.v1.DeleteRoleResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	51, // 19: gatehouse.v1.AddContainedRoleResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	51, // 20: gatehouse.v1.RemoveContainedRoleResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	51, // 21: gatehouse.v1.GrantRoleResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	51, // 22: gatehouse.v1.RevokeRoleResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	53, // 23: gatehouse.v1.GetEffectiveRolesRequest.consistency:type_name -> gatehouse.v1.Consistency
+	54, // 24: gatehouse.v1.GetEffectiveRolesResponse.roles:type_name -> gatehouse.v1.EffectiveRole
+	0,  // 25: gatehouse.v1.IdentityService.CreateUser:input_type -> gatehouse.v1.CreateUserRequest
+	2,  // 26: gatehouse.v1.IdentityService.GetUser:input_type -> gatehouse.v1.GetUserRequest
+	4,  // 27: gatehouse.v1.IdentityService.LookupUser:input_type -> gatehouse.v1.LookupUserRequest
+	6,  // 28: gatehouse.v1.IdentityService.ListUsers:input_type -> gatehouse.v1.ListUsersRequest
+	8,  // 29: gatehouse.v1.IdentityService.UpdateUser:input_type -> gatehouse.v1.UpdateUserRequest
+	10, // 30: gatehouse.v1.IdentityService.DeleteUser:input_type -> gatehouse.v1.DeleteUserRequest
+	12, // 31: gatehouse.v1.IdentityService.SetPassword:input_type -> gatehouse.v1.SetPasswordRequest
+	14, // 32: gatehouse.v1.IdentityService.CreateGroup:input_type -> gatehouse.v1.CreateGroupRequest
+	16, // 33: gatehouse.v1.IdentityService.GetGroup:input_type -> gatehouse.v1.GetGroupRequest
+	18, // 34: gatehouse.v1.IdentityService.ListGroups:input_type -> gatehouse.v1.ListGroupsRequest
+	20, // 35: gatehouse.v1.IdentityService.DeleteGroup:input_type -> gatehouse.v1.DeleteGroupRequest
+	22, // 36: gatehouse.v1.IdentityService.AddGroupMember:input_type -> gatehouse.v1.AddGroupMemberRequest
+	24, // 37: gatehouse.v1.IdentityService.RemoveGroupMember:input_type -> gatehouse.v1.RemoveGroupMemberRequest
+	26, // 38: gatehouse.v1.IdentityService.ListGroupMembers:input_type -> gatehouse.v1.ListGroupMembersRequest
+	28, // 39: gatehouse.v1.IdentityService.ListUserGroups:input_type -> gatehouse.v1.ListUserGroupsRequest
+	30, // 40: gatehouse.v1.IdentityService.CreateRole:input_type -> gatehouse.v1.CreateRoleRequest
+	32, // 41: gatehouse.v1.IdentityService.GetRole:input_type -> gatehouse.v1.GetRoleRequest
+	34, // 42: gatehouse.v1.IdentityService.ListRoles:input_type -> gatehouse.v1.ListRolesRequest
+	36, // 43: gatehouse.v1.IdentityService.DeleteRole:input_type -> gatehouse.v1.DeleteRoleRequest
+	38, // 44: gatehouse.v1.IdentityService.AddContainedRole:input_type -> gatehouse.v1.AddContainedRoleRequest
+	40, // 45: gatehouse.v1.IdentityService.RemoveContainedRole:input_type -> gatehouse.v1.RemoveContainedRoleRequest
+	42, // 46: gatehouse.v1.IdentityService.GrantRole:input_type -> gatehouse.v1.GrantRoleRequest
+	44, // 47: gatehouse.v1.IdentityService.RevokeRole:input_type -> gatehouse.v1.RevokeRoleRequest
+	46, // 48: gatehouse.v1.IdentityService.GetEffectiveRoles:input_type -> gatehouse.v1.GetEffectiveRolesRequest
+	1,  // 49: gatehouse.v1.IdentityService.CreateUser:output_type -> gatehouse.v1.CreateUserResponse
+	3,  // 50: gatehouse.v1.IdentityService.GetUser:output_type -> gatehouse.v1.GetUserResponse
+	5,  // 51: gatehouse.v1.IdentityService.LookupUser:output_type -> gatehouse.v1.LookupUserResponse
+	7,  // 52: gatehouse.v1.IdentityService.ListUsers:output_type -> gatehouse.v1.ListUsersResponse
+	9,  // 53: gatehouse.v1.IdentityService.UpdateUser:output_type -> gatehouse.v1.UpdateUserResponse
+	11, // 54: gatehouse.v1.IdentityService.DeleteUser:output_type -> gatehouse.v1.DeleteUserResponse
+	13, // 55: gatehouse.v1.IdentityService.SetPassword:output_type -> gatehouse.v1.SetPasswordResponse
+	15, // 56: gatehouse.v1.IdentityService.CreateGroup:output_type -> gatehouse.v1.CreateGroupResponse
+	17, // 57: gatehouse.v1.IdentityService.GetGroup:output_type -> gatehouse.v1.GetGroupResponse
+	19, // 58: gatehouse.v1.IdentityService.ListGroups:output_type -> gatehouse.v1.ListGroupsResponse
+	21, // 59: gatehouse.v1.IdentityService.DeleteGroup:output_type -> gatehouse.v1.DeleteGroupResponse
+	23, // 60: gatehouse.v1.IdentityService.AddGroupMember:output_type -> gatehouse.v1.AddGroupMemberResponse
+	25, // 61: gatehouse.v1.IdentityService.RemoveGroupMember:output_type -> gatehouse.v1.RemoveGroupMemberResponse
+	27, // 62: gatehouse.v1.IdentityService.ListGroupMembers:output_type -> gatehouse.v1.ListGroupMembersResponse
+	29, // 63: gatehouse.v1.IdentityService.ListUserGroups:output_type -> gatehouse.v1.ListUserGroupsResponse
+	31, // 64: gatehouse.v1.IdentityService.CreateRole:output_type -> gatehouse.v1.CreateRoleResponse
+	33, // 65: gatehouse.v1.IdentityService.GetRole:output_type -> gatehouse.v1.GetRoleResponse
+	35, // 66: gatehouse.v1.IdentityService.ListRoles:output_type -> gatehouse.v1.ListRolesResponse
+	37, // 67: gatehouse.v1.IdentityService.DeleteRole:output_type -> gatehouse.v1.DeleteRoleResponse
+	39, // 68: gatehouse.v1.IdentityService.AddContainedRole:output_type -> gatehouse.v1.AddContainedRoleResponse
+	41, // 69: gatehouse.v1.IdentityService.RemoveContainedRole:output_type -> gatehouse.v1.RemoveContainedRoleResponse
+	43, // 70: gatehouse.v1.IdentityService.GrantRole:output_type -> gatehouse.v1.GrantRoleResponse
+	45, // 71: gatehouse.v1.IdentityService.RevokeRole:output_type -> gatehouse.v1.RevokeRoleResponse
+	47, // 72: gatehouse.v1.IdentityService.GetEffectiveRoles:output_type -> gatehouse.v1.GetEffectiveRolesResponse
+	49, // [49:73] is the sub-list for method output_type
+	25, // [25:49] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_v1_identity_proto_init() }

@@ -30,7 +30,11 @@ const (
 type CreateSessionPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// policy is the policy to create; its scope is required.
-	Policy        *SessionPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *SessionPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -72,6 +76,13 @@ func (x *CreateSessionPolicyRequest) GetPolicy() *SessionPolicy {
 	return nil
 }
 
+func (x *CreateSessionPolicyRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // CreateSessionPolicyResponse is the response of CreateSessionPolicy.
 type CreateSessionPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -79,8 +90,11 @@ type CreateSessionPolicyResponse struct {
 	Policy *SessionPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,2,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,3,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSessionPolicyResponse) Reset() {
@@ -125,6 +139,13 @@ func (x *CreateSessionPolicyResponse) GetConsistencyToken() string {
 		return x.ConsistencyToken
 	}
 	return ""
+}
+
+func (x *CreateSessionPolicyResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
 }
 
 // GetSessionPolicyRequest is the request of GetSessionPolicy.
@@ -345,7 +366,11 @@ type UpdateSessionPolicyRequest struct {
 	// path under it) may be named when the scope sent equals the policy's, since the scope is
 	// immutable. A mask that names no updatable field changes nothing: no event is written and the
 	// policy is returned as stored.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,3,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -394,6 +419,13 @@ func (x *UpdateSessionPolicyRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 	return nil
 }
 
+func (x *UpdateSessionPolicyRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // UpdateSessionPolicyResponse is the response of UpdateSessionPolicy.
 type UpdateSessionPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -401,8 +433,11 @@ type UpdateSessionPolicyResponse struct {
 	Policy *SessionPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,2,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,3,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSessionPolicyResponse) Reset() {
@@ -449,11 +484,22 @@ func (x *UpdateSessionPolicyResponse) GetConsistencyToken() string {
 	return ""
 }
 
+func (x *UpdateSessionPolicyResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
+}
+
 // DeleteSessionPolicyRequest is the request of DeleteSessionPolicy.
 type DeleteSessionPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// policy_id is the policy to delete.
-	PolicyId      string `protobuf:"bytes,1,opt,name=policy_id,json=policyId,proto3" json:"policy_id,omitempty"`
+	PolicyId string `protobuf:"bytes,1,opt,name=policy_id,json=policyId,proto3" json:"policy_id,omitempty"`
+	// validate_only previews the change (AIP-163): the same checks and the same code run in a
+	// transaction that is rolled back, so nothing is written and no event is emitted; the response's
+	// impact says what the change would do, and an invalid change fails exactly as it would.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,13 +541,23 @@ func (x *DeleteSessionPolicyRequest) GetPolicyId() string {
 	return ""
 }
 
+func (x *DeleteSessionPolicyRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // DeleteSessionPolicyResponse is the response of DeleteSessionPolicy.
 type DeleteSessionPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// consistency_token is the position of the change.
 	ConsistencyToken string `protobuf:"bytes,1,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// impact is what the change did (or, with validate_only, would do) to effective roles and
+	// live sessions.
+	Impact        *ChangeImpact `protobuf:"bytes,2,opt,name=impact,proto3" json:"impact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteSessionPolicyResponse) Reset() {
@@ -539,6 +595,13 @@ func (x *DeleteSessionPolicyResponse) GetConsistencyToken() string {
 		return x.ConsistencyToken
 	}
 	return ""
+}
+
+func (x *DeleteSessionPolicyResponse) GetImpact() *ChangeImpact {
+	if x != nil {
+		return x.Impact
+	}
+	return nil
 }
 
 // ResolveSessionPolicyRequest is the request of ResolveSessionPolicy.
@@ -651,6 +714,80 @@ func (x *PolicySource) GetScopes() []*PolicyScope {
 	return nil
 }
 
+// LimitConstraint is one concurrent-session limit that applies to a user: a new session of a type
+// it counts must leave at most max_sessions active sessions of those types.
+type LimitConstraint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max_sessions is the limit.
+	MaxSessions int32 `protobuf:"varint,1,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
+	// counted_types are the session types it counts.
+	CountedTypes []SessionType `protobuf:"varint,2,rep,packed,name=counted_types,json=countedTypes,proto3,enum=gatehouse.v1.SessionType" json:"counted_types,omitempty"`
+	// on_limit says what a login past it does.
+	OnLimit LimitAction `protobuf:"varint,3,opt,name=on_limit,json=onLimit,proto3,enum=gatehouse.v1.LimitAction" json:"on_limit,omitempty"`
+	// source is the policy that sets it.
+	Source        *PolicyScope `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimitConstraint) Reset() {
+	*x = LimitConstraint{}
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitConstraint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitConstraint) ProtoMessage() {}
+
+func (x *LimitConstraint) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitConstraint.ProtoReflect.Descriptor instead.
+func (*LimitConstraint) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LimitConstraint) GetMaxSessions() int32 {
+	if x != nil {
+		return x.MaxSessions
+	}
+	return 0
+}
+
+func (x *LimitConstraint) GetCountedTypes() []SessionType {
+	if x != nil {
+		return x.CountedTypes
+	}
+	return nil
+}
+
+func (x *LimitConstraint) GetOnLimit() LimitAction {
+	if x != nil {
+		return x.OnLimit
+	}
+	return LimitAction_LIMIT_ACTION_UNSPECIFIED
+}
+
+func (x *LimitConstraint) GetSource() *PolicyScope {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
 // ResolveSessionPolicyResponse is the response of ResolveSessionPolicy.
 type ResolveSessionPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -678,13 +815,18 @@ type ResolveSessionPolicyResponse struct {
 	AbsoluteTimeoutSource *PolicySource `protobuf:"bytes,11,opt,name=absolute_timeout_source,json=absoluteTimeoutSource,proto3" json:"absolute_timeout_source,omitempty"`
 	// on_role_change_source says where on_role_change came from.
 	OnRoleChangeSource *PolicySource `protobuf:"bytes,12,opt,name=on_role_change_source,json=onRoleChangeSource,proto3" json:"on_role_change_source,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// limits are the concurrent-session limits, each its own constraint: the user's own policy's
+	// limit if it sets one; otherwise one per policy of the user's effective roles that sets one;
+	// otherwise the global policy's. Empty: no limit. (max_sessions, counted_types and on_limit
+	// above describe the most restrictive of them, for older clients.)
+	Limits        []*LimitConstraint `protobuf:"bytes,13,rep,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResolveSessionPolicyResponse) Reset() {
 	*x = ResolveSessionPolicyResponse{}
-	mi := &file_gatehouse_v1_policy_proto_msgTypes[12]
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +838,7 @@ func (x *ResolveSessionPolicyResponse) String() string {
 func (*ResolveSessionPolicyResponse) ProtoMessage() {}
 
 func (x *ResolveSessionPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_policy_proto_msgTypes[12]
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +851,7 @@ func (x *ResolveSessionPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveSessionPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ResolveSessionPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResolveSessionPolicyResponse) GetMaxSessions() int32 {
@@ -796,6 +938,13 @@ func (x *ResolveSessionPolicyResponse) GetOnRoleChangeSource() *PolicySource {
 	return nil
 }
 
+func (x *ResolveSessionPolicyResponse) GetLimits() []*LimitConstraint {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 // CheckRequest is the request of Check.
 type CheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -821,7 +970,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_gatehouse_v1_policy_proto_msgTypes[13]
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +982,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_policy_proto_msgTypes[13]
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +995,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckRequest) GetSubject() isCheckRequest_Subject {
@@ -948,14 +1097,18 @@ func (*CheckRequest_GroupId) isCheckRequest_Requirement() {}
 type CheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// allowed is true when the subject meets the requirement.
-	Allowed       bool `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Allowed bool `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// impersonator_user_id is set when the token's session is an impersonation: the user behind it.
+	ImpersonatorUserId string `protobuf:"bytes,2,opt,name=impersonator_user_id,json=impersonatorUserId,proto3" json:"impersonator_user_id,omitempty"`
+	// impersonator_session_id is the impersonator's own session.
+	ImpersonatorSessionId string `protobuf:"bytes,3,opt,name=impersonator_session_id,json=impersonatorSessionId,proto3" json:"impersonator_session_id,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_gatehouse_v1_policy_proto_msgTypes[14]
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1120,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_policy_proto_msgTypes[14]
+	mi := &file_gatehouse_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1133,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckResponse) GetAllowed() bool {
@@ -990,16 +1143,32 @@ func (x *CheckResponse) GetAllowed() bool {
 	return false
 }
 
+func (x *CheckResponse) GetImpersonatorUserId() string {
+	if x != nil {
+		return x.ImpersonatorUserId
+	}
+	return ""
+}
+
+func (x *CheckResponse) GetImpersonatorSessionId() string {
+	if x != nil {
+		return x.ImpersonatorSessionId
+	}
+	return ""
+}
+
 var File_gatehouse_v1_policy_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x19gatehouse/v1/policy.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"Y\n" +
+	"\x19gatehouse/v1/policy.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"~\n" +
 	"\x1aCreateSessionPolicyRequest\x12;\n" +
-	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\"\x7f\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyB\x06\xbaH\x03\xc8\x01\x01R\x06policy\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\xb3\x01\n" +
 	"\x1bCreateSessionPolicyResponse\x123\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"J\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x03 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"J\n" +
 	"\x17GetSessionPolicyRequest\x12/\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\"O\n" +
 	"\x18GetSessionPolicyResponse\x123\n" +
@@ -1011,25 +1180,34 @@ const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"~\n" +
 	"\x1bListSessionPoliciesResponse\x127\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x1b.gatehouse.v1.SessionPolicyR\bpolicies\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf3\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x02\n" +
 	"\x1aUpdateSessionPolicyRequest\x12\x97\x01\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyBb\xbaH_\xba\x01Y\n" +
 	"\x12policy_id_required\x124policy.id is required: it names the policy to change\x1a\rthis.id != ''\xc8\x01\x01R\x06policy\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"\x7f\n" +
+	"updateMask\x12#\n" +
+	"\rvalidate_only\x18\x03 \x01(\bR\fvalidateOnly\"\xb3\x01\n" +
 	"\x1bUpdateSessionPolicyResponse\x123\n" +
 	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy\x12+\n" +
-	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\"M\n" +
+	"\x11consistency_token\x18\x02 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x03 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"r\n" +
 	"\x1aDeleteSessionPolicyRequest\x12/\n" +
-	"\tpolicy_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\"J\n" +
+	"\tpolicy_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\bpolicyId\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"~\n" +
 	"\x1bDeleteSessionPolicyResponse\x12+\n" +
-	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x87\x01\n" +
+	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\x122\n" +
+	"\x06impact\x18\x02 \x01(\v2\x1a.gatehouse.v1.ChangeImpactR\x06impact\"\x87\x01\n" +
 	"\x1bResolveSessionPolicyRequest\x12+\n" +
 	"\auser_id\x18\x01 \x01(\tB\x12\x92A\a\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01R\x06userId\x12;\n" +
 	"\vconsistency\x18\x02 \x01(\v2\x19.gatehouse.v1.ConsistencyR\vconsistency\"k\n" +
 	"\fPolicySource\x12(\n" +
 	"\x10built_in_default\x18\x01 \x01(\bR\x0ebuiltInDefault\x121\n" +
-	"\x06scopes\x18\x02 \x03(\v2\x19.gatehouse.v1.PolicyScopeR\x06scopes\"\xe4\x06\n" +
+	"\x06scopes\x18\x02 \x03(\v2\x19.gatehouse.v1.PolicyScopeR\x06scopes\"\xdd\x01\n" +
+	"\x0fLimitConstraint\x12!\n" +
+	"\fmax_sessions\x18\x01 \x01(\x05R\vmaxSessions\x12>\n" +
+	"\rcounted_types\x18\x02 \x03(\x0e2\x19.gatehouse.v1.SessionTypeR\fcountedTypes\x124\n" +
+	"\bon_limit\x18\x03 \x01(\x0e2\x19.gatehouse.v1.LimitActionR\aonLimit\x121\n" +
+	"\x06source\x18\x04 \x01(\v2\x19.gatehouse.v1.PolicyScopeR\x06source\"\x9b\a\n" +
 	"\x1cResolveSessionPolicyResponse\x12&\n" +
 	"\fmax_sessions\x18\x01 \x01(\x05H\x00R\vmaxSessions\x88\x01\x01\x12>\n" +
 	"\rcounted_types\x18\x02 \x03(\x0e2\x19.gatehouse.v1.SessionTypeR\fcountedTypes\x124\n" +
@@ -1043,7 +1221,8 @@ const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"\x13idle_timeout_source\x18\n" +
 	" \x01(\v2\x1a.gatehouse.v1.PolicySourceR\x11idleTimeoutSource\x12R\n" +
 	"\x17absolute_timeout_source\x18\v \x01(\v2\x1a.gatehouse.v1.PolicySourceR\x15absoluteTimeoutSource\x12M\n" +
-	"\x15on_role_change_source\x18\f \x01(\v2\x1a.gatehouse.v1.PolicySourceR\x12onRoleChangeSourceB\x0f\n" +
+	"\x15on_role_change_source\x18\f \x01(\v2\x1a.gatehouse.v1.PolicySourceR\x12onRoleChangeSource\x125\n" +
+	"\x06limits\x18\r \x03(\v2\x1d.gatehouse.v1.LimitConstraintR\x06limitsB\x0f\n" +
 	"\r_max_sessions\"\x9a\x02\n" +
 	"\fCheckRequest\x12\"\n" +
 	"\x05token\x18\x01 \x01(\tB\n" +
@@ -1053,9 +1232,11 @@ const file_gatehouse_v1_policy_proto_rawDesc = "" +
 	"\bgroup_id\x18\x04 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x01R\agroupId\x12;\n" +
 	"\vconsistency\x18\x05 \x01(\v2\x19.gatehouse.v1.ConsistencyR\vconsistencyB\x10\n" +
 	"\asubject\x12\x05\xbaH\x02\b\x01B\x14\n" +
-	"\vrequirement\x12\x05\xbaH\x02\b\x01\")\n" +
+	"\vrequirement\x12\x05\xbaH\x02\b\x01\"\x93\x01\n" +
 	"\rCheckResponse\x12\x18\n" +
-	"\aallowed\x18\x01 \x01(\bR\aallowed2\xc6\a\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed\x120\n" +
+	"\x14impersonator_user_id\x18\x02 \x01(\tR\x12impersonatorUserId\x126\n" +
+	"\x17impersonator_session_id\x18\x03 \x01(\tR\x15impersonatorSessionId2\xc6\a\n" +
 	"\rPolicyService\x12\x88\x01\n" +
 	"\x13CreateSessionPolicy\x12(.gatehouse.v1.CreateSessionPolicyRequest\x1a).gatehouse.v1.CreateSessionPolicyResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x06policy\"\f/v1/policies\x12\x86\x01\n" +
 	"\x10GetSessionPolicy\x12%.gatehouse.v1.GetSessionPolicyRequest\x1a&.gatehouse.v1.GetSessionPolicyResponse\"#\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/policies/{policy_id}\x90\x02\x01\x12\x83\x01\n" +
@@ -1077,7 +1258,7 @@ func file_gatehouse_v1_policy_proto_rawDescGZIP() []byte {
 	return file_gatehouse_v1_policy_proto_rawDescData
 }
 
-var file_gatehouse_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_gatehouse_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gatehouse_v1_policy_proto_goTypes = []any{
 	(*CreateSessionPolicyRequest)(nil),   // 0: gatehouse.v1.CreateSessionPolicyRequest
 	(*CreateSessionPolicyResponse)(nil),  // 1: gatehouse.v1.CreateSessionPolicyResponse
@@ -1091,59 +1272,68 @@ var file_gatehouse_v1_policy_proto_goTypes = []any{
 	(*DeleteSessionPolicyResponse)(nil),  // 9: gatehouse.v1.DeleteSessionPolicyResponse
 	(*ResolveSessionPolicyRequest)(nil),  // 10: gatehouse.v1.ResolveSessionPolicyRequest
 	(*PolicySource)(nil),                 // 11: gatehouse.v1.PolicySource
-	(*ResolveSessionPolicyResponse)(nil), // 12: gatehouse.v1.ResolveSessionPolicyResponse
-	(*CheckRequest)(nil),                 // 13: gatehouse.v1.CheckRequest
-	(*CheckResponse)(nil),                // 14: gatehouse.v1.CheckResponse
-	(*SessionPolicy)(nil),                // 15: gatehouse.v1.SessionPolicy
-	(*fieldmaskpb.FieldMask)(nil),        // 16: google.protobuf.FieldMask
-	(*Consistency)(nil),                  // 17: gatehouse.v1.Consistency
-	(*PolicyScope)(nil),                  // 18: gatehouse.v1.PolicyScope
-	(SessionType)(0),                     // 19: gatehouse.v1.SessionType
-	(LimitAction)(0),                     // 20: gatehouse.v1.LimitAction
-	(*durationpb.Duration)(nil),          // 21: google.protobuf.Duration
-	(RoleChangeAction)(0),                // 22: gatehouse.v1.RoleChangeAction
+	(*LimitConstraint)(nil),              // 12: gatehouse.v1.LimitConstraint
+	(*ResolveSessionPolicyResponse)(nil), // 13: gatehouse.v1.ResolveSessionPolicyResponse
+	(*CheckRequest)(nil),                 // 14: gatehouse.v1.CheckRequest
+	(*CheckResponse)(nil),                // 15: gatehouse.v1.CheckResponse
+	(*SessionPolicy)(nil),                // 16: gatehouse.v1.SessionPolicy
+	(*ChangeImpact)(nil),                 // 17: gatehouse.v1.ChangeImpact
+	(*fieldmaskpb.FieldMask)(nil),        // 18: google.protobuf.FieldMask
+	(*Consistency)(nil),                  // 19: gatehouse.v1.Consistency
+	(*PolicyScope)(nil),                  // 20: gatehouse.v1.PolicyScope
+	(SessionType)(0),                     // 21: gatehouse.v1.SessionType
+	(LimitAction)(0),                     // 22: gatehouse.v1.LimitAction
+	(*durationpb.Duration)(nil),          // 23: google.protobuf.Duration
+	(RoleChangeAction)(0),                // 24: gatehouse.v1.RoleChangeAction
 }
 var file_gatehouse_v1_policy_proto_depIdxs = []int32{
-	15, // 0: gatehouse.v1.CreateSessionPolicyRequest.policy:type_name -> gatehouse.v1.SessionPolicy
-	15, // 1: gatehouse.v1.CreateSessionPolicyResponse.policy:type_name -> gatehouse.v1.SessionPolicy
-	15, // 2: gatehouse.v1.GetSessionPolicyResponse.policy:type_name -> gatehouse.v1.SessionPolicy
-	15, // 3: gatehouse.v1.ListSessionPoliciesResponse.policies:type_name -> gatehouse.v1.SessionPolicy
-	15, // 4: gatehouse.v1.UpdateSessionPolicyRequest.policy:type_name -> gatehouse.v1.SessionPolicy
-	16, // 5: gatehouse.v1.UpdateSessionPolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
-	15, // 6: gatehouse.v1.UpdateSessionPolicyResponse.policy:type_name -> gatehouse.v1.SessionPolicy
-	17, // 7: gatehouse.v1.ResolveSessionPolicyRequest.consistency:type_name -> gatehouse.v1.Consistency
-	18, // 8: gatehouse.v1.PolicySource.scopes:type_name -> gatehouse.v1.PolicyScope
-	19, // 9: gatehouse.v1.ResolveSessionPolicyResponse.counted_types:type_name -> gatehouse.v1.SessionType
-	20, // 10: gatehouse.v1.ResolveSessionPolicyResponse.on_limit:type_name -> gatehouse.v1.LimitAction
-	21, // 11: gatehouse.v1.ResolveSessionPolicyResponse.idle_timeout:type_name -> google.protobuf.Duration
-	21, // 12: gatehouse.v1.ResolveSessionPolicyResponse.absolute_timeout:type_name -> google.protobuf.Duration
-	22, // 13: gatehouse.v1.ResolveSessionPolicyResponse.on_role_change:type_name -> gatehouse.v1.RoleChangeAction
-	11, // 14: gatehouse.v1.ResolveSessionPolicyResponse.max_sessions_source:type_name -> gatehouse.v1.PolicySource
-	11, // 15: gatehouse.v1.ResolveSessionPolicyResponse.counted_types_source:type_name -> gatehouse.v1.PolicySource
-	11, // 16: gatehouse.v1.ResolveSessionPolicyResponse.on_limit_source:type_name -> gatehouse.v1.PolicySource
-	11, // 17: gatehouse.v1.ResolveSessionPolicyResponse.idle_timeout_source:type_name -> gatehouse.v1.PolicySource
-	11, // 18: gatehouse.v1.ResolveSessionPolicyResponse.absolute_timeout_source:type_name -> gatehouse.v1.PolicySource
-	11, // 19: gatehouse.v1.ResolveSessionPolicyResponse.on_role_change_source:type_name -> gatehouse.v1.PolicySource
-	17, // 20: gatehouse.v1.CheckRequest.consistency:type_name -> gatehouse.v1.Consistency
-	0,  // 21: gatehouse.v1.PolicyService.CreateSessionPolicy:input_type -> gatehouse.v1.CreateSessionPolicyRequest
-	2,  // 22: gatehouse.v1.PolicyService.GetSessionPolicy:input_type -> gatehouse.v1.GetSessionPolicyRequest
-	4,  // 23: gatehouse.v1.PolicyService.ListSessionPolicies:input_type -> gatehouse.v1.ListSessionPoliciesRequest
-	6,  // 24: gatehouse.v1.PolicyService.UpdateSessionPolicy:input_type -> gatehouse.v1.UpdateSessionPolicyRequest
-	8,  // 25: gatehouse.v1.PolicyService.DeleteSessionPolicy:input_type -> gatehouse.v1.DeleteSessionPolicyRequest
-	10, // 26: gatehouse.v1.PolicyService.ResolveSessionPolicy:input_type -> gatehouse.v1.ResolveSessionPolicyRequest
-	13, // 27: gatehouse.v1.PolicyService.Check:input_type -> gatehouse.v1.CheckRequest
-	1,  // 28: gatehouse.v1.PolicyService.CreateSessionPolicy:output_type -> gatehouse.v1.CreateSessionPolicyResponse
-	3,  // 29: gatehouse.v1.PolicyService.GetSessionPolicy:output_type -> gatehouse.v1.GetSessionPolicyResponse
-	5,  // 30: gatehouse.v1.PolicyService.ListSessionPolicies:output_type -> gatehouse.v1.ListSessionPoliciesResponse
-	7,  // 31: gatehouse.v1.PolicyService.UpdateSessionPolicy:output_type -> gatehouse.v1.UpdateSessionPolicyResponse
-	9,  // 32: gatehouse.v1.PolicyService.DeleteSessionPolicy:output_type -> gatehouse.v1.DeleteSessionPolicyResponse
-	12, // 33: gatehouse.v1.PolicyService.ResolveSessionPolicy:output_type -> gatehouse.v1.ResolveSessionPolicyResponse
-	14, // 34: gatehouse.v1.PolicyService.Check:output_type -> gatehouse.v1.CheckResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	16, // 0: gatehouse.v1.CreateSessionPolicyRequest.policy:type_name -> gatehouse.v1.SessionPolicy
+	16, // 1: gatehouse.v1.CreateSessionPolicyResponse.policy:type_name -> gatehouse.v1.SessionPolicy
+	17, // 2: gatehouse.v1.CreateSessionPolicyResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	16, // 3: gatehouse.v1.GetSessionPolicyResponse.policy:type_name -> gatehouse.v1.SessionPolicy
+	16, // 4: gatehouse.v1.ListSessionPoliciesResponse.policies:type_name -> gatehouse.v1.SessionPolicy
+	16, // 5: gatehouse.v1.UpdateSessionPolicyRequest.policy:type_name -> gatehouse.v1.SessionPolicy
+	18, // 6: gatehouse.v1.UpdateSessionPolicyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	16, // 7: gatehouse.v1.UpdateSessionPolicyResponse.policy:type_name -> gatehouse.v1.SessionPolicy
+	17, // 8: gatehouse.v1.UpdateSessionPolicyResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	17, // 9: gatehouse.v1.DeleteSessionPolicyResponse.impact:type_name -> gatehouse.v1.ChangeImpact
+	19, // 10: gatehouse.v1.ResolveSessionPolicyRequest.consistency:type_name -> gatehouse.v1.Consistency
+	20, // 11: gatehouse.v1.PolicySource.scopes:type_name -> gatehouse.v1.PolicyScope
+	21, // 12: gatehouse.v1.LimitConstraint.counted_types:type_name -> gatehouse.v1.SessionType
+	22, // 13: gatehouse.v1.LimitConstraint.on_limit:type_name -> gatehouse.v1.LimitAction
+	20, // 14: gatehouse.v1.LimitConstraint.source:type_name -> gatehouse.v1.PolicyScope
+	21, // 15: gatehouse.v1.ResolveSessionPolicyResponse.counted_types:type_name -> gatehouse.v1.SessionType
+	22, // 16: gatehouse.v1.ResolveSessionPolicyResponse.on_limit:type_name -> gatehouse.v1.LimitAction
+	23, // 17: gatehouse.v1.ResolveSessionPolicyResponse.idle_timeout:type_name -> google.protobuf.Duration
+	23, // 18: gatehouse.v1.ResolveSessionPolicyResponse.absolute_timeout:type_name -> google.protobuf.Duration
+	24, // 19: gatehouse.v1.ResolveSessionPolicyResponse.on_role_change:type_name -> gatehouse.v1.RoleChangeAction
+	11, // 20: gatehouse.v1.ResolveSessionPolicyResponse.max_sessions_source:type_name -> gatehouse.v1.PolicySource
+	11, // 21: gatehouse.v1.ResolveSessionPolicyResponse.counted_types_source:type_name -> gatehouse.v1.PolicySource
+	11, // 22: gatehouse.v1.ResolveSessionPolicyResponse.on_limit_source:type_name -> gatehouse.v1.PolicySource
+	11, // 23: gatehouse.v1.ResolveSessionPolicyResponse.idle_timeout_source:type_name -> gatehouse.v1.PolicySource
+	11, // 24: gatehouse.v1.ResolveSessionPolicyResponse.absolute_timeout_source:type_name -> gatehouse.v1.PolicySource
+	11, // 25: gatehouse.v1.ResolveSessionPolicyResponse.on_role_change_source:type_name -> gatehouse.v1.PolicySource
+	12, // 26: gatehouse.v1.ResolveSessionPolicyResponse.limits:type_name -> gatehouse.v1.LimitConstraint
+	19, // 27: gatehouse.v1.CheckRequest.consistency:type_name -> gatehouse.v1.Consistency
+	0,  // 28: gatehouse.v1.PolicyService.CreateSessionPolicy:input_type -> gatehouse.v1.CreateSessionPolicyRequest
+	2,  // 29: gatehouse.v1.PolicyService.GetSessionPolicy:input_type -> gatehouse.v1.GetSessionPolicyRequest
+	4,  // 30: gatehouse.v1.PolicyService.ListSessionPolicies:input_type -> gatehouse.v1.ListSessionPoliciesRequest
+	6,  // 31: gatehouse.v1.PolicyService.UpdateSessionPolicy:input_type -> gatehouse.v1.UpdateSessionPolicyRequest
+	8,  // 32: gatehouse.v1.PolicyService.DeleteSessionPolicy:input_type -> gatehouse.v1.DeleteSessionPolicyRequest
+	10, // 33: gatehouse.v1.PolicyService.ResolveSessionPolicy:input_type -> gatehouse.v1.ResolveSessionPolicyRequest
+	14, // 34: gatehouse.v1.PolicyService.Check:input_type -> gatehouse.v1.CheckRequest
+	1,  // 35: gatehouse.v1.PolicyService.CreateSessionPolicy:output_type -> gatehouse.v1.CreateSessionPolicyResponse
+	3,  // 36: gatehouse.v1.PolicyService.GetSessionPolicy:output_type -> gatehouse.v1.GetSessionPolicyResponse
+	5,  // 37: gatehouse.v1.PolicyService.ListSessionPolicies:output_type -> gatehouse.v1.ListSessionPoliciesResponse
+	7,  // 38: gatehouse.v1.PolicyService.UpdateSessionPolicy:output_type -> gatehouse.v1.UpdateSessionPolicyResponse
+	9,  // 39: gatehouse.v1.PolicyService.DeleteSessionPolicy:output_type -> gatehouse.v1.DeleteSessionPolicyResponse
+	13, // 40: gatehouse.v1.PolicyService.ResolveSessionPolicy:output_type -> gatehouse.v1.ResolveSessionPolicyResponse
+	15, // 41: gatehouse.v1.PolicyService.Check:output_type -> gatehouse.v1.CheckResponse
+	35, // [35:42] is the sub-list for method output_type
+	28, // [28:35] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_v1_policy_proto_init() }
@@ -1152,8 +1342,8 @@ func file_gatehouse_v1_policy_proto_init() {
 		return
 	}
 	file_gatehouse_v1_common_proto_init()
-	file_gatehouse_v1_policy_proto_msgTypes[12].OneofWrappers = []any{}
-	file_gatehouse_v1_policy_proto_msgTypes[13].OneofWrappers = []any{
+	file_gatehouse_v1_policy_proto_msgTypes[13].OneofWrappers = []any{}
+	file_gatehouse_v1_policy_proto_msgTypes[14].OneofWrappers = []any{
 		(*CheckRequest_Token)(nil),
 		(*CheckRequest_UserId)(nil),
 		(*CheckRequest_Role)(nil),
@@ -1165,7 +1355,7 @@ func file_gatehouse_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_v1_policy_proto_rawDesc), len(file_gatehouse_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -12,6 +12,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -125,6 +126,64 @@ func (x *TrustedCredential) GetUsername() string {
 	return ""
 }
 
+// ImpersonateCredential opens a session as another user, for a caller holding
+// gatehouse.impersonator. The session carries the target's roles, is marked with the caller's user
+// and session, does not count towards the target's limits, has a short absolute timeout, and ends
+// when the caller's own session ends.
+type ImpersonateCredential struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// username is the user to impersonate, matched case-insensitively.
+	Username string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// reason says why (kept with the session and in its events); required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImpersonateCredential) Reset() {
+	*x = ImpersonateCredential{}
+	mi := &file_gatehouse_v1_session_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImpersonateCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImpersonateCredential) ProtoMessage() {}
+
+func (x *ImpersonateCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_session_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImpersonateCredential.ProtoReflect.Descriptor instead.
+func (*ImpersonateCredential) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ImpersonateCredential) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ImpersonateCredential) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreateSessionRequest is the request of CreateSession.
 type CreateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -134,6 +193,7 @@ type CreateSessionRequest struct {
 	//
 	//	*CreateSessionRequest_Password
 	//	*CreateSessionRequest_Trusted
+	//	*CreateSessionRequest_Impersonate
 	Credential isCreateSessionRequest_Credential `protobuf_oneof:"credential"`
 	// type is the kind of client; required.
 	Type SessionType `protobuf:"varint,3,opt,name=type,proto3,enum=gatehouse.v1.SessionType" json:"type,omitempty"`
@@ -145,7 +205,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[2]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +217,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[2]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +230,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateSessionRequest) GetCredential() isCreateSessionRequest_Credential {
@@ -193,6 +253,15 @@ func (x *CreateSessionRequest) GetTrusted() *TrustedCredential {
 	if x != nil {
 		if x, ok := x.Credential.(*CreateSessionRequest_Trusted); ok {
 			return x.Trusted
+		}
+	}
+	return nil
+}
+
+func (x *CreateSessionRequest) GetImpersonate() *ImpersonateCredential {
+	if x != nil {
+		if x, ok := x.Credential.(*CreateSessionRequest_Impersonate); ok {
+			return x.Impersonate
 		}
 	}
 	return nil
@@ -226,9 +295,16 @@ type CreateSessionRequest_Trusted struct {
 	Trusted *TrustedCredential `protobuf:"bytes,2,opt,name=trusted,proto3,oneof"`
 }
 
+type CreateSessionRequest_Impersonate struct {
+	// impersonate opens an audited session as another user (gatehouse.impersonator only).
+	Impersonate *ImpersonateCredential `protobuf:"bytes,5,opt,name=impersonate,proto3,oneof"`
+}
+
 func (*CreateSessionRequest_Password) isCreateSessionRequest_Credential() {}
 
 func (*CreateSessionRequest_Trusted) isCreateSessionRequest_Credential() {}
+
+func (*CreateSessionRequest_Impersonate) isCreateSessionRequest_Credential() {}
 
 // CreateSessionResponse is the response of CreateSession.
 type CreateSessionResponse struct {
@@ -251,7 +327,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[3]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +339,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[3]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +352,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSessionResponse) GetSession() *Session {
@@ -334,7 +410,7 @@ type ValidateSessionRequest struct {
 
 func (x *ValidateSessionRequest) Reset() {
 	*x = ValidateSessionRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[4]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +422,7 @@ func (x *ValidateSessionRequest) String() string {
 func (*ValidateSessionRequest) ProtoMessage() {}
 
 func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[4]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +435,7 @@ func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateSessionRequest.ProtoReflect.Descriptor instead.
 func (*ValidateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ValidateSessionRequest) GetToken() string {
@@ -391,7 +467,7 @@ type ValidateSessionResponse struct {
 
 func (x *ValidateSessionResponse) Reset() {
 	*x = ValidateSessionResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[5]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +479,7 @@ func (x *ValidateSessionResponse) String() string {
 func (*ValidateSessionResponse) ProtoMessage() {}
 
 func (x *ValidateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[5]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +492,7 @@ func (x *ValidateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateSessionResponse.ProtoReflect.Descriptor instead.
 func (*ValidateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ValidateSessionResponse) GetSession() *Session {
@@ -451,7 +527,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[6]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +539,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[6]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +552,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -497,7 +573,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[7]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +585,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[7]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +598,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -551,7 +627,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[8]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +639,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[8]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +652,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSessionsRequest) GetUserId() string {
@@ -627,7 +703,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[9]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +715,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[9]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +728,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -682,7 +758,7 @@ type TerminateSessionRequest struct {
 
 func (x *TerminateSessionRequest) Reset() {
 	*x = TerminateSessionRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[10]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +770,7 @@ func (x *TerminateSessionRequest) String() string {
 func (*TerminateSessionRequest) ProtoMessage() {}
 
 func (x *TerminateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[10]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +783,7 @@ func (x *TerminateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateSessionRequest.ProtoReflect.Descriptor instead.
 func (*TerminateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TerminateSessionRequest) GetSessionId() string {
@@ -737,7 +813,7 @@ type TerminateSessionResponse struct {
 
 func (x *TerminateSessionResponse) Reset() {
 	*x = TerminateSessionResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[11]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +825,7 @@ func (x *TerminateSessionResponse) String() string {
 func (*TerminateSessionResponse) ProtoMessage() {}
 
 func (x *TerminateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[11]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +838,7 @@ func (x *TerminateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateSessionResponse.ProtoReflect.Descriptor instead.
 func (*TerminateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TerminateSessionResponse) GetSession() *Session {
@@ -794,7 +870,7 @@ type TerminateUserSessionsRequest struct {
 
 func (x *TerminateUserSessionsRequest) Reset() {
 	*x = TerminateUserSessionsRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[12]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +882,7 @@ func (x *TerminateUserSessionsRequest) String() string {
 func (*TerminateUserSessionsRequest) ProtoMessage() {}
 
 func (x *TerminateUserSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[12]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +895,7 @@ func (x *TerminateUserSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateUserSessionsRequest.ProtoReflect.Descriptor instead.
 func (*TerminateUserSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TerminateUserSessionsRequest) GetUserId() string {
@@ -856,7 +932,7 @@ type TerminateUserSessionsResponse struct {
 
 func (x *TerminateUserSessionsResponse) Reset() {
 	*x = TerminateUserSessionsResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[13]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +944,7 @@ func (x *TerminateUserSessionsResponse) String() string {
 func (*TerminateUserSessionsResponse) ProtoMessage() {}
 
 func (x *TerminateUserSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[13]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +957,7 @@ func (x *TerminateUserSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateUserSessionsResponse.ProtoReflect.Descriptor instead.
 func (*TerminateUserSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TerminateUserSessionsResponse) GetTerminatedSessionIds() []string {
@@ -907,7 +983,7 @@ type LogoutRequest struct {
 
 func (x *LogoutRequest) Reset() {
 	*x = LogoutRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[14]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +995,7 @@ func (x *LogoutRequest) String() string {
 func (*LogoutRequest) ProtoMessage() {}
 
 func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[14]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1008,7 @@ func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
 func (*LogoutRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{15}
 }
 
 // LogoutResponse is the response of Logout.
@@ -946,7 +1022,7 @@ type LogoutResponse struct {
 
 func (x *LogoutResponse) Reset() {
 	*x = LogoutResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[15]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1034,7 @@ func (x *LogoutResponse) String() string {
 func (*LogoutResponse) ProtoMessage() {}
 
 func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[15]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1047,7 @@ func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
 func (*LogoutResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogoutResponse) GetConsistencyToken() string {
@@ -990,7 +1066,7 @@ type WatchSessionRequest struct {
 
 func (x *WatchSessionRequest) Reset() {
 	*x = WatchSessionRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[16]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1078,7 @@ func (x *WatchSessionRequest) String() string {
 func (*WatchSessionRequest) ProtoMessage() {}
 
 func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[16]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1091,7 @@ func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{17}
 }
 
 // WatchSessionResponse is one message of the WatchSession stream.
@@ -1029,6 +1105,8 @@ type WatchSessionResponse struct {
 	//	*WatchSessionResponse_RolesChanged_
 	//	*WatchSessionResponse_Terminated_
 	//	*WatchSessionResponse_Heartbeat_
+	//	*WatchSessionResponse_Expiring_
+	//	*WatchSessionResponse_Impersonation_
 	Event isWatchSessionResponse_Event `protobuf_oneof:"event"`
 	// consistency_token is the position this message reflects.
 	ConsistencyToken string `protobuf:"bytes,5,opt,name=consistency_token,json=consistencyToken,proto3" json:"consistency_token,omitempty"`
@@ -1038,7 +1116,7 @@ type WatchSessionResponse struct {
 
 func (x *WatchSessionResponse) Reset() {
 	*x = WatchSessionResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[17]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1128,7 @@ func (x *WatchSessionResponse) String() string {
 func (*WatchSessionResponse) ProtoMessage() {}
 
 func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[17]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1141,7 @@ func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchSessionResponse) GetEvent() isWatchSessionResponse_Event {
@@ -1109,6 +1187,24 @@ func (x *WatchSessionResponse) GetHeartbeat() *WatchSessionResponse_Heartbeat {
 	return nil
 }
 
+func (x *WatchSessionResponse) GetExpiring() *WatchSessionResponse_Expiring {
+	if x != nil {
+		if x, ok := x.Event.(*WatchSessionResponse_Expiring_); ok {
+			return x.Expiring
+		}
+	}
+	return nil
+}
+
+func (x *WatchSessionResponse) GetImpersonation() *WatchSessionResponse_Impersonation {
+	if x != nil {
+		if x, ok := x.Event.(*WatchSessionResponse_Impersonation_); ok {
+			return x.Impersonation
+		}
+	}
+	return nil
+}
+
 func (x *WatchSessionResponse) GetConsistencyToken() string {
 	if x != nil {
 		return x.ConsistencyToken
@@ -1140,6 +1236,16 @@ type WatchSessionResponse_Heartbeat_ struct {
 	Heartbeat *WatchSessionResponse_Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
 
+type WatchSessionResponse_Expiring_ struct {
+	// expiring warns that the session is about to time out.
+	Expiring *WatchSessionResponse_Expiring `protobuf:"bytes,6,opt,name=expiring,proto3,oneof"`
+}
+
+type WatchSessionResponse_Impersonation_ struct {
+	// impersonation says that someone began or stopped impersonating the session's user.
+	Impersonation *WatchSessionResponse_Impersonation `protobuf:"bytes,7,opt,name=impersonation,proto3,oneof"`
+}
+
 func (*WatchSessionResponse_Snapshot_) isWatchSessionResponse_Event() {}
 
 func (*WatchSessionResponse_RolesChanged_) isWatchSessionResponse_Event() {}
@@ -1147,6 +1253,10 @@ func (*WatchSessionResponse_RolesChanged_) isWatchSessionResponse_Event() {}
 func (*WatchSessionResponse_Terminated_) isWatchSessionResponse_Event() {}
 
 func (*WatchSessionResponse_Heartbeat_) isWatchSessionResponse_Event() {}
+
+func (*WatchSessionResponse_Expiring_) isWatchSessionResponse_Event() {}
+
+func (*WatchSessionResponse_Impersonation_) isWatchSessionResponse_Event() {}
 
 // WatchEventsRequest is the request of WatchEvents.
 type WatchEventsRequest struct {
@@ -1163,7 +1273,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[18]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1285,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[18]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1298,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchEventsRequest) GetAfter() string {
@@ -1223,7 +1333,7 @@ type WatchEventsResponse struct {
 
 func (x *WatchEventsResponse) Reset() {
 	*x = WatchEventsResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[19]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1345,7 @@ func (x *WatchEventsResponse) String() string {
 func (*WatchEventsResponse) ProtoMessage() {}
 
 func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[19]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1358,7 @@ func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
 func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchEventsResponse) GetEvent() *Event {
@@ -1275,7 +1385,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[20]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1397,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[20]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1410,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListEventsRequest) GetAfter() string {
@@ -1342,7 +1452,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[21]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1464,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[21]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1477,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1390,7 +1500,7 @@ type WatchSessionResponse_Snapshot struct {
 
 func (x *WatchSessionResponse_Snapshot) Reset() {
 	*x = WatchSessionResponse_Snapshot{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[22]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1512,7 @@ func (x *WatchSessionResponse_Snapshot) String() string {
 func (*WatchSessionResponse_Snapshot) ProtoMessage() {}
 
 func (x *WatchSessionResponse_Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[22]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1525,7 @@ func (x *WatchSessionResponse_Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse_Snapshot.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse_Snapshot) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{17, 0}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 0}
 }
 
 func (x *WatchSessionResponse_Snapshot) GetSession() *Session {
@@ -1447,7 +1557,7 @@ type WatchSessionResponse_RolesChanged struct {
 
 func (x *WatchSessionResponse_RolesChanged) Reset() {
 	*x = WatchSessionResponse_RolesChanged{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[23]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1569,7 @@ func (x *WatchSessionResponse_RolesChanged) String() string {
 func (*WatchSessionResponse_RolesChanged) ProtoMessage() {}
 
 func (x *WatchSessionResponse_RolesChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[23]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1582,7 @@ func (x *WatchSessionResponse_RolesChanged) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use WatchSessionResponse_RolesChanged.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse_RolesChanged) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{17, 1}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 1}
 }
 
 func (x *WatchSessionResponse_RolesChanged) GetRoles() []string {
@@ -1509,7 +1619,7 @@ type WatchSessionResponse_Terminated struct {
 
 func (x *WatchSessionResponse_Terminated) Reset() {
 	*x = WatchSessionResponse_Terminated{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[24]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1631,7 @@ func (x *WatchSessionResponse_Terminated) String() string {
 func (*WatchSessionResponse_Terminated) ProtoMessage() {}
 
 func (x *WatchSessionResponse_Terminated) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[24]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1644,7 @@ func (x *WatchSessionResponse_Terminated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse_Terminated.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse_Terminated) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{17, 2}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 2}
 }
 
 func (x *WatchSessionResponse_Terminated) GetReason() TerminationReason {
@@ -1560,7 +1670,7 @@ type WatchSessionResponse_Heartbeat struct {
 
 func (x *WatchSessionResponse_Heartbeat) Reset() {
 	*x = WatchSessionResponse_Heartbeat{}
-	mi := &file_gatehouse_v1_session_proto_msgTypes[25]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1682,7 @@ func (x *WatchSessionResponse_Heartbeat) String() string {
 func (*WatchSessionResponse_Heartbeat) ProtoMessage() {}
 
 func (x *WatchSessionResponse_Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_session_proto_msgTypes[25]
+	mi := &file_gatehouse_v1_session_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,23 +1695,157 @@ func (x *WatchSessionResponse_Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse_Heartbeat.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse_Heartbeat) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{17, 3}
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 3}
+}
+
+// Expiring warns ahead of a timeout (by --expiry-warning); activity that moves the idle expiry
+// sends a fresh one, or one with no expire_time when the warning no longer holds.
+type WatchSessionResponse_Expiring struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// expire_time is when the session will end unless it is used (idle) or at all (absolute).
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// reason is TERMINATION_REASON_IDLE_TIMEOUT or TERMINATION_REASON_ABSOLUTE_TIMEOUT.
+	Reason        TerminationReason `protobuf:"varint,2,opt,name=reason,proto3,enum=gatehouse.v1.TerminationReason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSessionResponse_Expiring) Reset() {
+	*x = WatchSessionResponse_Expiring{}
+	mi := &file_gatehouse_v1_session_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSessionResponse_Expiring) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionResponse_Expiring) ProtoMessage() {}
+
+func (x *WatchSessionResponse_Expiring) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_session_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionResponse_Expiring.ProtoReflect.Descriptor instead.
+func (*WatchSessionResponse_Expiring) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 4}
+}
+
+func (x *WatchSessionResponse_Expiring) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *WatchSessionResponse_Expiring) GetReason() TerminationReason {
+	if x != nil {
+		return x.Reason
+	}
+	return TerminationReason_TERMINATION_REASON_UNSPECIFIED
+}
+
+// Impersonation tells a user's sessions that an impersonation of the user began or ended.
+type WatchSessionResponse_Impersonation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session_id is the impersonation's session.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// impersonator_user_id is who impersonates the user.
+	ImpersonatorUserId string `protobuf:"bytes,2,opt,name=impersonator_user_id,json=impersonatorUserId,proto3" json:"impersonator_user_id,omitempty"`
+	// reason is the reason the impersonator gave.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// active is true when it began, false when it ended.
+	Active        bool `protobuf:"varint,4,opt,name=active,proto3" json:"active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSessionResponse_Impersonation) Reset() {
+	*x = WatchSessionResponse_Impersonation{}
+	mi := &file_gatehouse_v1_session_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSessionResponse_Impersonation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionResponse_Impersonation) ProtoMessage() {}
+
+func (x *WatchSessionResponse_Impersonation) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_session_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionResponse_Impersonation.ProtoReflect.Descriptor instead.
+func (*WatchSessionResponse_Impersonation) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 5}
+}
+
+func (x *WatchSessionResponse_Impersonation) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchSessionResponse_Impersonation) GetImpersonatorUserId() string {
+	if x != nil {
+		return x.ImpersonatorUserId
+	}
+	return ""
+}
+
+func (x *WatchSessionResponse_Impersonation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *WatchSessionResponse_Impersonation) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
 }
 
 var File_gatehouse_v1_session_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1agatehouse/v1/session.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x18gatehouse/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"c\n" +
+	"\x1agatehouse/v1/session.proto\x12\fgatehouse.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x18gatehouse/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"c\n" +
 	"\x12PasswordCredential\x12%\n" +
 	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12&\n" +
 	"\bpassword\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\bpassword\":\n" +
 	"\x11TrustedCredential\x12%\n" +
-	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\"\x95\x02\n" +
+	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\"b\n" +
+	"\x15ImpersonateCredential\x12%\n" +
+	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12\"\n" +
+	"\x06reason\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x06reason\"\xde\x02\n" +
 	"\x14CreateSessionRequest\x12>\n" +
 	"\bpassword\x18\x01 \x01(\v2 .gatehouse.v1.PasswordCredentialH\x00R\bpassword\x12;\n" +
-	"\atrusted\x18\x02 \x01(\v2\x1f.gatehouse.v1.TrustedCredentialH\x00R\atrusted\x129\n" +
+	"\atrusted\x18\x02 \x01(\v2\x1f.gatehouse.v1.TrustedCredentialH\x00R\atrusted\x12G\n" +
+	"\vimpersonate\x18\x05 \x01(\v2#.gatehouse.v1.ImpersonateCredentialH\x00R\vimpersonate\x129\n" +
 	"\x04type\x18\x03 \x01(\x0e2\x19.gatehouse.v1.SessionTypeB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x120\n" +
 	"\x06client\x18\x04 \x01(\v2\x18.gatehouse.v1.ClientInfoR\x06clientB\x13\n" +
@@ -1655,14 +1899,16 @@ const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"\rLogoutRequest\"=\n" +
 	"\x0eLogoutResponse\x12+\n" +
 	"\x11consistency_token\x18\x01 \x01(\tR\x10consistencyToken\"\x15\n" +
-	"\x13WatchSessionRequest\"\x9f\x05\n" +
+	"\x13WatchSessionRequest\"\xda\b\n" +
 	"\x14WatchSessionResponse\x12I\n" +
 	"\bsnapshot\x18\x01 \x01(\v2+.gatehouse.v1.WatchSessionResponse.SnapshotH\x00R\bsnapshot\x12V\n" +
 	"\rroles_changed\x18\x02 \x01(\v2/.gatehouse.v1.WatchSessionResponse.RolesChangedH\x00R\frolesChanged\x12O\n" +
 	"\n" +
 	"terminated\x18\x03 \x01(\v2-.gatehouse.v1.WatchSessionResponse.TerminatedH\x00R\n" +
 	"terminated\x12L\n" +
-	"\theartbeat\x18\x04 \x01(\v2,.gatehouse.v1.WatchSessionResponse.HeartbeatH\x00R\theartbeat\x12+\n" +
+	"\theartbeat\x18\x04 \x01(\v2,.gatehouse.v1.WatchSessionResponse.HeartbeatH\x00R\theartbeat\x12I\n" +
+	"\bexpiring\x18\x06 \x01(\v2+.gatehouse.v1.WatchSessionResponse.ExpiringH\x00R\bexpiring\x12X\n" +
+	"\rimpersonation\x18\a \x01(\v20.gatehouse.v1.WatchSessionResponse.ImpersonationH\x00R\rimpersonation\x12+\n" +
 	"\x11consistency_token\x18\x05 \x01(\tR\x10consistencyToken\x1aQ\n" +
 	"\bSnapshot\x12/\n" +
 	"\asession\x18\x01 \x01(\v2\x15.gatehouse.v1.SessionR\asession\x12\x14\n" +
@@ -1675,7 +1921,17 @@ const file_gatehouse_v1_session_proto_rawDesc = "" +
 	"Terminated\x127\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1f.gatehouse.v1.TerminationReasonR\x06reason\x12\x12\n" +
 	"\x04note\x18\x02 \x01(\tR\x04note\x1a\v\n" +
-	"\tHeartbeatB\a\n" +
+	"\tHeartbeat\x1a\x80\x01\n" +
+	"\bExpiring\x12;\n" +
+	"\vexpire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x127\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x1f.gatehouse.v1.TerminationReasonR\x06reason\x1a\x90\x01\n" +
+	"\rImpersonation\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x120\n" +
+	"\x14impersonator_user_id\x18\x02 \x01(\tR\x12impersonatorUserId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06active\x18\x04 \x01(\bR\x06activeB\a\n" +
 	"\x05event\"\x9c\x01\n" +
 	"\x12WatchEventsRequest\x12\x1e\n" +
 	"\x05after\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05after\x12@\n" +
@@ -1718,92 +1974,101 @@ func file_gatehouse_v1_session_proto_rawDescGZIP() []byte {
 	return file_gatehouse_v1_session_proto_rawDescData
 }
 
-var file_gatehouse_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_gatehouse_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_gatehouse_v1_session_proto_goTypes = []any{
-	(*PasswordCredential)(nil),                // 0: gatehouse.v1.PasswordCredential
-	(*TrustedCredential)(nil),                 // 1: gatehouse.v1.TrustedCredential
-	(*CreateSessionRequest)(nil),              // 2: gatehouse.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),             // 3: gatehouse.v1.CreateSessionResponse
-	(*ValidateSessionRequest)(nil),            // 4: gatehouse.v1.ValidateSessionRequest
-	(*ValidateSessionResponse)(nil),           // 5: gatehouse.v1.ValidateSessionResponse
-	(*GetSessionRequest)(nil),                 // 6: gatehouse.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),                // 7: gatehouse.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),               // 8: gatehouse.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),              // 9: gatehouse.v1.ListSessionsResponse
-	(*TerminateSessionRequest)(nil),           // 10: gatehouse.v1.TerminateSessionRequest
-	(*TerminateSessionResponse)(nil),          // 11: gatehouse.v1.TerminateSessionResponse
-	(*TerminateUserSessionsRequest)(nil),      // 12: gatehouse.v1.TerminateUserSessionsRequest
-	(*TerminateUserSessionsResponse)(nil),     // 13: gatehouse.v1.TerminateUserSessionsResponse
-	(*LogoutRequest)(nil),                     // 14: gatehouse.v1.LogoutRequest
-	(*LogoutResponse)(nil),                    // 15: gatehouse.v1.LogoutResponse
-	(*WatchSessionRequest)(nil),               // 16: gatehouse.v1.WatchSessionRequest
-	(*WatchSessionResponse)(nil),              // 17: gatehouse.v1.WatchSessionResponse
-	(*WatchEventsRequest)(nil),                // 18: gatehouse.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),               // 19: gatehouse.v1.WatchEventsResponse
-	(*ListEventsRequest)(nil),                 // 20: gatehouse.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),                // 21: gatehouse.v1.ListEventsResponse
-	(*WatchSessionResponse_Snapshot)(nil),     // 22: gatehouse.v1.WatchSessionResponse.Snapshot
-	(*WatchSessionResponse_RolesChanged)(nil), // 23: gatehouse.v1.WatchSessionResponse.RolesChanged
-	(*WatchSessionResponse_Terminated)(nil),   // 24: gatehouse.v1.WatchSessionResponse.Terminated
-	(*WatchSessionResponse_Heartbeat)(nil),    // 25: gatehouse.v1.WatchSessionResponse.Heartbeat
-	(SessionType)(0),                          // 26: gatehouse.v1.SessionType
-	(*ClientInfo)(nil),                        // 27: gatehouse.v1.ClientInfo
-	(*Session)(nil),                           // 28: gatehouse.v1.Session
-	(*User)(nil),                              // 29: gatehouse.v1.User
-	(*Consistency)(nil),                       // 30: gatehouse.v1.Consistency
-	(EventType)(0),                            // 31: gatehouse.v1.EventType
-	(*Event)(nil),                             // 32: gatehouse.v1.Event
-	(TerminationReason)(0),                    // 33: gatehouse.v1.TerminationReason
+	(*PasswordCredential)(nil),                 // 0: gatehouse.v1.PasswordCredential
+	(*TrustedCredential)(nil),                  // 1: gatehouse.v1.TrustedCredential
+	(*ImpersonateCredential)(nil),              // 2: gatehouse.v1.ImpersonateCredential
+	(*CreateSessionRequest)(nil),               // 3: gatehouse.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),              // 4: gatehouse.v1.CreateSessionResponse
+	(*ValidateSessionRequest)(nil),             // 5: gatehouse.v1.ValidateSessionRequest
+	(*ValidateSessionResponse)(nil),            // 6: gatehouse.v1.ValidateSessionResponse
+	(*GetSessionRequest)(nil),                  // 7: gatehouse.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),                 // 8: gatehouse.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),                // 9: gatehouse.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),               // 10: gatehouse.v1.ListSessionsResponse
+	(*TerminateSessionRequest)(nil),            // 11: gatehouse.v1.TerminateSessionRequest
+	(*TerminateSessionResponse)(nil),           // 12: gatehouse.v1.TerminateSessionResponse
+	(*TerminateUserSessionsRequest)(nil),       // 13: gatehouse.v1.TerminateUserSessionsRequest
+	(*TerminateUserSessionsResponse)(nil),      // 14: gatehouse.v1.TerminateUserSessionsResponse
+	(*LogoutRequest)(nil),                      // 15: gatehouse.v1.LogoutRequest
+	(*LogoutResponse)(nil),                     // 16: gatehouse.v1.LogoutResponse
+	(*WatchSessionRequest)(nil),                // 17: gatehouse.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),               // 18: gatehouse.v1.WatchSessionResponse
+	(*WatchEventsRequest)(nil),                 // 19: gatehouse.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),                // 20: gatehouse.v1.WatchEventsResponse
+	(*ListEventsRequest)(nil),                  // 21: gatehouse.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),                 // 22: gatehouse.v1.ListEventsResponse
+	(*WatchSessionResponse_Snapshot)(nil),      // 23: gatehouse.v1.WatchSessionResponse.Snapshot
+	(*WatchSessionResponse_RolesChanged)(nil),  // 24: gatehouse.v1.WatchSessionResponse.RolesChanged
+	(*WatchSessionResponse_Terminated)(nil),    // 25: gatehouse.v1.WatchSessionResponse.Terminated
+	(*WatchSessionResponse_Heartbeat)(nil),     // 26: gatehouse.v1.WatchSessionResponse.Heartbeat
+	(*WatchSessionResponse_Expiring)(nil),      // 27: gatehouse.v1.WatchSessionResponse.Expiring
+	(*WatchSessionResponse_Impersonation)(nil), // 28: gatehouse.v1.WatchSessionResponse.Impersonation
+	(SessionType)(0),                           // 29: gatehouse.v1.SessionType
+	(*ClientInfo)(nil),                         // 30: gatehouse.v1.ClientInfo
+	(*Session)(nil),                            // 31: gatehouse.v1.Session
+	(*User)(nil),                               // 32: gatehouse.v1.User
+	(*Consistency)(nil),                        // 33: gatehouse.v1.Consistency
+	(EventType)(0),                             // 34: gatehouse.v1.EventType
+	(*Event)(nil),                              // 35: gatehouse.v1.Event
+	(TerminationReason)(0),                     // 36: gatehouse.v1.TerminationReason
+	(*timestamppb.Timestamp)(nil),              // 37: google.protobuf.Timestamp
 }
 var file_gatehouse_v1_session_proto_depIdxs = []int32{
 	0,  // 0: gatehouse.v1.CreateSessionRequest.password:type_name -> gatehouse.v1.PasswordCredential
 	1,  // 1: gatehouse.v1.CreateSessionRequest.trusted:type_name -> gatehouse.v1.TrustedCredential
-	26, // 2: gatehouse.v1.CreateSessionRequest.type:type_name -> gatehouse.v1.SessionType
-	27, // 3: gatehouse.v1.CreateSessionRequest.client:type_name -> gatehouse.v1.ClientInfo
-	28, // 4: gatehouse.v1.CreateSessionResponse.session:type_name -> gatehouse.v1.Session
-	29, // 5: gatehouse.v1.CreateSessionResponse.user:type_name -> gatehouse.v1.User
-	30, // 6: gatehouse.v1.ValidateSessionRequest.consistency:type_name -> gatehouse.v1.Consistency
-	28, // 7: gatehouse.v1.ValidateSessionResponse.session:type_name -> gatehouse.v1.Session
-	29, // 8: gatehouse.v1.ValidateSessionResponse.user:type_name -> gatehouse.v1.User
-	28, // 9: gatehouse.v1.GetSessionResponse.session:type_name -> gatehouse.v1.Session
-	26, // 10: gatehouse.v1.ListSessionsRequest.types:type_name -> gatehouse.v1.SessionType
-	28, // 11: gatehouse.v1.ListSessionsResponse.sessions:type_name -> gatehouse.v1.Session
-	28, // 12: gatehouse.v1.TerminateSessionResponse.session:type_name -> gatehouse.v1.Session
-	22, // 13: gatehouse.v1.WatchSessionResponse.snapshot:type_name -> gatehouse.v1.WatchSessionResponse.Snapshot
-	23, // 14: gatehouse.v1.WatchSessionResponse.roles_changed:type_name -> gatehouse.v1.WatchSessionResponse.RolesChanged
-	24, // 15: gatehouse.v1.WatchSessionResponse.terminated:type_name -> gatehouse.v1.WatchSessionResponse.Terminated
-	25, // 16: gatehouse.v1.WatchSessionResponse.heartbeat:type_name -> gatehouse.v1.WatchSessionResponse.Heartbeat
-	31, // 17: gatehouse.v1.WatchEventsRequest.types:type_name -> gatehouse.v1.EventType
-	32, // 18: gatehouse.v1.WatchEventsResponse.event:type_name -> gatehouse.v1.Event
-	31, // 19: gatehouse.v1.ListEventsRequest.types:type_name -> gatehouse.v1.EventType
-	32, // 20: gatehouse.v1.ListEventsResponse.events:type_name -> gatehouse.v1.Event
-	28, // 21: gatehouse.v1.WatchSessionResponse.Snapshot.session:type_name -> gatehouse.v1.Session
-	33, // 22: gatehouse.v1.WatchSessionResponse.Terminated.reason:type_name -> gatehouse.v1.TerminationReason
-	2,  // 23: gatehouse.v1.SessionService.CreateSession:input_type -> gatehouse.v1.CreateSessionRequest
-	4,  // 24: gatehouse.v1.SessionService.ValidateSession:input_type -> gatehouse.v1.ValidateSessionRequest
-	6,  // 25: gatehouse.v1.SessionService.GetSession:input_type -> gatehouse.v1.GetSessionRequest
-	8,  // 26: gatehouse.v1.SessionService.ListSessions:input_type -> gatehouse.v1.ListSessionsRequest
-	10, // 27: gatehouse.v1.SessionService.TerminateSession:input_type -> gatehouse.v1.TerminateSessionRequest
-	12, // 28: gatehouse.v1.SessionService.TerminateUserSessions:input_type -> gatehouse.v1.TerminateUserSessionsRequest
-	14, // 29: gatehouse.v1.SessionService.Logout:input_type -> gatehouse.v1.LogoutRequest
-	16, // 30: gatehouse.v1.SessionService.WatchSession:input_type -> gatehouse.v1.WatchSessionRequest
-	18, // 31: gatehouse.v1.SessionService.WatchEvents:input_type -> gatehouse.v1.WatchEventsRequest
-	20, // 32: gatehouse.v1.SessionService.ListEvents:input_type -> gatehouse.v1.ListEventsRequest
-	3,  // 33: gatehouse.v1.SessionService.CreateSession:output_type -> gatehouse.v1.CreateSessionResponse
-	5,  // 34: gatehouse.v1.SessionService.ValidateSession:output_type -> gatehouse.v1.ValidateSessionResponse
-	7,  // 35: gatehouse.v1.SessionService.GetSession:output_type -> gatehouse.v1.GetSessionResponse
-	9,  // 36: gatehouse.v1.SessionService.ListSessions:output_type -> gatehouse.v1.ListSessionsResponse
-	11, // 37: gatehouse.v1.SessionService.TerminateSession:output_type -> gatehouse.v1.TerminateSessionResponse
-	13, // 38: gatehouse.v1.SessionService.TerminateUserSessions:output_type -> gatehouse.v1.TerminateUserSessionsResponse
-	15, // 39: gatehouse.v1.SessionService.Logout:output_type -> gatehouse.v1.LogoutResponse
-	17, // 40: gatehouse.v1.SessionService.WatchSession:output_type -> gatehouse.v1.WatchSessionResponse
-	19, // 41: gatehouse.v1.SessionService.WatchEvents:output_type -> gatehouse.v1.WatchEventsResponse
-	21, // 42: gatehouse.v1.SessionService.ListEvents:output_type -> gatehouse.v1.ListEventsResponse
-	33, // [33:43] is the sub-list for method output_type
-	23, // [23:33] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	2,  // 2: gatehouse.v1.CreateSessionRequest.impersonate:type_name -> gatehouse.v1.ImpersonateCredential
+	29, // 3: gatehouse.v1.CreateSessionRequest.type:type_name -> gatehouse.v1.SessionType
+	30, // 4: gatehouse.v1.CreateSessionRequest.client:type_name -> gatehouse.v1.ClientInfo
+	31, // 5: gatehouse.v1.CreateSessionResponse.session:type_name -> gatehouse.v1.Session
+	32, // 6: gatehouse.v1.CreateSessionResponse.user:type_name -> gatehouse.v1.User
+	33, // 7: gatehouse.v1.ValidateSessionRequest.consistency:type_name -> gatehouse.v1.Consistency
+	31, // 8: gatehouse.v1.ValidateSessionResponse.session:type_name -> gatehouse.v1.Session
+	32, // 9: gatehouse.v1.ValidateSessionResponse.user:type_name -> gatehouse.v1.User
+	31, // 10: gatehouse.v1.GetSessionResponse.session:type_name -> gatehouse.v1.Session
+	29, // 11: gatehouse.v1.ListSessionsRequest.types:type_name -> gatehouse.v1.SessionType
+	31, // 12: gatehouse.v1.ListSessionsResponse.sessions:type_name -> gatehouse.v1.Session
+	31, // 13: gatehouse.v1.TerminateSessionResponse.session:type_name -> gatehouse.v1.Session
+	23, // 14: gatehouse.v1.WatchSessionResponse.snapshot:type_name -> gatehouse.v1.WatchSessionResponse.Snapshot
+	24, // 15: gatehouse.v1.WatchSessionResponse.roles_changed:type_name -> gatehouse.v1.WatchSessionResponse.RolesChanged
+	25, // 16: gatehouse.v1.WatchSessionResponse.terminated:type_name -> gatehouse.v1.WatchSessionResponse.Terminated
+	26, // 17: gatehouse.v1.WatchSessionResponse.heartbeat:type_name -> gatehouse.v1.WatchSessionResponse.Heartbeat
+	27, // 18: gatehouse.v1.WatchSessionResponse.expiring:type_name -> gatehouse.v1.WatchSessionResponse.Expiring
+	28, // 19: gatehouse.v1.WatchSessionResponse.impersonation:type_name -> gatehouse.v1.WatchSessionResponse.Impersonation
+	34, // 20: gatehouse.v1.WatchEventsRequest.types:type_name -> gatehouse.v1.EventType
+	35, // 21: gatehouse.v1.WatchEventsResponse.event:type_name -> gatehouse.v1.Event
+	34, // 22: gatehouse.v1.ListEventsRequest.types:type_name -> gatehouse.v1.EventType
+	35, // 23: gatehouse.v1.ListEventsResponse.events:type_name -> gatehouse.v1.Event
+	31, // 24: gatehouse.v1.WatchSessionResponse.Snapshot.session:type_name -> gatehouse.v1.Session
+	36, // 25: gatehouse.v1.WatchSessionResponse.Terminated.reason:type_name -> gatehouse.v1.TerminationReason
+	37, // 26: gatehouse.v1.WatchSessionResponse.Expiring.expire_time:type_name -> google.protobuf.Timestamp
+	36, // 27: gatehouse.v1.WatchSessionResponse.Expiring.reason:type_name -> gatehouse.v1.TerminationReason
+	3,  // 28: gatehouse.v1.SessionService.CreateSession:input_type -> gatehouse.v1.CreateSessionRequest
+	5,  // 29: gatehouse.v1.SessionService.ValidateSession:input_type -> gatehouse.v1.ValidateSessionRequest
+	7,  // 30: gatehouse.v1.SessionService.GetSession:input_type -> gatehouse.v1.GetSessionRequest
+	9,  // 31: gatehouse.v1.SessionService.ListSessions:input_type -> gatehouse.v1.ListSessionsRequest
+	11, // 32: gatehouse.v1.SessionService.TerminateSession:input_type -> gatehouse.v1.TerminateSessionRequest
+	13, // 33: gatehouse.v1.SessionService.TerminateUserSessions:input_type -> gatehouse.v1.TerminateUserSessionsRequest
+	15, // 34: gatehouse.v1.SessionService.Logout:input_type -> gatehouse.v1.LogoutRequest
+	17, // 35: gatehouse.v1.SessionService.WatchSession:input_type -> gatehouse.v1.WatchSessionRequest
+	19, // 36: gatehouse.v1.SessionService.WatchEvents:input_type -> gatehouse.v1.WatchEventsRequest
+	21, // 37: gatehouse.v1.SessionService.ListEvents:input_type -> gatehouse.v1.ListEventsRequest
+	4,  // 38: gatehouse.v1.SessionService.CreateSession:output_type -> gatehouse.v1.CreateSessionResponse
+	6,  // 39: gatehouse.v1.SessionService.ValidateSession:output_type -> gatehouse.v1.ValidateSessionResponse
+	8,  // 40: gatehouse.v1.SessionService.GetSession:output_type -> gatehouse.v1.GetSessionResponse
+	10, // 41: gatehouse.v1.SessionService.ListSessions:output_type -> gatehouse.v1.ListSessionsResponse
+	12, // 42: gatehouse.v1.SessionService.TerminateSession:output_type -> gatehouse.v1.TerminateSessionResponse
+	14, // 43: gatehouse.v1.SessionService.TerminateUserSessions:output_type -> gatehouse.v1.TerminateUserSessionsResponse
+	16, // 44: gatehouse.v1.SessionService.Logout:output_type -> gatehouse.v1.LogoutResponse
+	18, // 45: gatehouse.v1.SessionService.WatchSession:output_type -> gatehouse.v1.WatchSessionResponse
+	20, // 46: gatehouse.v1.SessionService.WatchEvents:output_type -> gatehouse.v1.WatchEventsResponse
+	22, // 47: gatehouse.v1.SessionService.ListEvents:output_type -> gatehouse.v1.ListEventsResponse
+	38, // [38:48] is the sub-list for method output_type
+	28, // [28:38] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_v1_session_proto_init() }
@@ -1813,15 +2078,18 @@ func file_gatehouse_v1_session_proto_init() {
 	}
 	file_gatehouse_v1_common_proto_init()
 	file_gatehouse_v1_event_proto_init()
-	file_gatehouse_v1_session_proto_msgTypes[2].OneofWrappers = []any{
+	file_gatehouse_v1_session_proto_msgTypes[3].OneofWrappers = []any{
 		(*CreateSessionRequest_Password)(nil),
 		(*CreateSessionRequest_Trusted)(nil),
+		(*CreateSessionRequest_Impersonate)(nil),
 	}
-	file_gatehouse_v1_session_proto_msgTypes[17].OneofWrappers = []any{
+	file_gatehouse_v1_session_proto_msgTypes[18].OneofWrappers = []any{
 		(*WatchSessionResponse_Snapshot_)(nil),
 		(*WatchSessionResponse_RolesChanged_)(nil),
 		(*WatchSessionResponse_Terminated_)(nil),
 		(*WatchSessionResponse_Heartbeat_)(nil),
+		(*WatchSessionResponse_Expiring_)(nil),
+		(*WatchSessionResponse_Impersonation_)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1829,7 +2097,7 @@ func file_gatehouse_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_v1_session_proto_rawDesc), len(file_gatehouse_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -444,6 +444,9 @@ class Session(_message.Message):
     TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     TERMINATE_TIME_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    IMPERSONATOR_USER_ID_FIELD_NUMBER: _builtins.int
+    IMPERSONATOR_SESSION_ID_FIELD_NUMBER: _builtins.int
+    IMPERSONATION_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the session's public id (UUIDv7). It is not a credential."""
     user_id: _builtins.str
@@ -456,6 +459,14 @@ class Session(_message.Message):
     """termination_reason says why the session ended."""
     note: _builtins.str
     """note is the free text given when the session was ended."""
+    impersonator_user_id: _builtins.str
+    """impersonator_user_id is the user who opened this session as another user (empty unless
+    impersonated): relying applications should show that it is an impersonation.
+    """
+    impersonator_session_id: _builtins.str
+    """impersonator_session_id is the impersonator's own session; this one ends with it."""
+    impersonation_reason: _builtins.str
+    """impersonation_reason is the reason the impersonator gave."""
     @_builtins.property
     def client(self) -> Global___ClientInfo:
         """client describes the client."""
@@ -495,14 +506,95 @@ class Session(_message.Message):
         termination_reason: Global___TerminationReason.ValueType = ...,
         terminate_time: _timestamp_pb2.Timestamp | None = ...,
         note: _builtins.str = ...,
+        impersonator_user_id: _builtins.str = ...,
+        impersonator_session_id: _builtins.str = ...,
+        impersonation_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["absolute_expire_time", b"absolute_expire_time", "client", b"client", "create_time", b"create_time", "idle_expire_time", b"idle_expire_time", "last_active_time", b"last_active_time", "terminate_time", b"terminate_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["absolute_expire_time", b"absolute_expire_time", "active", b"active", "client", b"client", "create_time", b"create_time", "id", b"id", "idle_expire_time", b"idle_expire_time", "last_active_time", b"last_active_time", "note", b"note", "terminate_time", b"terminate_time", "termination_reason", b"termination_reason", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absolute_expire_time", b"absolute_expire_time", "active", b"active", "client", b"client", "create_time", b"create_time", "id", b"id", "idle_expire_time", b"idle_expire_time", "impersonation_reason", b"impersonation_reason", "impersonator_session_id", b"impersonator_session_id", "impersonator_user_id", b"impersonator_user_id", "last_active_time", b"last_active_time", "note", b"note", "terminate_time", b"terminate_time", "termination_reason", b"termination_reason", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class ChangeImpact(_message.Message):
+    """ChangeImpact is what a change does to effective roles and live sessions: returned for previews
+    (validate_only) and real changes alike.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_AFFECTED_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    SESSIONS_REFRESHED_FIELD_NUMBER: _builtins.int
+    SESSIONS_ENDED_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    users_affected: _builtins.int
+    """users_affected is the number of users whose effective roles change."""
+    sessions_refreshed: _builtins.int
+    """sessions_refreshed is the number of live sessions that carry the new roles or new timeouts
+    in place.
+    """
+    sessions_ended: _builtins.int
+    """sessions_ended is the number of live sessions the change ends."""
+    end_reason: Global___TerminationReason.ValueType
+    """end_reason is why those sessions end (TERMINATION_REASON_UNSPECIFIED when none do)."""
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserImpact]:
+        """users are the first users affected (at most 100), with what each gains and loses."""
+
+    def __init__(
+        self,
+        *,
+        users_affected: _builtins.int = ...,
+        users: _abc.Iterable[Global___UserImpact] | None = ...,
+        sessions_refreshed: _builtins.int = ...,
+        sessions_ended: _builtins.int = ...,
+        end_reason: Global___TerminationReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_reason", b"end_reason", "sessions_ended", b"sessions_ended", "sessions_refreshed", b"sessions_refreshed", "users", b"users", "users_affected", b"users_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeImpact: _TypeAlias = ChangeImpact  # noqa: Y015
+
+@_typing.final
+class UserImpact(_message.Message):
+    """UserImpact is how one user's effective roles change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """user_id is the user."""
+    @_builtins.property
+    def added(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """added are the roles gained, sorted."""
+
+    @_builtins.property
+    def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """removed are the roles lost, sorted."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        added: _abc.Iterable[_builtins.str] | None = ...,
+        removed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "removed", b"removed", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserImpact: _TypeAlias = UserImpact  # noqa: Y015
 
 @_typing.final
 class PolicyScope(_message.Message):

@@ -136,6 +136,8 @@ class Event(_message.Message):
     ACTOR_SESSION_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    IMPERSONATOR_USER_ID_FIELD_NUMBER: _builtins.int
+    IMPERSONATOR_SESSION_ID_FIELD_NUMBER: _builtins.int
     SESSION_CREATED_FIELD_NUMBER: _builtins.int
     SESSION_TERMINATED_FIELD_NUMBER: _builtins.int
     ROLES_CHANGED_FIELD_NUMBER: _builtins.int
@@ -169,6 +171,12 @@ class Event(_message.Message):
     """user_id is the user the event is about, if any."""
     session_id: _builtins.str
     """session_id is the session the event is about, if any."""
+    impersonator_user_id: _builtins.str
+    """impersonator_user_id is set when the actor's session is an impersonation: the user behind it
+    (actor_user_id is then the impersonated user).
+    """
+    impersonator_session_id: _builtins.str
+    """impersonator_session_id is the impersonator's own session."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """time is when the change was committed."""
@@ -267,6 +275,8 @@ class Event(_message.Message):
         actor_session_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         session_id: _builtins.str = ...,
+        impersonator_user_id: _builtins.str = ...,
+        impersonator_session_id: _builtins.str = ...,
         session_created: Global___SessionCreatedPayload | None = ...,
         session_terminated: Global___SessionTerminatedPayload | None = ...,
         roles_changed: Global___RolesChangedPayload | None = ...,
@@ -291,7 +301,7 @@ class Event(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group_created", b"group_created", "group_deleted", b"group_deleted", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_terminated", b"session_terminated", "time", b"time", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_updated", b"user_updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_session_id", b"actor_session_id", "actor_user_id", b"actor_user_id", "cursor", b"cursor", "group_created", b"group_created", "group_deleted", b"group_deleted", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_id", b"session_id", "session_terminated", b"session_terminated", "time", b"time", "type", b"type", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_id", b"user_id", "user_updated", b"user_updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_session_id", b"actor_session_id", "actor_user_id", b"actor_user_id", "cursor", b"cursor", "group_created", b"group_created", "group_deleted", b"group_deleted", "impersonator_session_id", b"impersonator_session_id", "impersonator_user_id", b"impersonator_user_id", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_id", b"session_id", "session_terminated", b"session_terminated", "time", b"time", "type", b"type", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_id", b"user_id", "user_updated", b"user_updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["session_created", "session_terminated", "roles_changed", "user_created", "user_updated", "user_disabled", "user_deleted", "password_changed", "login_failed", "group_created", "group_deleted", "member_added", "member_removed", "role_created", "role_deleted", "role_granted", "role_revoked", "role_containment_changed", "policy_created", "policy_updated", "policy_deleted"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015

@@ -578,16 +578,23 @@ class DeleteGroupRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GROUP_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     group_id: _builtins.str
     """group_id is the group to delete."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         group_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -600,16 +607,24 @@ class DeleteGroupResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -623,19 +638,26 @@ class AddGroupMemberRequest(_message.Message):
 
     GROUP_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     group_id: _builtins.str
     """group_id is the group."""
     user_id: _builtins.str
     """user_id is the user to add."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         group_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,16 +670,24 @@ class AddGroupMemberResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -671,19 +701,26 @@ class RemoveGroupMemberRequest(_message.Message):
 
     GROUP_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     group_id: _builtins.str
     """group_id is the group."""
     user_id: _builtins.str
     """user_id is the member to remove."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         group_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -696,16 +733,24 @@ class RemoveGroupMemberResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -982,16 +1027,23 @@ class DeleteRoleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the role to delete."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1004,16 +1056,24 @@ class DeleteRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1027,19 +1087,26 @@ class AddContainedRoleRequest(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTAINED_ROLE_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """role is the containing role."""
     contained_role: _builtins.str
     """contained_role is the role it will contain."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         role: _builtins.str = ...,
         contained_role: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contained_role", b"contained_role", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contained_role", b"contained_role", "role", b"role", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1052,16 +1119,24 @@ class AddContainedRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1075,19 +1150,26 @@ class RemoveContainedRoleRequest(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTAINED_ROLE_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """role is the containing role."""
     contained_role: _builtins.str
     """contained_role is the role it will stop containing."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         role: _builtins.str = ...,
         contained_role: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contained_role", b"contained_role", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contained_role", b"contained_role", "role", b"role", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1100,16 +1182,24 @@ class RemoveContainedRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1124,22 +1214,29 @@ class GrantRoleRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """role is the role to grant."""
     user_id: _builtins.str
     """user_id is a user."""
     group_id: _builtins.str
     """group_id is a group."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         role: _builtins.str = ...,
         user_id: _builtins.str = ...,
         group_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "principal", b"principal", "user_id", b"user_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "principal", b"principal", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "principal", b"principal", "role", b"role", "user_id", b"user_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_principal: _TypeAlias = _typing.Literal["user_id", "group_id"]  # noqa: Y015
     _WhichOneofArgType_principal: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
@@ -1154,16 +1251,24 @@ class GrantRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1178,22 +1283,29 @@ class RevokeRoleRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """role is the role to revoke."""
     user_id: _builtins.str
     """user_id is a user."""
     group_id: _builtins.str
     """group_id is a group."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         role: _builtins.str = ...,
         user_id: _builtins.str = ...,
         group_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "principal", b"principal", "user_id", b"user_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "principal", b"principal", "role", b"role", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "principal", b"principal", "role", b"role", "user_id", b"user_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_principal: _TypeAlias = _typing.Literal["user_id", "group_id"]  # noqa: Y015
     _WhichOneofArgType_principal: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
@@ -1208,16 +1320,24 @@ class RevokeRoleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

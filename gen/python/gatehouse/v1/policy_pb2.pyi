@@ -28,6 +28,12 @@ class CreateSessionPolicyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICY_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     @_builtins.property
     def policy(self) -> _common_pb2.SessionPolicy:
         """policy is the policy to create; its scope is required."""
@@ -36,10 +42,11 @@ class CreateSessionPolicyRequest(_message.Message):
         self,
         *,
         policy: _common_pb2.SessionPolicy | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -53,21 +60,29 @@ class CreateSessionPolicyResponse(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
     @_builtins.property
     def policy(self) -> _common_pb2.SessionPolicy:
         """policy is the new policy."""
 
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         policy: _common_pb2.SessionPolicy | None = ...,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -181,6 +196,12 @@ class UpdateSessionPolicyRequest(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     @_builtins.property
     def policy(self) -> _common_pb2.SessionPolicy:
         """policy carries the id of the policy to change (required) and the new values."""
@@ -205,10 +226,11 @@ class UpdateSessionPolicyRequest(_message.Message):
         *,
         policy: _common_pb2.SessionPolicy | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "update_mask", b"update_mask", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,21 +244,29 @@ class UpdateSessionPolicyResponse(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
     @_builtins.property
     def policy(self) -> _common_pb2.SessionPolicy:
         """policy is the changed policy."""
 
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         policy: _common_pb2.SessionPolicy | None = ...,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,16 +279,23 @@ class DeleteSessionPolicyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POLICY_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     """policy_id is the policy to delete."""
+    validate_only: _builtins.bool
+    """validate_only previews the change (AIP-163): the same checks and the same code run in a
+    transaction that is rolled back, so nothing is written and no event is emitted; the response's
+    impact says what the change would do, and an invalid change fails exactly as it would.
+    """
     def __init__(
         self,
         *,
         policy_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_id", b"policy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_id", b"policy_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,16 +308,24 @@ class DeleteSessionPolicyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position of the change."""
+    @_builtins.property
+    def impact(self) -> _common_pb2.ChangeImpact:
+        """impact is what the change did (or, with validate_only, would do) to effective roles and
+        live sessions.
+        """
+
     def __init__(
         self,
         *,
         consistency_token: _builtins.str = ...,
+        impact: _common_pb2.ChangeImpact | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "impact", b"impact"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -343,6 +388,46 @@ class PolicySource(_message.Message):
 Global___PolicySource: _TypeAlias = PolicySource  # noqa: Y015
 
 @_typing.final
+class LimitConstraint(_message.Message):
+    """LimitConstraint is one concurrent-session limit that applies to a user: a new session of a type
+    it counts must leave at most max_sessions active sessions of those types.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    COUNTED_TYPES_FIELD_NUMBER: _builtins.int
+    ON_LIMIT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    max_sessions: _builtins.int
+    """max_sessions is the limit."""
+    on_limit: _common_pb2.LimitAction.ValueType
+    """on_limit says what a login past it does."""
+    @_builtins.property
+    def counted_types(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.SessionType.ValueType]:
+        """counted_types are the session types it counts."""
+
+    @_builtins.property
+    def source(self) -> _common_pb2.PolicyScope:
+        """source is the policy that sets it."""
+
+    def __init__(
+        self,
+        *,
+        max_sessions: _builtins.int = ...,
+        counted_types: _abc.Iterable[_common_pb2.SessionType.ValueType] | None = ...,
+        on_limit: _common_pb2.LimitAction.ValueType = ...,
+        source: _common_pb2.PolicyScope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counted_types", b"counted_types", "max_sessions", b"max_sessions", "on_limit", b"on_limit", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitConstraint: _TypeAlias = LimitConstraint  # noqa: Y015
+
+@_typing.final
 class ResolveSessionPolicyResponse(_message.Message):
     """ResolveSessionPolicyResponse is the response of ResolveSessionPolicy."""
 
@@ -360,6 +445,7 @@ class ResolveSessionPolicyResponse(_message.Message):
     IDLE_TIMEOUT_SOURCE_FIELD_NUMBER: _builtins.int
     ABSOLUTE_TIMEOUT_SOURCE_FIELD_NUMBER: _builtins.int
     ON_ROLE_CHANGE_SOURCE_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     max_sessions: _builtins.int
     """max_sessions is the concurrent-session limit; unset means no limit."""
     on_limit: _common_pb2.LimitAction.ValueType
@@ -402,6 +488,14 @@ class ResolveSessionPolicyResponse(_message.Message):
     def on_role_change_source(self) -> Global___PolicySource:
         """on_role_change_source says where on_role_change came from."""
 
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitConstraint]:
+        """limits are the concurrent-session limits, each its own constraint: the user's own policy's
+        limit if it sets one; otherwise one per policy of the user's effective roles that sets one;
+        otherwise the global policy's. Empty: no limit. (max_sessions, counted_types and on_limit
+        above describe the most restrictive of them, for older clients.)
+        """
+
     def __init__(
         self,
         *,
@@ -417,10 +511,11 @@ class ResolveSessionPolicyResponse(_message.Message):
         idle_timeout_source: Global___PolicySource | None = ...,
         absolute_timeout_source: Global___PolicySource | None = ...,
         on_role_change_source: Global___PolicySource | None = ...,
+        limits: _abc.Iterable[Global___LimitConstraint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_sessions", b"_max_sessions", "absolute_timeout", b"absolute_timeout", "absolute_timeout_source", b"absolute_timeout_source", "counted_types_source", b"counted_types_source", "idle_timeout", b"idle_timeout", "idle_timeout_source", b"idle_timeout_source", "max_sessions", b"max_sessions", "max_sessions_source", b"max_sessions_source", "on_limit_source", b"on_limit_source", "on_role_change_source", b"on_role_change_source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_sessions", b"_max_sessions", "absolute_timeout", b"absolute_timeout", "absolute_timeout_source", b"absolute_timeout_source", "counted_types", b"counted_types", "counted_types_source", b"counted_types_source", "idle_timeout", b"idle_timeout", "idle_timeout_source", b"idle_timeout_source", "max_sessions", b"max_sessions", "max_sessions_source", b"max_sessions_source", "on_limit", b"on_limit", "on_limit_source", b"on_limit_source", "on_role_change", b"on_role_change", "on_role_change_source", b"on_role_change_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_sessions", b"_max_sessions", "absolute_timeout", b"absolute_timeout", "absolute_timeout_source", b"absolute_timeout_source", "counted_types", b"counted_types", "counted_types_source", b"counted_types_source", "idle_timeout", b"idle_timeout", "idle_timeout_source", b"idle_timeout_source", "limits", b"limits", "max_sessions", b"max_sessions", "max_sessions_source", b"max_sessions_source", "on_limit", b"on_limit", "on_limit_source", b"on_limit_source", "on_role_change", b"on_role_change", "on_role_change_source", b"on_role_change_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_sessions: _TypeAlias = _typing.Literal["max_sessions"]  # noqa: Y015
     _WhichOneofArgType__max_sessions: _TypeAlias = _typing.Literal["_max_sessions", b"_max_sessions"]  # noqa: Y015
@@ -486,16 +581,24 @@ class CheckResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALLOWED_FIELD_NUMBER: _builtins.int
+    IMPERSONATOR_USER_ID_FIELD_NUMBER: _builtins.int
+    IMPERSONATOR_SESSION_ID_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """allowed is true when the subject meets the requirement."""
+    impersonator_user_id: _builtins.str
+    """impersonator_user_id is set when the token's session is an impersonation: the user behind it."""
+    impersonator_session_id: _builtins.str
+    """impersonator_session_id is the impersonator's own session."""
     def __init__(
         self,
         *,
         allowed: _builtins.bool = ...,
+        impersonator_user_id: _builtins.str = ...,
+        impersonator_session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "impersonator_session_id", b"impersonator_session_id", "impersonator_user_id", b"impersonator_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,10 +26,11 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from gatehouse.v1 import common_pb2 as gatehouse_dot_v1_dot_common__pb2
 from gatehouse.v1 import event_pb2 as gatehouse_dot_v1_dot_event__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from protoc_gen_openapiv2.options import annotations_pb2 as protoc__gen__openapiv2_dot_options_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agatehouse/v1/session.proto\x12\x0cgatehouse.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x18gatehouse/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"O\n\x12PasswordCredential\x12\x1b\n\x08username\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1c\n\x08password\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"0\n\x11TrustedCredential\x12\x1b\n\x08username\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xf4\x01\n\x14\x43reateSessionRequest\x12\x34\n\x08password\x18\x01 \x01(\x0b\x32 .gatehouse.v1.PasswordCredentialH\x00\x12\x32\n\x07trusted\x18\x02 \x01(\x0b\x32\x1f.gatehouse.v1.TrustedCredentialH\x00\x12\x33\n\x04type\x18\x03 \x01(\x0e\x32\x19.gatehouse.v1.SessionTypeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12(\n\x06\x63lient\x18\x04 \x01(\x0b\x32\x18.gatehouse.v1.ClientInfoB\x13\n\ncredential\x12\x05\xbaH\x02\x08\x01\"\xb7\x01\n\x15\x43reateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\r\n\x05token\x18\x02 \x01(\t\x12 \n\x04user\x18\x03 \x01(\x0b\x32\x12.gatehouse.v1.User\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x1b\n\x13\x65victed_session_ids\x18\x05 \x03(\t\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\"c\n\x16ValidateSessionRequest\x12\x19\n\x05token\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0b\x32\x19.gatehouse.v1.Consistency\"r\n\x17ValidateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12 \n\x04user\x18\x02 \x01(\x0b\x32\x12.gatehouse.v1.User\x12\r\n\x05roles\x18\x03 \x03(\t\";\n\x11GetSessionRequest\x12&\n\nsession_id\x18\x01 \x01(\tB\x12\x92\x41\x07\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01\"<\n\x12GetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\"\xc7\x01\n\x13ListSessionsRequest\x12\x1c\n\x07user_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12;\n\x05types\x18\x02 \x03(\x0e\x32\x19.gatehouse.v1.SessionTypeB\x11\xbaH\x0e\x92\x01\x0b\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\x12\x18\n\x10include_inactive\x18\x03 \x01(\x08\x12\x1d\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"X\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.gatehouse.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x17TerminateSessionRequest\x12&\n\nsession_id\x18\x01 \x01(\tB\x12\x92\x41\x07\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"]\n\x18TerminateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"\x83\x01\n\x1cTerminateUserSessionsRequest\x12#\n\x07user_id\x18\x01 \x01(\tB\x12\x92\x41\x07\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01\x12&\n\x11\x65xcept_session_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x16\n\x04note\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"Z\n\x1dTerminateUserSessionsResponse\x12\x1e\n\x16terminated_session_ids\x18\x01 \x03(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"\x0f\n\rLogoutRequest\"+\n\x0eLogoutResponse\x12\x19\n\x11\x63onsistency_token\x18\x01 \x01(\t\"\x15\n\x13WatchSessionRequest\"\xa9\x04\n\x14WatchSessionResponse\x12?\n\x08snapshot\x18\x01 \x01(\x0b\x32+.gatehouse.v1.WatchSessionResponse.SnapshotH\x00\x12H\n\rroles_changed\x18\x02 \x01(\x0b\x32/.gatehouse.v1.WatchSessionResponse.RolesChangedH\x00\x12\x43\n\nterminated\x18\x03 \x01(\x0b\x32-.gatehouse.v1.WatchSessionResponse.TerminatedH\x00\x12\x41\n\theartbeat\x18\x04 \x01(\x0b\x32,.gatehouse.v1.WatchSessionResponse.HeartbeatH\x00\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\x1a\x41\n\x08Snapshot\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\r\n\x05roles\x18\x02 \x03(\t\x1a=\n\x0cRolesChanged\x12\r\n\x05roles\x18\x01 \x03(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07removed\x18\x03 \x03(\t\x1aK\n\nTerminated\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.gatehouse.v1.TerminationReason\x12\x0c\n\x04note\x18\x02 \x01(\t\x1a\x0b\n\tHeartbeatB\x07\n\x05\x65vent\"\x86\x01\n\x12WatchEventsRequest\x12\x17\n\x05\x61\x66ter\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x39\n\x05types\x18\x02 \x03(\x0e\x32\x17.gatehouse.v1.EventTypeB\x11\xbaH\x0e\x92\x01\x0b\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x07user_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"9\n\x13WatchEventsResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.gatehouse.v1.Event\"\xa4\x01\n\x11ListEventsRequest\x12\x17\n\x05\x61\x66ter\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x39\n\x05types\x18\x02 \x03(\x0e\x32\x17.gatehouse.v1.EventTypeB\x11\xbaH\x0e\x92\x01\x0b\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x07user_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1d\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\"9\n\x12ListEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.gatehouse.v1.Event2\xdc\t\n\x0eSessionService\x12v\n\rCreateSession\x12\".gatehouse.v1.CreateSessionRequest\x1a#.gatehouse.v1.CreateSessionResponse\"\x1c\x92\x41\x02\x62\x00\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12\x85\x01\n\x0fValidateSession\x12$.gatehouse.v1.ValidateSessionRequest\x1a%.gatehouse.v1.ValidateSessionResponse\"%\x92\x41\x02\x62\x00\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/sessions:validate:\x01*\x12u\n\nGetSession\x12\x1f.gatehouse.v1.GetSessionRequest\x1a .gatehouse.v1.GetSessionResponse\"$\x90\x02\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12n\n\x0cListSessions\x12!.gatehouse.v1.ListSessionsRequest\x1a\".gatehouse.v1.ListSessionsResponse\"\x17\x90\x02\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x84\x01\n\x10TerminateSession\x12%.gatehouse.v1.TerminateSessionRequest\x1a&.gatehouse.v1.TerminateSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12\xa3\x01\n\x15TerminateUserSessions\x12*.gatehouse.v1.TerminateUserSessionsRequest\x1a+.gatehouse.v1.TerminateUserSessionsResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/users/{user_id}/sessions:terminate:\x01*\x12\x63\n\x06Logout\x12\x1b.gatehouse.v1.LogoutRequest\x1a\x1c.gatehouse.v1.LogoutResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/sessions:logout:\x01*\x12v\n\x0cWatchSession\x12!.gatehouse.v1.WatchSessionRequest\x1a\".gatehouse.v1.WatchSessionResponse\"\x1d\x90\x02\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/sessions:watch0\x01\x12q\n\x0bWatchEvents\x12 .gatehouse.v1.WatchEventsRequest\x1a!.gatehouse.v1.WatchEventsResponse\"\x1b\x90\x02\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/events:watch0\x01\x12\x66\n\nListEvents\x12\x1f.gatehouse.v1.ListEventsRequest\x1a .gatehouse.v1.ListEventsResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/eventsB@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agatehouse/v1/session.proto\x12\x0cgatehouse.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19gatehouse/v1/common.proto\x1a\x18gatehouse/v1/event.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"O\n\x12PasswordCredential\x12\x1b\n\x08username\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1c\n\x08password\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"0\n\x11TrustedCredential\x12\x1b\n\x08username\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"P\n\x15ImpersonateCredential\x12\x1b\n\x08username\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1a\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"\xb0\x02\n\x14\x43reateSessionRequest\x12\x34\n\x08password\x18\x01 \x01(\x0b\x32 .gatehouse.v1.PasswordCredentialH\x00\x12\x32\n\x07trusted\x18\x02 \x01(\x0b\x32\x1f.gatehouse.v1.TrustedCredentialH\x00\x12:\n\x0bimpersonate\x18\x05 \x01(\x0b\x32#.gatehouse.v1.ImpersonateCredentialH\x00\x12\x33\n\x04type\x18\x03 \x01(\x0e\x32\x19.gatehouse.v1.SessionTypeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12(\n\x06\x63lient\x18\x04 \x01(\x0b\x32\x18.gatehouse.v1.ClientInfoB\x13\n\ncredential\x12\x05\xbaH\x02\x08\x01\"\xb7\x01\n\x15\x43reateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\r\n\x05token\x18\x02 \x01(\t\x12 \n\x04user\x18\x03 \x01(\x0b\x32\x12.gatehouse.v1.User\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x1b\n\x13\x65victed_session_ids\x18\x05 \x03(\t\x12\x19\n\x11\x63onsistency_token\x18\x06 \x01(\t\"c\n\x16ValidateSessionRequest\x12\x19\n\x05token\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0b\x32\x19.gatehouse.v1.Consistency\"r\n\x17ValidateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12 \n\x04user\x18\x02 \x01(\x0b\x32\x12.gatehouse.v1.User\x12\r\n\x05roles\x18\x03 \x03(\t\";\n\x11GetSessionRequest\x12&\n\nsession_id\x18\x01 \x01(\tB\x12\x92\x41\x07\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01\"<\n\x12GetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\"\xc7\x01\n\x13ListSessionsRequest\x12\x1c\n\x07user_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12;\n\x05types\x18\x02 \x03(\x0e\x32\x19.gatehouse.v1.SessionTypeB\x11\xbaH\x0e\x92\x01\x0b\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\x12\x18\n\x10include_inactive\x18\x03 \x01(\x08\x12\x1d\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"X\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.gatehouse.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x17TerminateSessionRequest\x12&\n\nsession_id\x18\x01 \x01(\tB\x12\x92\x41\x07\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"]\n\x18TerminateSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"\x83\x01\n\x1cTerminateUserSessionsRequest\x12#\n\x07user_id\x18\x01 \x01(\tB\x12\x92\x41\x07\xa2\x02\x04uuid\xbaH\x05r\x03\xb0\x01\x01\x12&\n\x11\x65xcept_session_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x16\n\x04note\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"Z\n\x1dTerminateUserSessionsResponse\x12\x1e\n\x16terminated_session_ids\x18\x01 \x03(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"\x0f\n\rLogoutRequest\"+\n\x0eLogoutResponse\x12\x19\n\x11\x63onsistency_token\x18\x01 \x01(\t\"\x15\n\x13WatchSessionRequest\"\x86\x07\n\x14WatchSessionResponse\x12?\n\x08snapshot\x18\x01 \x01(\x0b\x32+.gatehouse.v1.WatchSessionResponse.SnapshotH\x00\x12H\n\rroles_changed\x18\x02 \x01(\x0b\x32/.gatehouse.v1.WatchSessionResponse.RolesChangedH\x00\x12\x43\n\nterminated\x18\x03 \x01(\x0b\x32-.gatehouse.v1.WatchSessionResponse.TerminatedH\x00\x12\x41\n\theartbeat\x18\x04 \x01(\x0b\x32,.gatehouse.v1.WatchSessionResponse.HeartbeatH\x00\x12?\n\x08\x65xpiring\x18\x06 \x01(\x0b\x32+.gatehouse.v1.WatchSessionResponse.ExpiringH\x00\x12I\n\rimpersonation\x18\x07 \x01(\x0b\x32\x30.gatehouse.v1.WatchSessionResponse.ImpersonationH\x00\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\x1a\x41\n\x08Snapshot\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\r\n\x05roles\x18\x02 \x03(\t\x1a=\n\x0cRolesChanged\x12\r\n\x05roles\x18\x01 \x03(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07removed\x18\x03 \x03(\t\x1aK\n\nTerminated\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.gatehouse.v1.TerminationReason\x12\x0c\n\x04note\x18\x02 \x01(\t\x1a\x0b\n\tHeartbeat\x1al\n\x08\x45xpiring\x12/\n\x0b\x65xpire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.gatehouse.v1.TerminationReason\x1a\x61\n\rImpersonation\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x14impersonator_user_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x42\x07\n\x05\x65vent\"\x86\x01\n\x12WatchEventsRequest\x12\x17\n\x05\x61\x66ter\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x39\n\x05types\x18\x02 \x03(\x0e\x32\x17.gatehouse.v1.EventTypeB\x11\xbaH\x0e\x92\x01\x0b\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x07user_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"9\n\x13WatchEventsResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.gatehouse.v1.Event\"\xa4\x01\n\x11ListEventsRequest\x12\x17\n\x05\x61\x66ter\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x39\n\x05types\x18\x02 \x03(\x0e\x32\x17.gatehouse.v1.EventTypeB\x11\xbaH\x0e\x92\x01\x0b\x18\x01\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x07user_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x1d\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\"9\n\x12ListEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.gatehouse.v1.Event2\xdc\t\n\x0eSessionService\x12v\n\rCreateSession\x12\".gatehouse.v1.CreateSessionRequest\x1a#.gatehouse.v1.CreateSessionResponse\"\x1c\x92\x41\x02\x62\x00\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12\x85\x01\n\x0fValidateSession\x12$.gatehouse.v1.ValidateSessionRequest\x1a%.gatehouse.v1.ValidateSessionResponse\"%\x92\x41\x02\x62\x00\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/sessions:validate:\x01*\x12u\n\nGetSession\x12\x1f.gatehouse.v1.GetSessionRequest\x1a .gatehouse.v1.GetSessionResponse\"$\x90\x02\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12n\n\x0cListSessions\x12!.gatehouse.v1.ListSessionsRequest\x1a\".gatehouse.v1.ListSessionsResponse\"\x17\x90\x02\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x84\x01\n\x10TerminateSession\x12%.gatehouse.v1.TerminateSessionRequest\x1a&.gatehouse.v1.TerminateSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12\xa3\x01\n\x15TerminateUserSessions\x12*.gatehouse.v1.TerminateUserSessionsRequest\x1a+.gatehouse.v1.TerminateUserSessionsResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/users/{user_id}/sessions:terminate:\x01*\x12\x63\n\x06Logout\x12\x1b.gatehouse.v1.LogoutRequest\x1a\x1c.gatehouse.v1.LogoutResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/sessions:logout:\x01*\x12v\n\x0cWatchSession\x12!.gatehouse.v1.WatchSessionRequest\x1a\".gatehouse.v1.WatchSessionResponse\"\x1d\x90\x02\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/sessions:watch0\x01\x12q\n\x0bWatchEvents\x12 .gatehouse.v1.WatchEventsRequest\x1a!.gatehouse.v1.WatchEventsResponse\"\x1b\x90\x02\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/events:watch0\x01\x12\x66\n\nListEvents\x12\x1f.gatehouse.v1.ListEventsRequest\x1a .gatehouse.v1.ListEventsResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/eventsB@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PASSWORDCREDENTIAL'].fields_by_name['password']._serialized_options = b'\272H\007r\005\020\001\030\200\002'
   _globals['_TRUSTEDCREDENTIAL'].fields_by_name['username']._loaded_options = None
   _globals['_TRUSTEDCREDENTIAL'].fields_by_name['username']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_IMPERSONATECREDENTIAL'].fields_by_name['username']._loaded_options = None
+  _globals['_IMPERSONATECREDENTIAL'].fields_by_name['username']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_IMPERSONATECREDENTIAL'].fields_by_name['reason']._loaded_options = None
+  _globals['_IMPERSONATECREDENTIAL'].fields_by_name['reason']._serialized_options = b'\272H\007r\005\020\001\030\200\002'
   _globals['_CREATESESSIONREQUEST'].oneofs_by_name['credential']._loaded_options = None
   _globals['_CREATESESSIONREQUEST'].oneofs_by_name['credential']._serialized_options = b'\272H\002\010\001'
   _globals['_CREATESESSIONREQUEST'].fields_by_name['type']._loaded_options = None
@@ -103,58 +108,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['WatchEvents']._serialized_options = b'\220\002\001\202\323\344\223\002\022\022\020/v1/events:watch'
   _globals['_SESSIONSERVICE'].methods_by_name['ListEvents']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['ListEvents']._serialized_options = b'\220\002\001\202\323\344\223\002\014\022\n/v1/events'
-  _globals['_PASSWORDCREDENTIAL']._serialized_start=204
-  _globals['_PASSWORDCREDENTIAL']._serialized_end=283
-  _globals['_TRUSTEDCREDENTIAL']._serialized_start=285
-  _globals['_TRUSTEDCREDENTIAL']._serialized_end=333
-  _globals['_CREATESESSIONREQUEST']._serialized_start=336
-  _globals['_CREATESESSIONREQUEST']._serialized_end=580
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=583
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=766
-  _globals['_VALIDATESESSIONREQUEST']._serialized_start=768
-  _globals['_VALIDATESESSIONREQUEST']._serialized_end=867
-  _globals['_VALIDATESESSIONRESPONSE']._serialized_start=869
-  _globals['_VALIDATESESSIONRESPONSE']._serialized_end=983
-  _globals['_GETSESSIONREQUEST']._serialized_start=985
-  _globals['_GETSESSIONREQUEST']._serialized_end=1044
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1046
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1106
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1109
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1308
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1310
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1398
-  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1400
-  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1489
-  _globals['_TERMINATESESSIONRESPONSE']._serialized_start=1491
-  _globals['_TERMINATESESSIONRESPONSE']._serialized_end=1584
-  _globals['_TERMINATEUSERSESSIONSREQUEST']._serialized_start=1587
-  _globals['_TERMINATEUSERSESSIONSREQUEST']._serialized_end=1718
-  _globals['_TERMINATEUSERSESSIONSRESPONSE']._serialized_start=1720
-  _globals['_TERMINATEUSERSESSIONSRESPONSE']._serialized_end=1810
-  _globals['_LOGOUTREQUEST']._serialized_start=1812
-  _globals['_LOGOUTREQUEST']._serialized_end=1827
-  _globals['_LOGOUTRESPONSE']._serialized_start=1829
-  _globals['_LOGOUTRESPONSE']._serialized_end=1872
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=1874
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=1895
-  _globals['_WATCHSESSIONRESPONSE']._serialized_start=1898
-  _globals['_WATCHSESSIONRESPONSE']._serialized_end=2451
-  _globals['_WATCHSESSIONRESPONSE_SNAPSHOT']._serialized_start=2224
-  _globals['_WATCHSESSIONRESPONSE_SNAPSHOT']._serialized_end=2289
-  _globals['_WATCHSESSIONRESPONSE_ROLESCHANGED']._serialized_start=2291
-  _globals['_WATCHSESSIONRESPONSE_ROLESCHANGED']._serialized_end=2352
-  _globals['_WATCHSESSIONRESPONSE_TERMINATED']._serialized_start=2354
-  _globals['_WATCHSESSIONRESPONSE_TERMINATED']._serialized_end=2429
-  _globals['_WATCHSESSIONRESPONSE_HEARTBEAT']._serialized_start=2431
-  _globals['_WATCHSESSIONRESPONSE_HEARTBEAT']._serialized_end=2442
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=2454
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=2588
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=2590
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=2647
-  _globals['_LISTEVENTSREQUEST']._serialized_start=2650
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2814
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2816
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2873
-  _globals['_SESSIONSERVICE']._serialized_start=2876
-  _globals['_SESSIONSERVICE']._serialized_end=4120
+  _globals['_PASSWORDCREDENTIAL']._serialized_start=237
+  _globals['_PASSWORDCREDENTIAL']._serialized_end=316
+  _globals['_TRUSTEDCREDENTIAL']._serialized_start=318
+  _globals['_TRUSTEDCREDENTIAL']._serialized_end=366
+  _globals['_IMPERSONATECREDENTIAL']._serialized_start=368
+  _globals['_IMPERSONATECREDENTIAL']._serialized_end=448
+  _globals['_CREATESESSIONREQUEST']._serialized_start=451
+  _globals['_CREATESESSIONREQUEST']._serialized_end=755
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=758
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=941
+  _globals['_VALIDATESESSIONREQUEST']._serialized_start=943
+  _globals['_VALIDATESESSIONREQUEST']._serialized_end=1042
+  _globals['_VALIDATESESSIONRESPONSE']._serialized_start=1044
+  _globals['_VALIDATESESSIONRESPONSE']._serialized_end=1158
+  _globals['_GETSESSIONREQUEST']._serialized_start=1160
+  _globals['_GETSESSIONREQUEST']._serialized_end=1219
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1221
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1281
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1284
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1483
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1485
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1573
+  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1575
+  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1664
+  _globals['_TERMINATESESSIONRESPONSE']._serialized_start=1666
+  _globals['_TERMINATESESSIONRESPONSE']._serialized_end=1759
+  _globals['_TERMINATEUSERSESSIONSREQUEST']._serialized_start=1762
+  _globals['_TERMINATEUSERSESSIONSREQUEST']._serialized_end=1893
+  _globals['_TERMINATEUSERSESSIONSRESPONSE']._serialized_start=1895
+  _globals['_TERMINATEUSERSESSIONSRESPONSE']._serialized_end=1985
+  _globals['_LOGOUTREQUEST']._serialized_start=1987
+  _globals['_LOGOUTREQUEST']._serialized_end=2002
+  _globals['_LOGOUTRESPONSE']._serialized_start=2004
+  _globals['_LOGOUTRESPONSE']._serialized_end=2047
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=2049
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=2070
+  _globals['_WATCHSESSIONRESPONSE']._serialized_start=2073
+  _globals['_WATCHSESSIONRESPONSE']._serialized_end=2975
+  _globals['_WATCHSESSIONRESPONSE_SNAPSHOT']._serialized_start=2539
+  _globals['_WATCHSESSIONRESPONSE_SNAPSHOT']._serialized_end=2604
+  _globals['_WATCHSESSIONRESPONSE_ROLESCHANGED']._serialized_start=2606
+  _globals['_WATCHSESSIONRESPONSE_ROLESCHANGED']._serialized_end=2667
+  _globals['_WATCHSESSIONRESPONSE_TERMINATED']._serialized_start=2669
+  _globals['_WATCHSESSIONRESPONSE_TERMINATED']._serialized_end=2744
+  _globals['_WATCHSESSIONRESPONSE_HEARTBEAT']._serialized_start=2746
+  _globals['_WATCHSESSIONRESPONSE_HEARTBEAT']._serialized_end=2757
+  _globals['_WATCHSESSIONRESPONSE_EXPIRING']._serialized_start=2759
+  _globals['_WATCHSESSIONRESPONSE_EXPIRING']._serialized_end=2867
+  _globals['_WATCHSESSIONRESPONSE_IMPERSONATION']._serialized_start=2869
+  _globals['_WATCHSESSIONRESPONSE_IMPERSONATION']._serialized_end=2966
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2978
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=3112
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=3114
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=3171
+  _globals['_LISTEVENTSREQUEST']._serialized_start=3174
+  _globals['_LISTEVENTSREQUEST']._serialized_end=3338
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=3340
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=3397
+  _globals['_SESSIONSERVICE']._serialized_start=3400
+  _globals['_SESSIONSERVICE']._serialized_end=4644
 # @@protoc_insertion_point(module_scope)

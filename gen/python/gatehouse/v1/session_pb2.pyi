@@ -8,6 +8,7 @@ from gatehouse.v1 import common_pb2 as _common_pb2
 from gatehouse.v1 import event_pb2 as _event_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -69,6 +70,36 @@ class TrustedCredential(_message.Message):
 Global___TrustedCredential: _TypeAlias = TrustedCredential  # noqa: Y015
 
 @_typing.final
+class ImpersonateCredential(_message.Message):
+    """ImpersonateCredential opens a session as another user, for a caller holding
+    gatehouse.impersonator. The session carries the target's roles, is marked with the caller's user
+    and session, does not count towards the target's limits, has a short absolute timeout, and ends
+    when the caller's own session ends.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERNAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    username: _builtins.str
+    """username is the user to impersonate, matched case-insensitively."""
+    reason: _builtins.str
+    """reason says why (kept with the session and in its events); required."""
+    def __init__(
+        self,
+        *,
+        username: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImpersonateCredential: _TypeAlias = ImpersonateCredential  # noqa: Y015
+
+@_typing.final
 class CreateSessionRequest(_message.Message):
     """CreateSessionRequest is the request of CreateSession."""
 
@@ -76,6 +107,7 @@ class CreateSessionRequest(_message.Message):
 
     PASSWORD_FIELD_NUMBER: _builtins.int
     TRUSTED_FIELD_NUMBER: _builtins.int
+    IMPERSONATE_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     CLIENT_FIELD_NUMBER: _builtins.int
     type: _common_pb2.SessionType.ValueType
@@ -89,6 +121,10 @@ class CreateSessionRequest(_message.Message):
         """trusted is used by a session issuer for a user it authenticated elsewhere."""
 
     @_builtins.property
+    def impersonate(self) -> Global___ImpersonateCredential:
+        """impersonate opens an audited session as another user (gatehouse.impersonator only)."""
+
+    @_builtins.property
     def client(self) -> _common_pb2.ClientInfo:
         """client describes the client; fields left empty are filled from the transport where possible."""
 
@@ -97,14 +133,15 @@ class CreateSessionRequest(_message.Message):
         *,
         password: Global___PasswordCredential | None = ...,
         trusted: Global___TrustedCredential | None = ...,
+        impersonate: Global___ImpersonateCredential | None = ...,
         type: _common_pb2.SessionType.ValueType = ...,
         client: _common_pb2.ClientInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "credential", b"credential", "password", b"password", "trusted", b"trusted"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "credential", b"credential", "impersonate", b"impersonate", "password", b"password", "trusted", b"trusted"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "credential", b"credential", "password", b"password", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "credential", b"credential", "impersonate", b"impersonate", "password", b"password", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_credential: _TypeAlias = _typing.Literal["password", "trusted"]  # noqa: Y015
+    _WhichOneofReturnType_credential: _TypeAlias = _typing.Literal["password", "trusted", "impersonate"]  # noqa: Y015
     _WhichOneofArgType_credential: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_credential) -> _WhichOneofReturnType_credential | None: ...
 
@@ -613,10 +650,72 @@ class WatchSessionResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class Expiring(_message.Message):
+        """Expiring warns ahead of a timeout (by --expiry-warning); activity that moves the idle expiry
+        sends a fresh one, or one with no expire_time when the warning no longer holds.
+        """
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        reason: _common_pb2.TerminationReason.ValueType
+        """reason is TERMINATION_REASON_IDLE_TIMEOUT or TERMINATION_REASON_ABSOLUTE_TIMEOUT."""
+        @_builtins.property
+        def expire_time(self) -> _timestamp_pb2.Timestamp:
+            """expire_time is when the session will end unless it is used (idle) or at all (absolute)."""
+
+        def __init__(
+            self,
+            *,
+            expire_time: _timestamp_pb2.Timestamp | None = ...,
+            reason: _common_pb2.TerminationReason.ValueType = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "reason", b"reason"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Impersonation(_message.Message):
+        """Impersonation tells a user's sessions that an impersonation of the user began or ended."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SESSION_ID_FIELD_NUMBER: _builtins.int
+        IMPERSONATOR_USER_ID_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        ACTIVE_FIELD_NUMBER: _builtins.int
+        session_id: _builtins.str
+        """session_id is the impersonation's session."""
+        impersonator_user_id: _builtins.str
+        """impersonator_user_id is who impersonates the user."""
+        reason: _builtins.str
+        """reason is the reason the impersonator gave."""
+        active: _builtins.bool
+        """active is true when it began, false when it ended."""
+        def __init__(
+            self,
+            *,
+            session_id: _builtins.str = ...,
+            impersonator_user_id: _builtins.str = ...,
+            reason: _builtins.str = ...,
+            active: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "impersonator_user_id", b"impersonator_user_id", "reason", b"reason", "session_id", b"session_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     ROLES_CHANGED_FIELD_NUMBER: _builtins.int
     TERMINATED_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    EXPIRING_FIELD_NUMBER: _builtins.int
+    IMPERSONATION_FIELD_NUMBER: _builtins.int
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     consistency_token: _builtins.str
     """consistency_token is the position this message reflects."""
@@ -636,6 +735,14 @@ class WatchSessionResponse(_message.Message):
     def heartbeat(self) -> Global___WatchSessionResponse.Heartbeat:
         """heartbeat keeps the stream alive."""
 
+    @_builtins.property
+    def expiring(self) -> Global___WatchSessionResponse.Expiring:
+        """expiring warns that the session is about to time out."""
+
+    @_builtins.property
+    def impersonation(self) -> Global___WatchSessionResponse.Impersonation:
+        """impersonation says that someone began or stopped impersonating the session's user."""
+
     def __init__(
         self,
         *,
@@ -643,13 +750,15 @@ class WatchSessionResponse(_message.Message):
         roles_changed: Global___WatchSessionResponse.RolesChanged | None = ...,
         terminated: Global___WatchSessionResponse.Terminated | None = ...,
         heartbeat: Global___WatchSessionResponse.Heartbeat | None = ...,
+        expiring: Global___WatchSessionResponse.Expiring | None = ...,
+        impersonation: Global___WatchSessionResponse.Impersonation | None = ...,
         consistency_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "roles_changed", b"roles_changed", "snapshot", b"snapshot", "terminated", b"terminated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "expiring", b"expiring", "heartbeat", b"heartbeat", "impersonation", b"impersonation", "roles_changed", b"roles_changed", "snapshot", b"snapshot", "terminated", b"terminated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "event", b"event", "heartbeat", b"heartbeat", "roles_changed", b"roles_changed", "snapshot", b"snapshot", "terminated", b"terminated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "event", b"event", "expiring", b"expiring", "heartbeat", b"heartbeat", "impersonation", b"impersonation", "roles_changed", b"roles_changed", "snapshot", b"snapshot", "terminated", b"terminated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "roles_changed", "terminated", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "roles_changed", "terminated", "heartbeat", "expiring", "impersonation"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

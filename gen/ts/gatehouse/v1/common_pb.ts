@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gatehouse/v1/common.proto.
  */
 export const file_gatehouse_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChlnYXRlaG91c2UvdjEvY29tbW9uLnByb3RvEgxnYXRlaG91c2UudjEifQoLQ29uc2lzdGVuY3kSGgoQbWluaW1pemVfbGF0ZW5jeRgBIAEoCEgAEicKEWF0X2xlYXN0X2FzX2ZyZXNoGAIgASgJQgq6SAdyBRABGIACSAASGgoQZnVsbHlfY29uc2lzdGVudBgDIAEoCEgAQg0KC3JlcXVpcmVtZW50Iq8CCgRVc2VyEioKAmlkGAEgASgJQh6SQROiAgR1dWlkyj4J+gIGdXNlcklkukgFcgOwAQESMwoIdXNlcm5hbWUYAiABKAlCIbpIHtgBAXIZMhdeW0EtWmEtejAtOV8uQC1dezEsNjR9JBIcCgVlbWFpbBgDIAEoCUINukgK2AEBcgUY/gFgARIeCgxkaXNwbGF5X25hbWUYBCABKAlCCLpIBXIDGIACEhAKCGRpc2FibGVkGAUgASgIEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaGFzX3Bhc3N3b3JkGAggASgIImcKBUdyb3VwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn4KBFJvbGUSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIQCghjb250YWlucxgDIAMoCRIQCghidWlsdF9pbhgEIAEoCBIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAoNRWZmZWN0aXZlUm9sZRIMCgRyb2xlGAEgASgJEikKB3NvdXJjZXMYAiADKAsyGC5nYXRlaG91c2UudjEuUm9sZVNvdXJjZSJZCgpSb2xlU291cmNlEhAKBmRpcmVjdBgBIAEoCEgAEhIKCGdyb3VwX2lkGAIgASgJSAASGwoRY29udGFpbmVkX2luX3JvbGUYAyABKAlIAEIICgZzb3VyY2UiaQoKQ2xpZW50SW5mbxIcCgp1c2VyX2FnZW50GAEgASgJQgi6SAVyAxiABBIeCgppcF9hZGRyZXNzGAIgASgJQgq6SAfYAQFyAnABEh0KC2RldmljZV9uYW1lGAMgASgJQgi6SAVyAxiAASLfAwoHU2Vzc2lvbhIKCgJpZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEicKBHR5cGUYAyABKA4yGS5nYXRlaG91c2UudjEuU2Vzc2lvblR5cGUSKAoGY2xpZW50GAQgASgLMhguZ2F0ZWhvdXNlLnYxLkNsaWVudEluZm8SLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGlkbGVfZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKFGFic29sdXRlX2V4cGlyZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZhY3RpdmUYCSABKAgSOwoSdGVybWluYXRpb25fcmVhc29uGAogASgOMh8uZ2F0ZWhvdXNlLnYxLlRlcm1pbmF0aW9uUmVhc29uEjIKDnRlcm1pbmF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRub3RlGAwgASgJIoUBCgtQb2xpY3lTY29wZRIZCgZnbG9iYWwYASABKAhCB7pIBGoCCAFIABIvCgRyb2xlGAIgASgJQh+6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kSAASGwoHdXNlcl9pZBgDIAEoCUIIukgFcgOwAQFIAEINCgRraW5kEgW6SAIIASLPBAoNU2Vzc2lvblBvbGljeRIvCgJpZBgBIAEoCUIjkkEVogIEdXVpZMo+C/oCCHBvbGljeUlkukgI2AEBcgOwAQESKAoFc2NvcGUYAiABKAsyGS5nYXRlaG91c2UudjEuUG9saWN5U2NvcGUSJgoMbWF4X3Nlc3Npb25zGAMgASgFQgu6SAgaBhigjQYoAUgAiAEBEkMKDWNvdW50ZWRfdHlwZXMYBCADKA4yGS5nYXRlaG91c2UudjEuU2Vzc2lvblR5cGVCEbpIDpIBCxgBIgeCAQQQASAAEjUKCG9uX2xpbWl0GAUgASgOMhkuZ2F0ZWhvdXNlLnYxLkxpbWl0QWN0aW9uQgi6SAWCAQIQARJCCgxpZGxlX3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCIDnhA8yAggBEkYKEGFic29sdXRlX3RpbWVvdXQYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCIDnhA8yAggBEkAKDm9uX3JvbGVfY2hhbmdlGAggASgOMh4uZ2F0ZWhvdXNlLnYxLlJvbGVDaGFuZ2VBY3Rpb25CCLpIBYIBAhABEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDwoNX21heF9zZXNzaW9ucyqpAQoLU2Vzc2lvblR5cGUSHAoYU0VTU0lPTl9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYU0VTU0lPTl9UWVBFX1dFQl9CUk9XU0VSEAESHwobU0VTU0lPTl9UWVBFX01PQklMRV9CUk9XU0VSEAISGwoXU0VTU0lPTl9UWVBFX01PQklMRV9BUFAQAxIgChxTRVNTSU9OX1RZUEVfTk9OX0lOVEVSQUNUSVZFEAQqtgMKEVRlcm1pbmF0aW9uUmVhc29uEiIKHlRFUk1JTkFUSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEh0KGVRFUk1JTkFUSU9OX1JFQVNPTl9MT0dPVVQQARImCiJURVJNSU5BVElPTl9SRUFTT05fUkVWT0tFRF9CWV9VU0VSEAISJwojVEVSTUlOQVRJT05fUkVBU09OX1JFVk9LRURfQllfQURNSU4QAxInCiNURVJNSU5BVElPTl9SRUFTT05fQ09OQ1VSUkVOVF9MSU1JVBAEEiIKHlRFUk1JTkFUSU9OX1JFQVNPTl9ST0xFX0NIQU5HRRAFEiMKH1RFUk1JTkFUSU9OX1JFQVNPTl9JRExFX1RJTUVPVVQQBhInCiNURVJNSU5BVElPTl9SRUFTT05fQUJTT0xVVEVfVElNRU9VVBAHEiQKIFRFUk1JTkFUSU9OX1JFQVNPTl9VU0VSX0RJU0FCTEVEEAgSIwofVEVSTUlOQVRJT05fUkVBU09OX1VTRVJfREVMRVRFRBAJEicKI1RFUk1JTkFUSU9OX1JFQVNPTl9QQVNTV09SRF9DSEFOR0VEEAoqZQoLTGltaXRBY3Rpb24SHAoYTElNSVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASHQoZTElNSVRfQUNUSU9OX0VWSUNUX09MREVTVBABEhkKFUxJTUlUX0FDVElPTl9ERU5ZX05FVxACKn0KEFJvbGVDaGFuZ2VBY3Rpb24SIgoeUk9MRV9DSEFOR0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASHgoaUk9MRV9DSEFOR0VfQUNUSU9OX1JFRlJFU0gQARIlCiFST0xFX0NIQU5HRV9BQ1RJT05fUkVBVVRIRU5USUNBVEUQAkL/A1o+Z2l0aHViLmNvbS9nYXRlaG91c2UvZ2F0ZWhvdXNlL2dlbi9nby9nYXRlaG91c2UvdjE7Z2F0ZWhvdXNldjGSQbsDEvgBCg1HYXRlaG91c2UgQVBJEqcBSWRlbnRpdHksIHNlc3Npb24gYW5kIHBvbGljeSBzZXJ2aWNlOiB1c2VycywgZ3JvdXBzLCByb2xlcyBhbmQgdGhlaXIgZWZmZWN0aXZlIHJvbGVzOyBzZXNzaW9ucyB3aXRoIGNvbmN1cnJlbnQgbGltaXRzIGFuZCB0aW1lb3V0czsgc2Vzc2lvbiBwb2xpY2llcyBhbmQgYWNjZXNzIGNoZWNrcy4qOQoKQXBhY2hlLTIuMBIraHR0cHM6Ly93d3cuYXBhY2hlLm9yZy9saWNlbnNlcy9MSUNFTlNFLTIuMDICdjEyEGFwcGxpY2F0aW9uL2pzb246EGFwcGxpY2F0aW9uL2pzb25aiwEKiAEKBmJlYXJlchJ+CAISaUEgc2Vzc2lvbiB0b2tlbjogIkJlYXJlciBnaHNfLi4uIiAoZnJvbSBQT1NUIC92MS9zZXNzaW9ucykuIExvZ2luLCB2YWxpZGF0aW9uIGFuZCB0b2tlbiBjaGVja3MgbmVlZCBub25lLhoNQXV0aG9yaXphdGlvbiACYgwKCgoGYmVhcmVyEgBiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChlnYXRlaG91c2UvdjEvY29tbW9uLnByb3RvEgxnYXRlaG91c2UudjEifQoLQ29uc2lzdGVuY3kSGgoQbWluaW1pemVfbGF0ZW5jeRgBIAEoCEgAEicKEWF0X2xlYXN0X2FzX2ZyZXNoGAIgASgJQgq6SAdyBRABGIACSAASGgoQZnVsbHlfY29uc2lzdGVudBgDIAEoCEgAQg0KC3JlcXVpcmVtZW50Iq8CCgRVc2VyEioKAmlkGAEgASgJQh6SQROiAgR1dWlkyj4J+gIGdXNlcklkukgFcgOwAQESMwoIdXNlcm5hbWUYAiABKAlCIbpIHtgBAXIZMhdeW0EtWmEtejAtOV8uQC1dezEsNjR9JBIcCgVlbWFpbBgDIAEoCUINukgK2AEBcgUY/gFgARIeCgxkaXNwbGF5X25hbWUYBCABKAlCCLpIBXIDGIACEhAKCGRpc2FibGVkGAUgASgIEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaGFzX3Bhc3N3b3JkGAggASgIImcKBUdyb3VwEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn4KBFJvbGUSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIQCghjb250YWlucxgDIAMoCRIQCghidWlsdF9pbhgEIAEoCBIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAoNRWZmZWN0aXZlUm9sZRIMCgRyb2xlGAEgASgJEikKB3NvdXJjZXMYAiADKAsyGC5nYXRlaG91c2UudjEuUm9sZVNvdXJjZSJZCgpSb2xlU291cmNlEhAKBmRpcmVjdBgBIAEoCEgAEhIKCGdyb3VwX2lkGAIgASgJSAASGwoRY29udGFpbmVkX2luX3JvbGUYAyABKAlIAEIICgZzb3VyY2UiaQoKQ2xpZW50SW5mbxIcCgp1c2VyX2FnZW50GAEgASgJQgi6SAVyAxiABBIeCgppcF9hZGRyZXNzGAIgASgJQgq6SAfYAQFyAnABEh0KC2RldmljZV9uYW1lGAMgASgJQgi6SAVyAxiAASK8BAoHU2Vzc2lvbhIKCgJpZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEicKBHR5cGUYAyABKA4yGS5nYXRlaG91c2UudjEuU2Vzc2lvblR5cGUSKAoGY2xpZW50GAQgASgLMhguZ2F0ZWhvdXNlLnYxLkNsaWVudEluZm8SLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGxhc3RfYWN0aXZlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEGlkbGVfZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjgKFGFic29sdXRlX2V4cGlyZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZhY3RpdmUYCSABKAgSOwoSdGVybWluYXRpb25fcmVhc29uGAogASgOMh8uZ2F0ZWhvdXNlLnYxLlRlcm1pbmF0aW9uUmVhc29uEjIKDnRlcm1pbmF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRub3RlGAwgASgJEhwKFGltcGVyc29uYXRvcl91c2VyX2lkGA0gASgJEh8KF2ltcGVyc29uYXRvcl9zZXNzaW9uX2lkGA4gASgJEhwKFGltcGVyc29uYXRpb25fcmVhc29uGA8gASgJIrgBCgxDaGFuZ2VJbXBhY3QSFgoOdXNlcnNfYWZmZWN0ZWQYASABKAUSJwoFdXNlcnMYAiADKAsyGC5nYXRlaG91c2UudjEuVXNlckltcGFjdBIaChJzZXNzaW9uc19yZWZyZXNoZWQYAyABKAUSFgoOc2Vzc2lvbnNfZW5kZWQYBCABKAUSMwoKZW5kX3JlYXNvbhgFIAEoDjIfLmdhdGVob3VzZS52MS5UZXJtaW5hdGlvblJlYXNvbiI9CgpVc2VySW1wYWN0Eg8KB3VzZXJfaWQYASABKAkSDQoFYWRkZWQYAiADKAkSDwoHcmVtb3ZlZBgDIAMoCSKFAQoLUG9saWN5U2NvcGUSGQoGZ2xvYmFsGAEgASgIQge6SARqAggBSAASLwoEcm9sZRgCIAEoCUIfukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JEgAEhsKB3VzZXJfaWQYAyABKAlCCLpIBXIDsAEBSABCDQoEa2luZBIFukgCCAEizwQKDVNlc3Npb25Qb2xpY3kSLwoCaWQYASABKAlCI5JBFaICBHV1aWTKPgv6Aghwb2xpY3lJZLpICNgBAXIDsAEBEigKBXNjb3BlGAIgASgLMhkuZ2F0ZWhvdXNlLnYxLlBvbGljeVNjb3BlEiYKDG1heF9zZXNzaW9ucxgDIAEoBUILukgIGgYYoI0GKAFIAIgBARJDCg1jb3VudGVkX3R5cGVzGAQgAygOMhkuZ2F0ZWhvdXNlLnYxLlNlc3Npb25UeXBlQhG6SA6SAQsYASIHggEEEAEgABI1Cghvbl9saW1pdBgFIAEoDjIZLmdhdGVob3VzZS52MS5MaW1pdEFjdGlvbkIIukgFggECEAESQgoMaWRsZV90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhG6SA6qAQsiBQiA54QPMgIIARJGChBhYnNvbHV0ZV90aW1lb3V0GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhG6SA6qAQsiBQiA54QPMgIIARJACg5vbl9yb2xlX2NoYW5nZRgIIAEoDjIeLmdhdGVob3VzZS52MS5Sb2xlQ2hhbmdlQWN0aW9uQgi6SAWCAQIQARIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQg8KDV9tYXhfc2Vzc2lvbnMqqQEKC1Nlc3Npb25UeXBlEhwKGFNFU1NJT05fVFlQRV9VTlNQRUNJRklFRBAAEhwKGFNFU1NJT05fVFlQRV9XRUJfQlJPV1NFUhABEh8KG1NFU1NJT05fVFlQRV9NT0JJTEVfQlJPV1NFUhACEhsKF1NFU1NJT05fVFlQRV9NT0JJTEVfQVBQEAMSIAocU0VTU0lPTl9UWVBFX05PTl9JTlRFUkFDVElWRRAEKrYDChFUZXJtaW5hdGlvblJlYXNvbhIiCh5URVJNSU5BVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIdChlURVJNSU5BVElPTl9SRUFTT05fTE9HT1VUEAESJgoiVEVSTUlOQVRJT05fUkVBU09OX1JFVk9LRURfQllfVVNFUhACEicKI1RFUk1JTkFUSU9OX1JFQVNPTl9SRVZPS0VEX0JZX0FETUlOEAMSJwojVEVSTUlOQVRJT05fUkVBU09OX0NPTkNVUlJFTlRfTElNSVQQBBIiCh5URVJNSU5BVElPTl9SRUFTT05fUk9MRV9DSEFOR0UQBRIjCh9URVJNSU5BVElPTl9SRUFTT05fSURMRV9USU1FT1VUEAYSJwojVEVSTUlOQVRJT05fUkVBU09OX0FCU09MVVRFX1RJTUVPVVQQBxIkCiBURVJNSU5BVElPTl9SRUFTT05fVVNFUl9ESVNBQkxFRBAIEiMKH1RFUk1JTkFUSU9OX1JFQVNPTl9VU0VSX0RFTEVURUQQCRInCiNURVJNSU5BVElPTl9SRUFTT05fUEFTU1dPUkRfQ0hBTkdFRBAKKmUKC0xpbWl0QWN0aW9uEhwKGExJTUlUX0FDVElPTl9VTlNQRUNJRklFRBAAEh0KGUxJTUlUX0FDVElPTl9FVklDVF9PTERFU1QQARIZChVMSU1JVF9BQ1RJT05fREVOWV9ORVcQAip9ChBSb2xlQ2hhbmdlQWN0aW9uEiIKHlJPTEVfQ0hBTkdFX0FDVElPTl9VTlNQRUNJRklFRBAAEh4KGlJPTEVfQ0hBTkdFX0FDVElPTl9SRUZSRVNIEAESJQohUk9MRV9DSEFOR0VfQUNUSU9OX1JFQVVUSEVOVElDQVRFEAJC/wNaPmdpdGh1Yi5jb20vZ2F0ZWhvdXNlL2dhdGVob3VzZS9nZW4vZ28vZ2F0ZWhvdXNlL3YxO2dhdGVob3VzZXYxkkG7AxL4AQoNR2F0ZWhvdXNlIEFQSRKnAUlkZW50aXR5LCBzZXNzaW9uIGFuZCBwb2xpY3kgc2VydmljZTogdXNlcnMsIGdyb3Vwcywgcm9sZXMgYW5kIHRoZWlyIGVmZmVjdGl2ZSByb2xlczsgc2Vzc2lvbnMgd2l0aCBjb25jdXJyZW50IGxpbWl0cyBhbmQgdGltZW91dHM7IHNlc3Npb24gcG9saWNpZXMgYW5kIGFjY2VzcyBjaGVja3MuKjkKCkFwYWNoZS0yLjASK2h0dHBzOi8vd3d3LmFwYWNoZS5vcmcvbGljZW5zZXMvTElDRU5TRS0yLjAyAnYxMhBhcHBsaWNhdGlvbi9qc29uOhBhcHBsaWNhdGlvbi9qc29uWosBCogBCgZiZWFyZXISfggCEmlBIHNlc3Npb24gdG9rZW46ICJCZWFyZXIgZ2hzXy4uLiIgKGZyb20gUE9TVCAvdjEvc2Vzc2lvbnMpLiBMb2dpbiwgdmFsaWRhdGlvbiBhbmQgdG9rZW4gY2hlY2tzIG5lZWQgbm9uZS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
 
 /**
  * Consistency says how fresh a read must be. Unset means minimize_latency.
@@ -426,6 +426,28 @@ export type Session = Message<"gatehouse.v1.Session"> & {
    * @generated from field: string note = 12;
    */
   note: string;
+
+  /**
+   * impersonator_user_id is the user who opened this session as another user (empty unless
+   * impersonated): relying applications should show that it is an impersonation.
+   *
+   * @generated from field: string impersonator_user_id = 13;
+   */
+  impersonatorUserId: string;
+
+  /**
+   * impersonator_session_id is the impersonator's own session; this one ends with it.
+   *
+   * @generated from field: string impersonator_session_id = 14;
+   */
+  impersonatorSessionId: string;
+
+  /**
+   * impersonation_reason is the reason the impersonator gave.
+   *
+   * @generated from field: string impersonation_reason = 15;
+   */
+  impersonationReason: string;
 };
 
 /**
@@ -434,6 +456,92 @@ export type Session = Message<"gatehouse.v1.Session"> & {
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_gatehouse_v1_common, 7);
+
+/**
+ * ChangeImpact is what a change does to effective roles and live sessions: returned for previews
+ * (validate_only) and real changes alike.
+ *
+ * @generated from message gatehouse.v1.ChangeImpact
+ */
+export type ChangeImpact = Message<"gatehouse.v1.ChangeImpact"> & {
+  /**
+   * users_affected is the number of users whose effective roles change.
+   *
+   * @generated from field: int32 users_affected = 1;
+   */
+  usersAffected: number;
+
+  /**
+   * users are the first users affected (at most 100), with what each gains and loses.
+   *
+   * @generated from field: repeated gatehouse.v1.UserImpact users = 2;
+   */
+  users: UserImpact[];
+
+  /**
+   * sessions_refreshed is the number of live sessions that carry the new roles or new timeouts
+   * in place.
+   *
+   * @generated from field: int32 sessions_refreshed = 3;
+   */
+  sessionsRefreshed: number;
+
+  /**
+   * sessions_ended is the number of live sessions the change ends.
+   *
+   * @generated from field: int32 sessions_ended = 4;
+   */
+  sessionsEnded: number;
+
+  /**
+   * end_reason is why those sessions end (TERMINATION_REASON_UNSPECIFIED when none do).
+   *
+   * @generated from field: gatehouse.v1.TerminationReason end_reason = 5;
+   */
+  endReason: TerminationReason;
+};
+
+/**
+ * Describes the message gatehouse.v1.ChangeImpact.
+ * Use `create(ChangeImpactSchema)` to create a new message.
+ */
+export const ChangeImpactSchema: GenMessage<ChangeImpact> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_common, 8);
+
+/**
+ * UserImpact is how one user's effective roles change.
+ *
+ * @generated from message gatehouse.v1.UserImpact
+ */
+export type UserImpact = Message<"gatehouse.v1.UserImpact"> & {
+  /**
+   * user_id is the user.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * added are the roles gained, sorted.
+   *
+   * @generated from field: repeated string added = 2;
+   */
+  added: string[];
+
+  /**
+   * removed are the roles lost, sorted.
+   *
+   * @generated from field: repeated string removed = 3;
+   */
+  removed: string[];
+};
+
+/**
+ * Describes the message gatehouse.v1.UserImpact.
+ * Use `create(UserImpactSchema)` to create a new message.
+ */
+export const UserImpactSchema: GenMessage<UserImpact> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_common, 9);
 
 /**
  * PolicyScope says whom a session policy applies to.
@@ -478,7 +586,7 @@ export type PolicyScope = Message<"gatehouse.v1.PolicyScope"> & {
  * Use `create(PolicyScopeSchema)` to create a new message.
  */
 export const PolicyScopeSchema: GenMessage<PolicyScope> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_common, 8);
+  messageDesc(file_gatehouse_v1_common, 10);
 
 /**
  * SessionPolicy sets concurrent-session limits, timeouts and the role-change action for a scope.
@@ -571,7 +679,7 @@ export type SessionPolicy = Message<"gatehouse.v1.SessionPolicy"> & {
  * Use `create(SessionPolicySchema)` to create a new message.
  */
 export const SessionPolicySchema: GenMessage<SessionPolicy> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_common, 9);
+  messageDesc(file_gatehouse_v1_common, 11);
 
 /**
  * SessionType says what kind of client holds a session. Interactive types (web browser, mobile

@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
-import type { Consistency, EffectiveRole, Group, Role, User } from "./common_pb.js";
+import type { ChangeImpact, Consistency, EffectiveRole, Group, Role, User } from "./common_pb.js";
 import { file_gatehouse_v1_common } from "./common_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gatehouse/v1/identity.proto.
  */
 export const file_gatehouse_v1_identity: GenFile = /*@__PURE__*/
-  fileDesc("ChtnYXRlaG91c2UvdjEvaWRlbnRpdHkucHJvdG8SDGdhdGVob3VzZS52MSK2AQoRQ3JlYXRlVXNlclJlcXVlc3QSMAoIdXNlcm5hbWUYASABKAlCHrpIG3IZMhdeW0EtWmEtejAtOV8uQC1dezEsNjR9JBIcCgVlbWFpbBgCIAEoCUINukgK2AEBcgUY/gFgARIeCgxkaXNwbGF5X25hbWUYAyABKAlCCLpIBXIDGIACEh8KCHBhc3N3b3JkGAQgASgJQg26SArYAQFyBRAIGIACEhAKCGRpc2FibGVkGAUgASgIIlEKEkNyZWF0ZVVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiNQoOR2V0VXNlclJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBIjMKD0dldFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXIiYgoRTG9va3VwVXNlclJlcXVlc3QSTQoIdXNlcm5hbWUYASABKAlCO5JBGooBF15bQS1aYS16MC05Xy5ALV17MSw2NH0kukgbchkyF15bQS1aYS16MC05Xy5ALV17MSw2NH0kIjYKEkxvb2t1cFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXIitAEKEExpc3RVc2Vyc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEEiAKD3VzZXJuYW1lX3ByZWZpeBgDIAEoCUIHukgEcgIYQBIdCghncm91cF9pZBgEIAEoCUILukgI2AEBcgOwAQESFQoIZGlzYWJsZWQYBSABKAhIAIgBAUILCglfZGlzYWJsZWQiTwoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5nYXRlaG91c2UudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibgoRVXBkYXRlVXNlclJlcXVlc3QSKAoEdXNlchgBIAEoCzISLmdhdGVob3VzZS52MS5Vc2VyQga6SAPIAQESLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIlEKElVwZGF0ZVVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiOAoRRGVsZXRlVXNlclJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBIi8KEkRlbGV0ZVVzZXJSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSJ/ChJTZXRQYXNzd29yZFJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEiAKDG5ld19wYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAAhIiChBjdXJyZW50X3Bhc3N3b3JkGAMgASgJQgi6SAVyAxiAAiIwChNTZXRQYXNzd29yZFJlc3BvbnNlEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAEgASgJImEKEkNyZWF0ZUdyb3VwUmVxdWVzdBIsCgRuYW1lGAEgASgJQh66SBtyGTIXXltBLVphLXowLTlfLkAtXXsxLDY0fSQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAIIlQKE0NyZWF0ZUdyb3VwUmVzcG9uc2USIgoFZ3JvdXAYASABKAsyEy5nYXRlaG91c2UudjEuR3JvdXASGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiNwoPR2V0R3JvdXBSZXF1ZXN0EiQKCGdyb3VwX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiNgoQR2V0R3JvdXBSZXNwb25zZRIiCgVncm91cBgBIAEoCzITLmdhdGVob3VzZS52MS5Hcm91cCJuChFMaXN0R3JvdXBzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQSHAoLbmFtZV9wcmVmaXgYAyABKAlCB7pIBHICGEAiUgoSTGlzdEdyb3Vwc1Jlc3BvbnNlEiMKBmdyb3VwcxgBIAMoCzITLmdhdGVob3VzZS52MS5Hcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSRGVsZXRlR3JvdXBSZXF1ZXN0EiQKCGdyb3VwX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiMAoTRGVsZXRlR3JvdXBSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSJiChVBZGRHcm91cE1lbWJlclJlcXVlc3QSJAoIZ3JvdXBfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABARIjCgd1c2VyX2lkGAIgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiMwoWQWRkR3JvdXBNZW1iZXJSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSJlChhSZW1vdmVHcm91cE1lbWJlclJlcXVlc3QSJAoIZ3JvdXBfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABARIjCgd1c2VyX2lkGAIgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiNgoZUmVtb3ZlR3JvdXBNZW1iZXJSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSJ8ChdMaXN0R3JvdXBNZW1iZXJzUmVxdWVzdBIkCghncm91cF9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJWChhMaXN0R3JvdXBNZW1iZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5nYXRlaG91c2UudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoVTGlzdFVzZXJHcm91cHNSZXF1ZXN0EiMKB3VzZXJfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABASI9ChZMaXN0VXNlckdyb3Vwc1Jlc3BvbnNlEiMKBmdyb3VwcxgBIAMoCzITLmdhdGVob3VzZS52MS5Hcm91cCKNAgoRQ3JlYXRlUm9sZVJlcXVlc3QSnAEKBG5hbWUYASABKAlCjQG6SIkBugFqChJyb2xlX25hbWVfcmVzZXJ2ZWQSNHRoZSBnYXRlaG91c2UuIHByZWZpeCBpcyByZXNlcnZlZCBmb3IgYnVpbHQtaW4gcm9sZXMaHiF0aGlzLnN0YXJ0c1dpdGgoJ2dhdGVob3VzZS4nKXIaMhheW2Etel1bYS16MC05Xy4tXXswLDYzfSQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAIEjoKCGNvbnRhaW5zGAMgAygJQii6SCWSASIQZBgBIhxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kIlEKEkNyZWF0ZVJvbGVSZXNwb25zZRIgCgRyb2xlGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlJvbGUSGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiXQoOR2V0Um9sZVJlcXVlc3QSSwoEbmFtZRgBIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JCIzCg9HZXRSb2xlUmVzcG9uc2USIAoEcm9sZRgBIAEoCzISLmdhdGVob3VzZS52MS5Sb2xlIk8KEExpc3RSb2xlc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEIk8KEUxpc3RSb2xlc1Jlc3BvbnNlEiEKBXJvbGVzGAEgAygLMhIuZ2F0ZWhvdXNlLnYxLlJvbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImAKEURlbGV0ZVJvbGVSZXF1ZXN0EksKBG5hbWUYASABKAlCPZJBG4oBGF5bYS16XVthLXowLTlfLi1dezAsNjN9JLpIHHIaMhheW2Etel1bYS16MC05Xy4tXXswLDYzfSQiLwoSRGVsZXRlUm9sZVJlc3BvbnNlEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAEgASgJIr0BChdBZGRDb250YWluZWRSb2xlUmVxdWVzdBJLCgRyb2xlGAEgASgJQj2SQRuKARheW2Etel1bYS16MC05Xy4tXXswLDYzfSS6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kElUKDmNvbnRhaW5lZF9yb2xlGAIgASgJQj2SQRuKARheW2Etel1bYS16MC05Xy4tXXswLDYzfSS6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kIjUKGEFkZENvbnRhaW5lZFJvbGVSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSLAAQoaUmVtb3ZlQ29udGFpbmVkUm9sZVJlcXVlc3QSSwoEcm9sZRgBIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JBJVCg5jb250YWluZWRfcm9sZRgCIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JCI4ChtSZW1vdmVDb250YWluZWRSb2xlUmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkirgEKEEdyYW50Um9sZVJlcXVlc3QSSwoEcm9sZRgBIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JBIbCgd1c2VyX2lkGAIgASgJQgi6SAVyA7ABAUgAEhwKCGdyb3VwX2lkGAMgASgJQgi6SAVyA7ABAUgAQhIKCXByaW5jaXBhbBIFukgCCAEiLgoRR3JhbnRSb2xlUmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkirwEKEVJldm9rZVJvbGVSZXF1ZXN0EksKBHJvbGUYASABKAlCPZJBG4oBGF5bYS16XVthLXowLTlfLi1dezAsNjN9JLpIHHIaMhheW2Etel1bYS16MC05Xy4tXXswLDYzfSQSGwoHdXNlcl9pZBgCIAEoCUIIukgFcgOwAQFIABIcCghncm91cF9pZBgDIAEoCUIIukgFcgOwAQFIAEISCglwcmluY2lwYWwSBbpIAggBIi8KElJldm9rZVJvbGVSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSJvChhHZXRFZmZlY3RpdmVSb2xlc1JlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEi4KC2NvbnNpc3RlbmN5GAIgASgLMhkuZ2F0ZWhvdXNlLnYxLkNvbnNpc3RlbmN5IkcKGUdldEVmZmVjdGl2ZVJvbGVzUmVzcG9uc2USKgoFcm9sZXMYASADKAsyGy5nYXRlaG91c2UudjEuRWZmZWN0aXZlUm9sZTLOFgoPSWRlbnRpdHlTZXJ2aWNlEmUKCkNyZWF0ZVVzZXISHy5nYXRlaG91c2UudjEuQ3JlYXRlVXNlclJlcXVlc3QaIC5nYXRlaG91c2UudjEuQ3JlYXRlVXNlclJlc3BvbnNlIhSC0+STAg46ASoiCS92MS91c2VycxJmCgdHZXRVc2VyEhwuZ2F0ZWhvdXNlLnYxLkdldFVzZXJSZXF1ZXN0Gh0uZ2F0ZWhvdXNlLnYxLkdldFVzZXJSZXNwb25zZSIekAIBgtPkkwIVEhMvdjEvdXNlcnMve3VzZXJfaWR9EmwKCkxvb2t1cFVzZXISHy5nYXRlaG91c2UudjEuTG9va3VwVXNlclJlcXVlc3QaIC5nYXRlaG91c2UudjEuTG9va3VwVXNlclJlc3BvbnNlIhuQAgGC0+STAhISEC92MS91c2Vyczpsb29rdXASYgoJTGlzdFVzZXJzEh4uZ2F0ZWhvdXNlLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5nYXRlaG91c2UudjEuTGlzdFVzZXJzUmVzcG9uc2UiFJACAYLT5JMCCxIJL3YxL3VzZXJzEnIKClVwZGF0ZVVzZXISHy5nYXRlaG91c2UudjEuVXBkYXRlVXNlclJlcXVlc3QaIC5nYXRlaG91c2UudjEuVXBkYXRlVXNlclJlc3BvbnNlIiGC0+STAhs6BHVzZXIyEy92MS91c2Vycy97dXNlci5pZH0SbAoKRGVsZXRlVXNlchIfLmdhdGVob3VzZS52MS5EZWxldGVVc2VyUmVxdWVzdBogLmdhdGVob3VzZS52MS5EZWxldGVVc2VyUmVzcG9uc2UiG4LT5JMCFSoTL3YxL3VzZXJzL3t1c2VyX2lkfRJ+CgtTZXRQYXNzd29yZBIgLmdhdGVob3VzZS52MS5TZXRQYXNzd29yZFJlcXVlc3QaIS5nYXRlaG91c2UudjEuU2V0UGFzc3dvcmRSZXNwb25zZSIqgtPkkwIkOgEqIh8vdjEvdXNlcnMve3VzZXJfaWR9OnNldFBhc3N3b3JkEmkKC0NyZWF0ZUdyb3VwEiAuZ2F0ZWhvdXNlLnYxLkNyZWF0ZUdyb3VwUmVxdWVzdBohLmdhdGVob3VzZS52MS5DcmVhdGVHcm91cFJlc3BvbnNlIhWC0+STAg86ASoiCi92MS9ncm91cHMSawoIR2V0R3JvdXASHS5nYXRlaG91c2UudjEuR2V0R3JvdXBSZXF1ZXN0Gh4uZ2F0ZWhvdXNlLnYxLkdldEdyb3VwUmVzcG9uc2UiIJACAYLT5JMCFxIVL3YxL2dyb3Vwcy97Z3JvdXBfaWR9EmYKCkxpc3RHcm91cHMSHy5nYXRlaG91c2UudjEuTGlzdEdyb3Vwc1JlcXVlc3QaIC5nYXRlaG91c2UudjEuTGlzdEdyb3Vwc1Jlc3BvbnNlIhWQAgGC0+STAgwSCi92MS9ncm91cHMScQoLRGVsZXRlR3JvdXASIC5nYXRlaG91c2UudjEuRGVsZXRlR3JvdXBSZXF1ZXN0GiEuZ2F0ZWhvdXNlLnYxLkRlbGV0ZUdyb3VwUmVzcG9uc2UiHYLT5JMCFyoVL3YxL2dyb3Vwcy97Z3JvdXBfaWR9Eo8BCg5BZGRHcm91cE1lbWJlchIjLmdhdGVob3VzZS52MS5BZGRHcm91cE1lbWJlclJlcXVlc3QaJC5nYXRlaG91c2UudjEuQWRkR3JvdXBNZW1iZXJSZXNwb25zZSIygtPkkwIsOgEqGicvdjEvZ3JvdXBzL3tncm91cF9pZH0vbWVtYmVycy97dXNlcl9pZH0SlQEKEVJlbW92ZUdyb3VwTWVtYmVyEiYuZ2F0ZWhvdXNlLnYxLlJlbW92ZUdyb3VwTWVtYmVyUmVxdWVzdBonLmdhdGVob3VzZS52MS5SZW1vdmVHcm91cE1lbWJlclJlc3BvbnNlIi+C0+STAikqJy92MS9ncm91cHMve2dyb3VwX2lkfS9tZW1iZXJzL3t1c2VyX2lkfRKLAQoQTGlzdEdyb3VwTWVtYmVycxIlLmdhdGVob3VzZS52MS5MaXN0R3JvdXBNZW1iZXJzUmVxdWVzdBomLmdhdGVob3VzZS52MS5MaXN0R3JvdXBNZW1iZXJzUmVzcG9uc2UiKJACAYLT5JMCHxIdL3YxL2dyb3Vwcy97Z3JvdXBfaWR9L21lbWJlcnMSggEKDkxpc3RVc2VyR3JvdXBzEiMuZ2F0ZWhvdXNlLnYxLkxpc3RVc2VyR3JvdXBzUmVxdWVzdBokLmdhdGVob3VzZS52MS5MaXN0VXNlckdyb3Vwc1Jlc3BvbnNlIiWQAgGC0+STAhwSGi92MS91c2Vycy97dXNlcl9pZH0vZ3JvdXBzEmUKCkNyZWF0ZVJvbGUSHy5nYXRlaG91c2UudjEuQ3JlYXRlUm9sZVJlcXVlc3QaIC5nYXRlaG91c2UudjEuQ3JlYXRlUm9sZVJlc3BvbnNlIhSC0+STAg46ASoiCS92MS9yb2xlcxJjCgdHZXRSb2xlEhwuZ2F0ZWhvdXNlLnYxLkdldFJvbGVSZXF1ZXN0Gh0uZ2F0ZWhvdXNlLnYxLkdldFJvbGVSZXNwb25zZSIbkAIBgtPkkwISEhAvdjEvcm9sZXMve25hbWV9EmIKCUxpc3RSb2xlcxIeLmdhdGVob3VzZS52MS5MaXN0Um9sZXNSZXF1ZXN0Gh8uZ2F0ZWhvdXNlLnYxLkxpc3RSb2xlc1Jlc3BvbnNlIhSQAgGC0+STAgsSCS92MS9yb2xlcxJpCgpEZWxldGVSb2xlEh8uZ2F0ZWhvdXNlLnYxLkRlbGV0ZVJvbGVSZXF1ZXN0GiAuZ2F0ZWhvdXNlLnYxLkRlbGV0ZVJvbGVSZXNwb25zZSIYgtPkkwISKhAvdjEvcm9sZXMve25hbWV9EpgBChBBZGRDb250YWluZWRSb2xlEiUuZ2F0ZWhvdXNlLnYxLkFkZENvbnRhaW5lZFJvbGVSZXF1ZXN0GiYuZ2F0ZWhvdXNlLnYxLkFkZENvbnRhaW5lZFJvbGVSZXNwb25zZSI1gtPkkwIvOgEqGiovdjEvcm9sZXMve3JvbGV9L2NvbnRhaW5zL3tjb250YWluZWRfcm9sZX0SngEKE1JlbW92ZUNvbnRhaW5lZFJvbGUSKC5nYXRlaG91c2UudjEuUmVtb3ZlQ29udGFpbmVkUm9sZVJlcXVlc3QaKS5nYXRlaG91c2UudjEuUmVtb3ZlQ29udGFpbmVkUm9sZVJlc3BvbnNlIjKC0+STAiwqKi92MS9yb2xlcy97cm9sZX0vY29udGFpbnMve2NvbnRhaW5lZF9yb2xlfRJvCglHcmFudFJvbGUSHi5nYXRlaG91c2UudjEuR3JhbnRSb2xlUmVxdWVzdBofLmdhdGVob3VzZS52MS5HcmFudFJvbGVSZXNwb25zZSIhgtPkkwIbOgEqIhYvdjEvcm9sZXMve3JvbGV9OmdyYW50EnMKClJldm9rZVJvbGUSHy5nYXRlaG91c2UudjEuUmV2b2tlUm9sZVJlcXVlc3QaIC5nYXRlaG91c2UudjEuUmV2b2tlUm9sZVJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9yb2xlcy97cm9sZX06cmV2b2tlEooBChFHZXRFZmZlY3RpdmVSb2xlcxImLmdhdGVob3VzZS52MS5HZXRFZmZlY3RpdmVSb2xlc1JlcXVlc3QaJy5nYXRlaG91c2UudjEuR2V0RWZmZWN0aXZlUm9sZXNSZXNwb25zZSIkkAIBgtPkkwIbEhkvdjEvdXNlcnMve3VzZXJfaWR9L3JvbGVzQkBaPmdpdGh1Yi5jb20vZ2F0ZWhvdXNlL2dhdGVob3VzZS9nZW4vZ28vZ2F0ZWhvdXNlL3YxO2dhdGVob3VzZXYxYgZwcm90bzM", [file_buf_validate_validate, file_gatehouse_v1_common, file_google_api_annotations, file_google_protobuf_field_mask, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChtnYXRlaG91c2UvdjEvaWRlbnRpdHkucHJvdG8SDGdhdGVob3VzZS52MSK2AQoRQ3JlYXRlVXNlclJlcXVlc3QSMAoIdXNlcm5hbWUYASABKAlCHrpIG3IZMhdeW0EtWmEtejAtOV8uQC1dezEsNjR9JBIcCgVlbWFpbBgCIAEoCUINukgK2AEBcgUY/gFgARIeCgxkaXNwbGF5X25hbWUYAyABKAlCCLpIBXIDGIACEh8KCHBhc3N3b3JkGAQgASgJQg26SArYAQFyBRAIGIACEhAKCGRpc2FibGVkGAUgASgIIlEKEkNyZWF0ZVVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiNQoOR2V0VXNlclJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBIjMKD0dldFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXIiYgoRTG9va3VwVXNlclJlcXVlc3QSTQoIdXNlcm5hbWUYASABKAlCO5JBGooBF15bQS1aYS16MC05Xy5ALV17MSw2NH0kukgbchkyF15bQS1aYS16MC05Xy5ALV17MSw2NH0kIjYKEkxvb2t1cFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXIitAEKEExpc3RVc2Vyc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEEiAKD3VzZXJuYW1lX3ByZWZpeBgDIAEoCUIHukgEcgIYQBIdCghncm91cF9pZBgEIAEoCUILukgI2AEBcgOwAQESFQoIZGlzYWJsZWQYBSABKAhIAIgBAUILCglfZGlzYWJsZWQiTwoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5nYXRlaG91c2UudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibgoRVXBkYXRlVXNlclJlcXVlc3QSKAoEdXNlchgBIAEoCzISLmdhdGVob3VzZS52MS5Vc2VyQga6SAPIAQESLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIlEKElVwZGF0ZVVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiOAoRRGVsZXRlVXNlclJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBIi8KEkRlbGV0ZVVzZXJSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCSJ/ChJTZXRQYXNzd29yZFJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEiAKDG5ld19wYXNzd29yZBgCIAEoCUIKukgHcgUQCBiAAhIiChBjdXJyZW50X3Bhc3N3b3JkGAMgASgJQgi6SAVyAxiAAiIwChNTZXRQYXNzd29yZFJlc3BvbnNlEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAEgASgJImEKEkNyZWF0ZUdyb3VwUmVxdWVzdBIsCgRuYW1lGAEgASgJQh66SBtyGTIXXltBLVphLXowLTlfLkAtXXsxLDY0fSQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAIIlQKE0NyZWF0ZUdyb3VwUmVzcG9uc2USIgoFZ3JvdXAYASABKAsyEy5nYXRlaG91c2UudjEuR3JvdXASGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiNwoPR2V0R3JvdXBSZXF1ZXN0EiQKCGdyb3VwX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiNgoQR2V0R3JvdXBSZXNwb25zZRIiCgVncm91cBgBIAEoCzITLmdhdGVob3VzZS52MS5Hcm91cCJuChFMaXN0R3JvdXBzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQSHAoLbmFtZV9wcmVmaXgYAyABKAlCB7pIBHICGEAiUgoSTGlzdEdyb3Vwc1Jlc3BvbnNlEiMKBmdyb3VwcxgBIAMoCzITLmdhdGVob3VzZS52MS5Hcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoSRGVsZXRlR3JvdXBSZXF1ZXN0EiQKCGdyb3VwX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQESFQoNdmFsaWRhdGVfb25seRgCIAEoCCJcChNEZWxldGVHcm91cFJlc3BvbnNlEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAEgASgJEioKBmltcGFjdBgCIAEoCzIaLmdhdGVob3VzZS52MS5DaGFuZ2VJbXBhY3QieQoVQWRkR3JvdXBNZW1iZXJSZXF1ZXN0EiQKCGdyb3VwX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQESIwoHdXNlcl9pZBgCIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEhUKDXZhbGlkYXRlX29ubHkYAyABKAgiXwoWQWRkR3JvdXBNZW1iZXJSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCRIqCgZpbXBhY3QYAiABKAsyGi5nYXRlaG91c2UudjEuQ2hhbmdlSW1wYWN0InwKGFJlbW92ZUdyb3VwTWVtYmVyUmVxdWVzdBIkCghncm91cF9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEiMKB3VzZXJfaWQYAiABKAlCEpJBB6ICBHV1aWS6SAVyA7ABARIVCg12YWxpZGF0ZV9vbmx5GAMgASgIImIKGVJlbW92ZUdyb3VwTWVtYmVyUmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkSKgoGaW1wYWN0GAIgASgLMhouZ2F0ZWhvdXNlLnYxLkNoYW5nZUltcGFjdCJ8ChdMaXN0R3JvdXBNZW1iZXJzUmVxdWVzdBIkCghncm91cF9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJWChhMaXN0R3JvdXBNZW1iZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5nYXRlaG91c2UudjEuVXNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoVTGlzdFVzZXJHcm91cHNSZXF1ZXN0EiMKB3VzZXJfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABASI9ChZMaXN0VXNlckdyb3Vwc1Jlc3BvbnNlEiMKBmdyb3VwcxgBIAMoCzITLmdhdGVob3VzZS52MS5Hcm91cCKNAgoRQ3JlYXRlUm9sZVJlcXVlc3QSnAEKBG5hbWUYASABKAlCjQG6SIkBugFqChJyb2xlX25hbWVfcmVzZXJ2ZWQSNHRoZSBnYXRlaG91c2UuIHByZWZpeCBpcyByZXNlcnZlZCBmb3IgYnVpbHQtaW4gcm9sZXMaHiF0aGlzLnN0YXJ0c1dpdGgoJ2dhdGVob3VzZS4nKXIaMhheW2Etel1bYS16MC05Xy4tXXswLDYzfSQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAIEjoKCGNvbnRhaW5zGAMgAygJQii6SCWSASIQZBgBIhxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kIlEKEkNyZWF0ZVJvbGVSZXNwb25zZRIgCgRyb2xlGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlJvbGUSGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiXQoOR2V0Um9sZVJlcXVlc3QSSwoEbmFtZRgBIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JCIzCg9HZXRSb2xlUmVzcG9uc2USIAoEcm9sZRgBIAEoCzISLmdhdGVob3VzZS52MS5Sb2xlIk8KEExpc3RSb2xlc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEIk8KEUxpc3RSb2xlc1Jlc3BvbnNlEiEKBXJvbGVzGAEgAygLMhIuZ2F0ZWhvdXNlLnYxLlJvbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIncKEURlbGV0ZVJvbGVSZXF1ZXN0EksKBG5hbWUYASABKAlCPZJBG4oBGF5bYS16XVthLXowLTlfLi1dezAsNjN9JLpIHHIaMhheW2Etel1bYS16MC05Xy4tXXswLDYzfSQSFQoNdmFsaWRhdGVfb25seRgCIAEoCCJbChJEZWxldGVSb2xlUmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkSKgoGaW1wYWN0GAIgASgLMhouZ2F0ZWhvdXNlLnYxLkNoYW5nZUltcGFjdCLUAQoXQWRkQ29udGFpbmVkUm9sZVJlcXVlc3QSSwoEcm9sZRgBIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JBJVCg5jb250YWluZWRfcm9sZRgCIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JBIVCg12YWxpZGF0ZV9vbmx5GAMgASgIImEKGEFkZENvbnRhaW5lZFJvbGVSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCRIqCgZpbXBhY3QYAiABKAsyGi5nYXRlaG91c2UudjEuQ2hhbmdlSW1wYWN0ItcBChpSZW1vdmVDb250YWluZWRSb2xlUmVxdWVzdBJLCgRyb2xlGAEgASgJQj2SQRuKARheW2Etel1bYS16MC05Xy4tXXswLDYzfSS6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kElUKDmNvbnRhaW5lZF9yb2xlGAIgASgJQj2SQRuKARheW2Etel1bYS16MC05Xy4tXXswLDYzfSS6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kEhUKDXZhbGlkYXRlX29ubHkYAyABKAgiZAobUmVtb3ZlQ29udGFpbmVkUm9sZVJlc3BvbnNlEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAEgASgJEioKBmltcGFjdBgCIAEoCzIaLmdhdGVob3VzZS52MS5DaGFuZ2VJbXBhY3QixQEKEEdyYW50Um9sZVJlcXVlc3QSSwoEcm9sZRgBIAEoCUI9kkEbigEYXlthLXpdW2EtejAtOV8uLV17MCw2M30kukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JBIbCgd1c2VyX2lkGAIgASgJQgi6SAVyA7ABAUgAEhwKCGdyb3VwX2lkGAMgASgJQgi6SAVyA7ABAUgAEhUKDXZhbGlkYXRlX29ubHkYBCABKAhCEgoJcHJpbmNpcGFsEgW6SAIIASJaChFHcmFudFJvbGVSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCRIqCgZpbXBhY3QYAiABKAsyGi5nYXRlaG91c2UudjEuQ2hhbmdlSW1wYWN0IsYBChFSZXZva2VSb2xlUmVxdWVzdBJLCgRyb2xlGAEgASgJQj2SQRuKARheW2Etel1bYS16MC05Xy4tXXswLDYzfSS6SBxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2M30kEhsKB3VzZXJfaWQYAiABKAlCCLpIBXIDsAEBSAASHAoIZ3JvdXBfaWQYAyABKAlCCLpIBXIDsAEBSAASFQoNdmFsaWRhdGVfb25seRgEIAEoCEISCglwcmluY2lwYWwSBbpIAggBIlsKElJldm9rZVJvbGVSZXNwb25zZRIZChFjb25zaXN0ZW5jeV90b2tlbhgBIAEoCRIqCgZpbXBhY3QYAiABKAsyGi5nYXRlaG91c2UudjEuQ2hhbmdlSW1wYWN0Im8KGEdldEVmZmVjdGl2ZVJvbGVzUmVxdWVzdBIjCgd1c2VyX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQESLgoLY29uc2lzdGVuY3kYAiABKAsyGS5nYXRlaG91c2UudjEuQ29uc2lzdGVuY3kiRwoZR2V0RWZmZWN0aXZlUm9sZXNSZXNwb25zZRIqCgVyb2xlcxgBIAMoCzIbLmdhdGVob3VzZS52MS5FZmZlY3RpdmVSb2xlMs4WCg9JZGVudGl0eVNlcnZpY2USZQoKQ3JlYXRlVXNlchIfLmdhdGVob3VzZS52MS5DcmVhdGVVc2VyUmVxdWVzdBogLmdhdGVob3VzZS52MS5DcmVhdGVVc2VyUmVzcG9uc2UiFILT5JMCDjoBKiIJL3YxL3VzZXJzEmYKB0dldFVzZXISHC5nYXRlaG91c2UudjEuR2V0VXNlclJlcXVlc3QaHS5nYXRlaG91c2UudjEuR2V0VXNlclJlc3BvbnNlIh6QAgGC0+STAhUSEy92MS91c2Vycy97dXNlcl9pZH0SbAoKTG9va3VwVXNlchIfLmdhdGVob3VzZS52MS5Mb29rdXBVc2VyUmVxdWVzdBogLmdhdGVob3VzZS52MS5Mb29rdXBVc2VyUmVzcG9uc2UiG5ACAYLT5JMCEhIQL3YxL3VzZXJzOmxvb2t1cBJiCglMaXN0VXNlcnMSHi5nYXRlaG91c2UudjEuTGlzdFVzZXJzUmVxdWVzdBofLmdhdGVob3VzZS52MS5MaXN0VXNlcnNSZXNwb25zZSIUkAIBgtPkkwILEgkvdjEvdXNlcnMScgoKVXBkYXRlVXNlchIfLmdhdGVob3VzZS52MS5VcGRhdGVVc2VyUmVxdWVzdBogLmdhdGVob3VzZS52MS5VcGRhdGVVc2VyUmVzcG9uc2UiIYLT5JMCGzoEdXNlcjITL3YxL3VzZXJzL3t1c2VyLmlkfRJsCgpEZWxldGVVc2VyEh8uZ2F0ZWhvdXNlLnYxLkRlbGV0ZVVzZXJSZXF1ZXN0GiAuZ2F0ZWhvdXNlLnYxLkRlbGV0ZVVzZXJSZXNwb25zZSIbgtPkkwIVKhMvdjEvdXNlcnMve3VzZXJfaWR9En4KC1NldFBhc3N3b3JkEiAuZ2F0ZWhvdXNlLnYxLlNldFBhc3N3b3JkUmVxdWVzdBohLmdhdGVob3VzZS52MS5TZXRQYXNzd29yZFJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS91c2Vycy97dXNlcl9pZH06c2V0UGFzc3dvcmQSaQoLQ3JlYXRlR3JvdXASIC5nYXRlaG91c2UudjEuQ3JlYXRlR3JvdXBSZXF1ZXN0GiEuZ2F0ZWhvdXNlLnYxLkNyZWF0ZUdyb3VwUmVzcG9uc2UiFYLT5JMCDzoBKiIKL3YxL2dyb3VwcxJrCghHZXRHcm91cBIdLmdhdGVob3VzZS52MS5HZXRHcm91cFJlcXVlc3QaHi5nYXRlaG91c2UudjEuR2V0R3JvdXBSZXNwb25zZSIgkAIBgtPkkwIXEhUvdjEvZ3JvdXBzL3tncm91cF9pZH0SZgoKTGlzdEdyb3VwcxIfLmdhdGVob3VzZS52MS5MaXN0R3JvdXBzUmVxdWVzdBogLmdhdGVob3VzZS52MS5MaXN0R3JvdXBzUmVzcG9uc2UiFZACAYLT5JMCDBIKL3YxL2dyb3VwcxJxCgtEZWxldGVHcm91cBIgLmdhdGVob3VzZS52MS5EZWxldGVHcm91cFJlcXVlc3QaIS5nYXRlaG91c2UudjEuRGVsZXRlR3JvdXBSZXNwb25zZSIdgtPkkwIXKhUvdjEvZ3JvdXBzL3tncm91cF9pZH0SjwEKDkFkZEdyb3VwTWVtYmVyEiMuZ2F0ZWhvdXNlLnYxLkFkZEdyb3VwTWVtYmVyUmVxdWVzdBokLmdhdGVob3VzZS52MS5BZGRHcm91cE1lbWJlclJlc3BvbnNlIjKC0+STAiw6ASoaJy92MS9ncm91cHMve2dyb3VwX2lkfS9tZW1iZXJzL3t1c2VyX2lkfRKVAQoRUmVtb3ZlR3JvdXBNZW1iZXISJi5nYXRlaG91c2UudjEuUmVtb3ZlR3JvdXBNZW1iZXJSZXF1ZXN0GicuZ2F0ZWhvdXNlLnYxLlJlbW92ZUdyb3VwTWVtYmVyUmVzcG9uc2UiL4LT5JMCKSonL3YxL2dyb3Vwcy97Z3JvdXBfaWR9L21lbWJlcnMve3VzZXJfaWR9EosBChBMaXN0R3JvdXBNZW1iZXJzEiUuZ2F0ZWhvdXNlLnYxLkxpc3RHcm91cE1lbWJlcnNSZXF1ZXN0GiYuZ2F0ZWhvdXNlLnYxLkxpc3RHcm91cE1lbWJlcnNSZXNwb25zZSIokAIBgtPkkwIfEh0vdjEvZ3JvdXBzL3tncm91cF9pZH0vbWVtYmVycxKCAQoOTGlzdFVzZXJHcm91cHMSIy5nYXRlaG91c2UudjEuTGlzdFVzZXJHcm91cHNSZXF1ZXN0GiQuZ2F0ZWhvdXNlLnYxLkxpc3RVc2VyR3JvdXBzUmVzcG9uc2UiJZACAYLT5JMCHBIaL3YxL3VzZXJzL3t1c2VyX2lkfS9ncm91cHMSZQoKQ3JlYXRlUm9sZRIfLmdhdGVob3VzZS52MS5DcmVhdGVSb2xlUmVxdWVzdBogLmdhdGVob3VzZS52MS5DcmVhdGVSb2xlUmVzcG9uc2UiFILT5JMCDjoBKiIJL3YxL3JvbGVzEmMKB0dldFJvbGUSHC5nYXRlaG91c2UudjEuR2V0Um9sZVJlcXVlc3QaHS5nYXRlaG91c2UudjEuR2V0Um9sZVJlc3BvbnNlIhuQAgGC0+STAhISEC92MS9yb2xlcy97bmFtZX0SYgoJTGlzdFJvbGVzEh4uZ2F0ZWhvdXNlLnYxLkxpc3RSb2xlc1JlcXVlc3QaHy5nYXRlaG91c2UudjEuTGlzdFJvbGVzUmVzcG9uc2UiFJACAYLT5JMCCxIJL3YxL3JvbGVzEmkKCkRlbGV0ZVJvbGUSHy5nYXRlaG91c2UudjEuRGVsZXRlUm9sZVJlcXVlc3QaIC5nYXRlaG91c2UudjEuRGVsZXRlUm9sZVJlc3BvbnNlIhiC0+STAhIqEC92MS9yb2xlcy97bmFtZX0SmAEKEEFkZENvbnRhaW5lZFJvbGUSJS5nYXRlaG91c2UudjEuQWRkQ29udGFpbmVkUm9sZVJlcXVlc3QaJi5nYXRlaG91c2UudjEuQWRkQ29udGFpbmVkUm9sZVJlc3BvbnNlIjWC0+STAi86ASoaKi92MS9yb2xlcy97cm9sZX0vY29udGFpbnMve2NvbnRhaW5lZF9yb2xlfRKeAQoTUmVtb3ZlQ29udGFpbmVkUm9sZRIoLmdhdGVob3VzZS52MS5SZW1vdmVDb250YWluZWRSb2xlUmVxdWVzdBopLmdhdGVob3VzZS52MS5SZW1vdmVDb250YWluZWRSb2xlUmVzcG9uc2UiMoLT5JMCLCoqL3YxL3JvbGVzL3tyb2xlfS9jb250YWlucy97Y29udGFpbmVkX3JvbGV9Em8KCUdyYW50Um9sZRIeLmdhdGVob3VzZS52MS5HcmFudFJvbGVSZXF1ZXN0Gh8uZ2F0ZWhvdXNlLnYxLkdyYW50Um9sZVJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9yb2xlcy97cm9sZX06Z3JhbnQScwoKUmV2b2tlUm9sZRIfLmdhdGVob3VzZS52MS5SZXZva2VSb2xlUmVxdWVzdBogLmdhdGVob3VzZS52MS5SZXZva2VSb2xlUmVzcG9uc2UiIoLT5JMCHDoBKiIXL3YxL3JvbGVzL3tyb2xlfTpyZXZva2USigEKEUdldEVmZmVjdGl2ZVJvbGVzEiYuZ2F0ZWhvdXNlLnYxLkdldEVmZmVjdGl2ZVJvbGVzUmVxdWVzdBonLmdhdGVob3VzZS52MS5HZXRFZmZlY3RpdmVSb2xlc1Jlc3BvbnNlIiSQAgGC0+STAhsSGS92MS91c2Vycy97dXNlcl9pZH0vcm9sZXNCQFo+Z2l0aHViLmNvbS9nYXRlaG91c2UvZ2F0ZWhvdXNlL2dlbi9nby9nYXRlaG91c2UvdjE7Z2F0ZWhvdXNldjFiBnByb3RvMw", [file_buf_validate_validate, file_gatehouse_v1_common, file_google_api_annotations, file_google_protobuf_field_mask, file_protoc_gen_openapiv2_options_annotations]);
 
 /**
  * CreateUserRequest is the request of CreateUser.
@@ -594,6 +594,15 @@ export type DeleteGroupRequest = Message<"gatehouse.v1.DeleteGroupRequest"> & {
    * @generated from field: string group_id = 1;
    */
   groupId: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 2;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -615,6 +624,14 @@ export type DeleteGroupResponse = Message<"gatehouse.v1.DeleteGroupResponse"> & 
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -643,6 +660,15 @@ export type AddGroupMemberRequest = Message<"gatehouse.v1.AddGroupMemberRequest"
    * @generated from field: string user_id = 2;
    */
   userId: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 3;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -664,6 +690,14 @@ export type AddGroupMemberResponse = Message<"gatehouse.v1.AddGroupMemberRespons
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -692,6 +726,15 @@ export type RemoveGroupMemberRequest = Message<"gatehouse.v1.RemoveGroupMemberRe
    * @generated from field: string user_id = 2;
    */
   userId: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 3;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -713,6 +756,14 @@ export type RemoveGroupMemberResponse = Message<"gatehouse.v1.RemoveGroupMemberR
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -1000,6 +1051,15 @@ export type DeleteRoleRequest = Message<"gatehouse.v1.DeleteRoleRequest"> & {
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 2;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -1021,6 +1081,14 @@ export type DeleteRoleResponse = Message<"gatehouse.v1.DeleteRoleResponse"> & {
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -1049,6 +1117,15 @@ export type AddContainedRoleRequest = Message<"gatehouse.v1.AddContainedRoleRequ
    * @generated from field: string contained_role = 2;
    */
   containedRole: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 3;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -1070,6 +1147,14 @@ export type AddContainedRoleResponse = Message<"gatehouse.v1.AddContainedRoleRes
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -1098,6 +1183,15 @@ export type RemoveContainedRoleRequest = Message<"gatehouse.v1.RemoveContainedRo
    * @generated from field: string contained_role = 2;
    */
   containedRole: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 3;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -1119,6 +1213,14 @@ export type RemoveContainedRoleResponse = Message<"gatehouse.v1.RemoveContainedR
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -1163,6 +1265,15 @@ export type GrantRoleRequest = Message<"gatehouse.v1.GrantRoleRequest"> & {
     value: string;
     case: "groupId";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 4;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -1184,6 +1295,14 @@ export type GrantRoleResponse = Message<"gatehouse.v1.GrantRoleResponse"> & {
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -1228,6 +1347,15 @@ export type RevokeRoleRequest = Message<"gatehouse.v1.RevokeRoleRequest"> & {
     value: string;
     case: "groupId";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 4;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -1249,6 +1377,14 @@ export type RevokeRoleResponse = Message<"gatehouse.v1.RevokeRoleResponse"> & {
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**

@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
-import type { Consistency, LimitAction, PolicyScope, RoleChangeAction, SessionPolicy, SessionType } from "./common_pb.js";
+import type { ChangeImpact, Consistency, LimitAction, PolicyScope, RoleChangeAction, SessionPolicy, SessionType } from "./common_pb.js";
 import { file_gatehouse_v1_common } from "./common_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration, FieldMask } from "@bufbuild/protobuf/wkt";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gatehouse/v1/policy.proto.
  */
 export const file_gatehouse_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChlnYXRlaG91c2UvdjEvcG9saWN5LnByb3RvEgxnYXRlaG91c2UudjEiUQoaQ3JlYXRlU2Vzc2lvblBvbGljeVJlcXVlc3QSMwoGcG9saWN5GAEgASgLMhsuZ2F0ZWhvdXNlLnYxLlNlc3Npb25Qb2xpY3lCBrpIA8gBASJlChtDcmVhdGVTZXNzaW9uUG9saWN5UmVzcG9uc2USKwoGcG9saWN5GAEgASgLMhsuZ2F0ZWhvdXNlLnYxLlNlc3Npb25Qb2xpY3kSGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkiQAoXR2V0U2Vzc2lvblBvbGljeVJlcXVlc3QSJQoJcG9saWN5X2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiRwoYR2V0U2Vzc2lvblBvbGljeVJlc3BvbnNlEisKBnBvbGljeRgBIAEoCzIbLmdhdGVob3VzZS52MS5TZXNzaW9uUG9saWN5IlkKGkxpc3RTZXNzaW9uUG9saWNpZXNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCJlChtMaXN0U2Vzc2lvblBvbGljaWVzUmVzcG9uc2USLQoIcG9saWNpZXMYASADKAsyGy5nYXRlaG91c2UudjEuU2Vzc2lvblBvbGljeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki3wEKGlVwZGF0ZVNlc3Npb25Qb2xpY3lSZXF1ZXN0Eo8BCgZwb2xpY3kYASABKAsyGy5nYXRlaG91c2UudjEuU2Vzc2lvblBvbGljeUJiukhfugFZChJwb2xpY3lfaWRfcmVxdWlyZWQSNHBvbGljeS5pZCBpcyByZXF1aXJlZDogaXQgbmFtZXMgdGhlIHBvbGljeSB0byBjaGFuZ2UaDXRoaXMuaWQgIT0gJyfIAQESLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrImUKG1VwZGF0ZVNlc3Npb25Qb2xpY3lSZXNwb25zZRIrCgZwb2xpY3kYASABKAsyGy5nYXRlaG91c2UudjEuU2Vzc2lvblBvbGljeRIZChFjb25zaXN0ZW5jeV90b2tlbhgCIAEoCSJDChpEZWxldGVTZXNzaW9uUG9saWN5UmVxdWVzdBIlCglwb2xpY3lfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABASI4ChtEZWxldGVTZXNzaW9uUG9saWN5UmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkicgobUmVzb2x2ZVNlc3Npb25Qb2xpY3lSZXF1ZXN0EiMKB3VzZXJfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABARIuCgtjb25zaXN0ZW5jeRgCIAEoCzIZLmdhdGVob3VzZS52MS5Db25zaXN0ZW5jeSJTCgxQb2xpY3lTb3VyY2USGAoQYnVpbHRfaW5fZGVmYXVsdBgBIAEoCBIpCgZzY29wZXMYAiADKAsyGS5nYXRlaG91c2UudjEuUG9saWN5U2NvcGUioAUKHFJlc29sdmVTZXNzaW9uUG9saWN5UmVzcG9uc2USGQoMbWF4X3Nlc3Npb25zGAEgASgFSACIAQESMAoNY291bnRlZF90eXBlcxgCIAMoDjIZLmdhdGVob3VzZS52MS5TZXNzaW9uVHlwZRIrCghvbl9saW1pdBgDIAEoDjIZLmdhdGVob3VzZS52MS5MaW1pdEFjdGlvbhIvCgxpZGxlX3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMwoQYWJzb2x1dGVfdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI2Cg5vbl9yb2xlX2NoYW5nZRgGIAEoDjIeLmdhdGVob3VzZS52MS5Sb2xlQ2hhbmdlQWN0aW9uEjcKE21heF9zZXNzaW9uc19zb3VyY2UYByABKAsyGi5nYXRlaG91c2UudjEuUG9saWN5U291cmNlEjgKFGNvdW50ZWRfdHlwZXNfc291cmNlGAggASgLMhouZ2F0ZWhvdXNlLnYxLlBvbGljeVNvdXJjZRIzCg9vbl9saW1pdF9zb3VyY2UYCSABKAsyGi5nYXRlaG91c2UudjEuUG9saWN5U291cmNlEjcKE2lkbGVfdGltZW91dF9zb3VyY2UYCiABKAsyGi5nYXRlaG91c2UudjEuUG9saWN5U291cmNlEjsKF2Fic29sdXRlX3RpbWVvdXRfc291cmNlGAsgASgLMhouZ2F0ZWhvdXNlLnYxLlBvbGljeVNvdXJjZRI5ChVvbl9yb2xlX2NoYW5nZV9zb3VyY2UYDCABKAsyGi5nYXRlaG91c2UudjEuUG9saWN5U291cmNlQg8KDV9tYXhfc2Vzc2lvbnMi7wEKDENoZWNrUmVxdWVzdBIbCgV0b2tlbhgBIAEoCUIKukgHcgUQARiAAkgAEhsKB3VzZXJfaWQYAiABKAlCCLpIBXIDsAEBSAASLwoEcm9sZRgDIAEoCUIfukgcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjN9JEgBEhwKCGdyb3VwX2lkGAQgASgJQgi6SAVyA7ABAUgBEi4KC2NvbnNpc3RlbmN5GAUgASgLMhkuZ2F0ZWhvdXNlLnYxLkNvbnNpc3RlbmN5QhAKB3N1YmplY3QSBbpIAggBQhQKC3JlcXVpcmVtZW50EgW6SAIIASIgCg1DaGVja1Jlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgyxgcKDVBvbGljeVNlcnZpY2USiAEKE0NyZWF0ZVNlc3Npb25Qb2xpY3kSKC5nYXRlaG91c2UudjEuQ3JlYXRlU2Vzc2lvblBvbGljeVJlcXVlc3QaKS5nYXRlaG91c2UudjEuQ3JlYXRlU2Vzc2lvblBvbGljeVJlc3BvbnNlIhyC0+STAhY6BnBvbGljeSIML3YxL3BvbGljaWVzEoYBChBHZXRTZXNzaW9uUG9saWN5EiUuZ2F0ZWhvdXNlLnYxLkdldFNlc3Npb25Qb2xpY3lSZXF1ZXN0GiYuZ2F0ZWhvdXNlLnYxLkdldFNlc3Npb25Qb2xpY3lSZXNwb25zZSIjkAIBgtPkkwIaEhgvdjEvcG9saWNpZXMve3BvbGljeV9pZH0SgwEKE0xpc3RTZXNzaW9uUG9saWNpZXMSKC5nYXRlaG91c2UudjEuTGlzdFNlc3Npb25Qb2xpY2llc1JlcXVlc3QaKS5nYXRlaG91c2UudjEuTGlzdFNlc3Npb25Qb2xpY2llc1Jlc3BvbnNlIheQAgGC0+STAg4SDC92MS9wb2xpY2llcxKUAQoTVXBkYXRlU2Vzc2lvblBvbGljeRIoLmdhdGVob3VzZS52MS5VcGRhdGVTZXNzaW9uUG9saWN5UmVxdWVzdBopLmdhdGVob3VzZS52MS5VcGRhdGVTZXNzaW9uUG9saWN5UmVzcG9uc2UiKILT5JMCIjoGcG9saWN5MhgvdjEvcG9saWNpZXMve3BvbGljeS5pZH0SjAEKE0RlbGV0ZVNlc3Npb25Qb2xpY3kSKC5nYXRlaG91c2UudjEuRGVsZXRlU2Vzc2lvblBvbGljeVJlcXVlc3QaKS5nYXRlaG91c2UudjEuRGVsZXRlU2Vzc2lvblBvbGljeVJlc3BvbnNlIiCC0+STAhoqGC92MS9wb2xpY2llcy97cG9saWN5X2lkfRKUAQoUUmVzb2x2ZVNlc3Npb25Qb2xpY3kSKS5nYXRlaG91c2UudjEuUmVzb2x2ZVNlc3Npb25Qb2xpY3lSZXF1ZXN0GiouZ2F0ZWhvdXNlLnYxLlJlc29sdmVTZXNzaW9uUG9saWN5UmVzcG9uc2UiJZACAYLT5JMCHBIaL3YxL3VzZXJzL3t1c2VyX2lkfS9wb2xpY3kSXgoFQ2hlY2sSGi5nYXRlaG91c2UudjEuQ2hlY2tSZXF1ZXN0GhsuZ2F0ZWhvdXNlLnYxLkNoZWNrUmVzcG9uc2UiHJACAZJBAmIAgtPkkwIOOgEqIgkvdjEvY2hlY2tCQFo+Z2l0aHViLmNvbS9nYXRlaG91c2UvZ2F0ZWhvdXNlL2dlbi9nby9nYXRlaG91c2UvdjE7Z2F0ZWhvdXNldjFiBnByb3RvMw", [file_buf_validate_validate, file_gatehouse_v1_common, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChlnYXRlaG91c2UvdjEvcG9saWN5LnByb3RvEgxnYXRlaG91c2UudjEiaAoaQ3JlYXRlU2Vzc2lvblBvbGljeVJlcXVlc3QSMwoGcG9saWN5GAEgASgLMhsuZ2F0ZWhvdXNlLnYxLlNlc3Npb25Qb2xpY3lCBrpIA8gBARIVCg12YWxpZGF0ZV9vbmx5GAIgASgIIpEBChtDcmVhdGVTZXNzaW9uUG9saWN5UmVzcG9uc2USKwoGcG9saWN5GAEgASgLMhsuZ2F0ZWhvdXNlLnYxLlNlc3Npb25Qb2xpY3kSGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkSKgoGaW1wYWN0GAMgASgLMhouZ2F0ZWhvdXNlLnYxLkNoYW5nZUltcGFjdCJAChdHZXRTZXNzaW9uUG9saWN5UmVxdWVzdBIlCglwb2xpY3lfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABASJHChhHZXRTZXNzaW9uUG9saWN5UmVzcG9uc2USKwoGcG9saWN5GAEgASgLMhsuZ2F0ZWhvdXNlLnYxLlNlc3Npb25Qb2xpY3kiWQoaTGlzdFNlc3Npb25Qb2xpY2llc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEImUKG0xpc3RTZXNzaW9uUG9saWNpZXNSZXNwb25zZRItCghwb2xpY2llcxgBIAMoCzIbLmdhdGVob3VzZS52MS5TZXNzaW9uUG9saWN5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSL2AQoaVXBkYXRlU2Vzc2lvblBvbGljeVJlcXVlc3QSjwEKBnBvbGljeRgBIAEoCzIbLmdhdGVob3VzZS52MS5TZXNzaW9uUG9saWN5QmK6SF+6AVkKEnBvbGljeV9pZF9yZXF1aXJlZBI0cG9saWN5LmlkIGlzIHJlcXVpcmVkOiBpdCBuYW1lcyB0aGUgcG9saWN5IHRvIGNoYW5nZRoNdGhpcy5pZCAhPSAnJ8gBARIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSFQoNdmFsaWRhdGVfb25seRgDIAEoCCKRAQobVXBkYXRlU2Vzc2lvblBvbGljeVJlc3BvbnNlEisKBnBvbGljeRgBIAEoCzIbLmdhdGVob3VzZS52MS5TZXNzaW9uUG9saWN5EhkKEWNvbnNpc3RlbmN5X3Rva2VuGAIgASgJEioKBmltcGFjdBgDIAEoCzIaLmdhdGVob3VzZS52MS5DaGFuZ2VJbXBhY3QiWgoaRGVsZXRlU2Vzc2lvblBvbGljeVJlcXVlc3QSJQoJcG9saWN5X2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQESFQoNdmFsaWRhdGVfb25seRgCIAEoCCJkChtEZWxldGVTZXNzaW9uUG9saWN5UmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkSKgoGaW1wYWN0GAIgASgLMhouZ2F0ZWhvdXNlLnYxLkNoYW5nZUltcGFjdCJyChtSZXNvbHZlU2Vzc2lvblBvbGljeVJlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEi4KC2NvbnNpc3RlbmN5GAIgASgLMhkuZ2F0ZWhvdXNlLnYxLkNvbnNpc3RlbmN5IlMKDFBvbGljeVNvdXJjZRIYChBidWlsdF9pbl9kZWZhdWx0GAEgASgIEikKBnNjb3BlcxgCIAMoCzIZLmdhdGVob3VzZS52MS5Qb2xpY3lTY29wZSKxAQoPTGltaXRDb25zdHJhaW50EhQKDG1heF9zZXNzaW9ucxgBIAEoBRIwCg1jb3VudGVkX3R5cGVzGAIgAygOMhkuZ2F0ZWhvdXNlLnYxLlNlc3Npb25UeXBlEisKCG9uX2xpbWl0GAMgASgOMhkuZ2F0ZWhvdXNlLnYxLkxpbWl0QWN0aW9uEikKBnNvdXJjZRgEIAEoCzIZLmdhdGVob3VzZS52MS5Qb2xpY3lTY29wZSLPBQocUmVzb2x2ZVNlc3Npb25Qb2xpY3lSZXNwb25zZRIZCgxtYXhfc2Vzc2lvbnMYASABKAVIAIgBARIwCg1jb3VudGVkX3R5cGVzGAIgAygOMhkuZ2F0ZWhvdXNlLnYxLlNlc3Npb25UeXBlEisKCG9uX2xpbWl0GAMgASgOMhkuZ2F0ZWhvdXNlLnYxLkxpbWl0QWN0aW9uEi8KDGlkbGVfdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIzChBhYnNvbHV0ZV90aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKDm9uX3JvbGVfY2hhbmdlGAYgASgOMh4uZ2F0ZWhvdXNlLnYxLlJvbGVDaGFuZ2VBY3Rpb24SNwoTbWF4X3Nlc3Npb25zX3NvdXJjZRgHIAEoCzIaLmdhdGVob3VzZS52MS5Qb2xpY3lTb3VyY2USOAoUY291bnRlZF90eXBlc19zb3VyY2UYCCABKAsyGi5nYXRlaG91c2UudjEuUG9saWN5U291cmNlEjMKD29uX2xpbWl0X3NvdXJjZRgJIAEoCzIaLmdhdGVob3VzZS52MS5Qb2xpY3lTb3VyY2USNwoTaWRsZV90aW1lb3V0X3NvdXJjZRgKIAEoCzIaLmdhdGVob3VzZS52MS5Qb2xpY3lTb3VyY2USOwoXYWJzb2x1dGVfdGltZW91dF9zb3VyY2UYCyABKAsyGi5nYXRlaG91c2UudjEuUG9saWN5U291cmNlEjkKFW9uX3JvbGVfY2hhbmdlX3NvdXJjZRgMIAEoCzIaLmdhdGVob3VzZS52MS5Qb2xpY3lTb3VyY2USLQoGbGltaXRzGA0gAygLMh0uZ2F0ZWhvdXNlLnYxLkxpbWl0Q29uc3RyYWludEIPCg1fbWF4X3Nlc3Npb25zIu8BCgxDaGVja1JlcXVlc3QSGwoFdG9rZW4YASABKAlCCrpIB3IFEAEYgAJIABIbCgd1c2VyX2lkGAIgASgJQgi6SAVyA7ABAUgAEi8KBHJvbGUYAyABKAlCH7pIHHIaMhheW2Etel1bYS16MC05Xy4tXXswLDYzfSRIARIcCghncm91cF9pZBgEIAEoCUIIukgFcgOwAQFIARIuCgtjb25zaXN0ZW5jeRgFIAEoCzIZLmdhdGVob3VzZS52MS5Db25zaXN0ZW5jeUIQCgdzdWJqZWN0EgW6SAIIAUIUCgtyZXF1aXJlbWVudBIFukgCCAEiXwoNQ2hlY2tSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEhwKFGltcGVyc29uYXRvcl91c2VyX2lkGAIgASgJEh8KF2ltcGVyc29uYXRvcl9zZXNzaW9uX2lkGAMgASgJMsYHCg1Qb2xpY3lTZXJ2aWNlEogBChNDcmVhdGVTZXNzaW9uUG9saWN5EiguZ2F0ZWhvdXNlLnYxLkNyZWF0ZVNlc3Npb25Qb2xpY3lSZXF1ZXN0GikuZ2F0ZWhvdXNlLnYxLkNyZWF0ZVNlc3Npb25Qb2xpY3lSZXNwb25zZSIcgtPkkwIWOgZwb2xpY3kiDC92MS9wb2xpY2llcxKGAQoQR2V0U2Vzc2lvblBvbGljeRIlLmdhdGVob3VzZS52MS5HZXRTZXNzaW9uUG9saWN5UmVxdWVzdBomLmdhdGVob3VzZS52MS5HZXRTZXNzaW9uUG9saWN5UmVzcG9uc2UiI5ACAYLT5JMCGhIYL3YxL3BvbGljaWVzL3twb2xpY3lfaWR9EoMBChNMaXN0U2Vzc2lvblBvbGljaWVzEiguZ2F0ZWhvdXNlLnYxLkxpc3RTZXNzaW9uUG9saWNpZXNSZXF1ZXN0GikuZ2F0ZWhvdXNlLnYxLkxpc3RTZXNzaW9uUG9saWNpZXNSZXNwb25zZSIXkAIBgtPkkwIOEgwvdjEvcG9saWNpZXMSlAEKE1VwZGF0ZVNlc3Npb25Qb2xpY3kSKC5nYXRlaG91c2UudjEuVXBkYXRlU2Vzc2lvblBvbGljeVJlcXVlc3QaKS5nYXRlaG91c2UudjEuVXBkYXRlU2Vzc2lvblBvbGljeVJlc3BvbnNlIiiC0+STAiI6BnBvbGljeTIYL3YxL3BvbGljaWVzL3twb2xpY3kuaWR9EowBChNEZWxldGVTZXNzaW9uUG9saWN5EiguZ2F0ZWhvdXNlLnYxLkRlbGV0ZVNlc3Npb25Qb2xpY3lSZXF1ZXN0GikuZ2F0ZWhvdXNlLnYxLkRlbGV0ZVNlc3Npb25Qb2xpY3lSZXNwb25zZSIggtPkkwIaKhgvdjEvcG9saWNpZXMve3BvbGljeV9pZH0SlAEKFFJlc29sdmVTZXNzaW9uUG9saWN5EikuZ2F0ZWhvdXNlLnYxLlJlc29sdmVTZXNzaW9uUG9saWN5UmVxdWVzdBoqLmdhdGVob3VzZS52MS5SZXNvbHZlU2Vzc2lvblBvbGljeVJlc3BvbnNlIiWQAgGC0+STAhwSGi92MS91c2Vycy97dXNlcl9pZH0vcG9saWN5El4KBUNoZWNrEhouZ2F0ZWhvdXNlLnYxLkNoZWNrUmVxdWVzdBobLmdhdGVob3VzZS52MS5DaGVja1Jlc3BvbnNlIhyQAgGSQQJiAILT5JMCDjoBKiIJL3YxL2NoZWNrQkBaPmdpdGh1Yi5jb20vZ2F0ZWhvdXNlL2dhdGVob3VzZS9nZW4vZ28vZ2F0ZWhvdXNlL3YxO2dhdGVob3VzZXYxYgZwcm90bzM", [file_buf_validate_validate, file_gatehouse_v1_common, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_protoc_gen_openapiv2_options_annotations]);
 
 /**
  * CreateSessionPolicyRequest is the request of CreateSessionPolicy.
@@ -31,6 +31,15 @@ export type CreateSessionPolicyRequest = Message<"gatehouse.v1.CreateSessionPoli
    * @generated from field: gatehouse.v1.SessionPolicy policy = 1;
    */
   policy?: SessionPolicy | undefined;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 2;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -59,6 +68,14 @@ export type CreateSessionPolicyResponse = Message<"gatehouse.v1.CreateSessionPol
    * @generated from field: string consistency_token = 2;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 3;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -195,6 +212,15 @@ export type UpdateSessionPolicyRequest = Message<"gatehouse.v1.UpdateSessionPoli
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
   updateMask?: FieldMask | undefined;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 3;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -223,6 +249,14 @@ export type UpdateSessionPolicyResponse = Message<"gatehouse.v1.UpdateSessionPol
    * @generated from field: string consistency_token = 2;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 3;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -244,6 +278,15 @@ export type DeleteSessionPolicyRequest = Message<"gatehouse.v1.DeleteSessionPoli
    * @generated from field: string policy_id = 1;
    */
   policyId: string;
+
+  /**
+   * validate_only previews the change (AIP-163): the same checks and the same code run in a
+   * transaction that is rolled back, so nothing is written and no event is emitted; the response's
+   * impact says what the change would do, and an invalid change fails exactly as it would.
+   *
+   * @generated from field: bool validate_only = 2;
+   */
+  validateOnly: boolean;
 };
 
 /**
@@ -265,6 +308,14 @@ export type DeleteSessionPolicyResponse = Message<"gatehouse.v1.DeleteSessionPol
    * @generated from field: string consistency_token = 1;
    */
   consistencyToken: string;
+
+  /**
+   * impact is what the change did (or, with validate_only, would do) to effective roles and
+   * live sessions.
+   *
+   * @generated from field: gatehouse.v1.ChangeImpact impact = 2;
+   */
+  impact?: ChangeImpact | undefined;
 };
 
 /**
@@ -329,6 +380,49 @@ export type PolicySource = Message<"gatehouse.v1.PolicySource"> & {
  */
 export const PolicySourceSchema: GenMessage<PolicySource> = /*@__PURE__*/
   messageDesc(file_gatehouse_v1_policy, 11);
+
+/**
+ * LimitConstraint is one concurrent-session limit that applies to a user: a new session of a type
+ * it counts must leave at most max_sessions active sessions of those types.
+ *
+ * @generated from message gatehouse.v1.LimitConstraint
+ */
+export type LimitConstraint = Message<"gatehouse.v1.LimitConstraint"> & {
+  /**
+   * max_sessions is the limit.
+   *
+   * @generated from field: int32 max_sessions = 1;
+   */
+  maxSessions: number;
+
+  /**
+   * counted_types are the session types it counts.
+   *
+   * @generated from field: repeated gatehouse.v1.SessionType counted_types = 2;
+   */
+  countedTypes: SessionType[];
+
+  /**
+   * on_limit says what a login past it does.
+   *
+   * @generated from field: gatehouse.v1.LimitAction on_limit = 3;
+   */
+  onLimit: LimitAction;
+
+  /**
+   * source is the policy that sets it.
+   *
+   * @generated from field: gatehouse.v1.PolicyScope source = 4;
+   */
+  source?: PolicyScope | undefined;
+};
+
+/**
+ * Describes the message gatehouse.v1.LimitConstraint.
+ * Use `create(LimitConstraintSchema)` to create a new message.
+ */
+export const LimitConstraintSchema: GenMessage<LimitConstraint> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_policy, 12);
 
 /**
  * ResolveSessionPolicyResponse is the response of ResolveSessionPolicy.
@@ -419,6 +513,16 @@ export type ResolveSessionPolicyResponse = Message<"gatehouse.v1.ResolveSessionP
    * @generated from field: gatehouse.v1.PolicySource on_role_change_source = 12;
    */
   onRoleChangeSource?: PolicySource | undefined;
+
+  /**
+   * limits are the concurrent-session limits, each its own constraint: the user's own policy's
+   * limit if it sets one; otherwise one per policy of the user's effective roles that sets one;
+   * otherwise the global policy's. Empty: no limit. (max_sessions, counted_types and on_limit
+   * above describe the most restrictive of them, for older clients.)
+   *
+   * @generated from field: repeated gatehouse.v1.LimitConstraint limits = 13;
+   */
+  limits: LimitConstraint[];
 };
 
 /**
@@ -426,7 +530,7 @@ export type ResolveSessionPolicyResponse = Message<"gatehouse.v1.ResolveSessionP
  * Use `create(ResolveSessionPolicyResponseSchema)` to create a new message.
  */
 export const ResolveSessionPolicyResponseSchema: GenMessage<ResolveSessionPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_policy, 12);
+  messageDesc(file_gatehouse_v1_policy, 13);
 
 /**
  * CheckRequest is the request of Check.
@@ -495,7 +599,7 @@ export type CheckRequest = Message<"gatehouse.v1.CheckRequest"> & {
  * Use `create(CheckRequestSchema)` to create a new message.
  */
 export const CheckRequestSchema: GenMessage<CheckRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_policy, 13);
+  messageDesc(file_gatehouse_v1_policy, 14);
 
 /**
  * CheckResponse is the response of Check.
@@ -509,6 +613,20 @@ export type CheckResponse = Message<"gatehouse.v1.CheckResponse"> & {
    * @generated from field: bool allowed = 1;
    */
   allowed: boolean;
+
+  /**
+   * impersonator_user_id is set when the token's session is an impersonation: the user behind it.
+   *
+   * @generated from field: string impersonator_user_id = 2;
+   */
+  impersonatorUserId: string;
+
+  /**
+   * impersonator_session_id is the impersonator's own session.
+   *
+   * @generated from field: string impersonator_session_id = 3;
+   */
+  impersonatorSessionId: string;
 };
 
 /**
@@ -516,7 +634,7 @@ export type CheckResponse = Message<"gatehouse.v1.CheckResponse"> & {
  * Use `create(CheckResponseSchema)` to create a new message.
  */
 export const CheckResponseSchema: GenMessage<CheckResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_policy, 14);
+  messageDesc(file_gatehouse_v1_policy, 15);
 
 /**
  * PolicyService manages session policies, resolves them for users, and answers access checks.

@@ -10,6 +10,8 @@ import { file_gatehouse_v1_common } from "./common_pb.js";
 import type { Event, EventType } from "./event_pb.js";
 import { file_gatehouse_v1_event } from "./event_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_protoc_gen_openapiv2_options_annotations } from "../../protoc-gen-openapiv2/options/annotations_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -17,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gatehouse/v1/session.proto.
  */
 export const file_gatehouse_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChpnYXRlaG91c2UvdjEvc2Vzc2lvbi5wcm90bxIMZ2F0ZWhvdXNlLnYxIk8KElBhc3N3b3JkQ3JlZGVudGlhbBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACIjAKEVRydXN0ZWRDcmVkZW50aWFsEhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEAi9AEKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EjQKCHBhc3N3b3JkGAEgASgLMiAuZ2F0ZWhvdXNlLnYxLlBhc3N3b3JkQ3JlZGVudGlhbEgAEjIKB3RydXN0ZWQYAiABKAsyHy5nYXRlaG91c2UudjEuVHJ1c3RlZENyZWRlbnRpYWxIABIzCgR0eXBlGAMgASgOMhkuZ2F0ZWhvdXNlLnYxLlNlc3Npb25UeXBlQgq6SAeCAQQQASAAEigKBmNsaWVudBgEIAEoCzIYLmdhdGVob3VzZS52MS5DbGllbnRJbmZvQhMKCmNyZWRlbnRpYWwSBbpIAggBIrcBChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJgoHc2Vzc2lvbhgBIAEoCzIVLmdhdGVob3VzZS52MS5TZXNzaW9uEg0KBXRva2VuGAIgASgJEiAKBHVzZXIYAyABKAsyEi5nYXRlaG91c2UudjEuVXNlchINCgVyb2xlcxgEIAMoCRIbChNldmljdGVkX3Nlc3Npb25faWRzGAUgAygJEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAYgASgJImMKFlZhbGlkYXRlU2Vzc2lvblJlcXVlc3QSGQoFdG9rZW4YASABKAlCCrpIB3IFEAEYgAISLgoLY29uc2lzdGVuY3kYAiABKAsyGS5nYXRlaG91c2UudjEuQ29uc2lzdGVuY3kicgoXVmFsaWRhdGVTZXNzaW9uUmVzcG9uc2USJgoHc2Vzc2lvbhgBIAEoCzIVLmdhdGVob3VzZS52MS5TZXNzaW9uEiAKBHVzZXIYAiABKAsyEi5nYXRlaG91c2UudjEuVXNlchINCgVyb2xlcxgDIAMoCSI7ChFHZXRTZXNzaW9uUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgJQhKSQQeiAgR1dWlkukgFcgOwAQEiPAoSR2V0U2Vzc2lvblJlc3BvbnNlEiYKB3Nlc3Npb24YASABKAsyFS5nYXRlaG91c2UudjEuU2Vzc2lvbiLHAQoTTGlzdFNlc3Npb25zUmVxdWVzdBIcCgd1c2VyX2lkGAEgASgJQgu6SAjYAQFyA7ABARI7CgV0eXBlcxgCIAMoDjIZLmdhdGVob3VzZS52MS5TZXNzaW9uVHlwZUIRukgOkgELGAEiB4IBBBABIAASGAoQaW5jbHVkZV9pbmFjdGl2ZRgDIAEoCBIdCglwYWdlX3NpemUYBCABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgFIAEoCUIIukgFcgMYgAQiWAoUTGlzdFNlc3Npb25zUmVzcG9uc2USJwoIc2Vzc2lvbnMYASADKAsyFS5nYXRlaG91c2UudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiWQoXVGVybWluYXRlU2Vzc2lvblJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEhYKBG5vdGUYAiABKAlCCLpIBXIDGIAEIl0KGFRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZRImCgdzZXNzaW9uGAEgASgLMhUuZ2F0ZWhvdXNlLnYxLlNlc3Npb24SGQoRY29uc2lzdGVuY3lfdG9rZW4YAiABKAkigwEKHFRlcm1pbmF0ZVVzZXJTZXNzaW9uc1JlcXVlc3QSIwoHdXNlcl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBEiYKEWV4Y2VwdF9zZXNzaW9uX2lkGAIgASgJQgu6SAjYAQFyA7ABARIWCgRub3RlGAMgASgJQgi6SAVyAxiABCJaCh1UZXJtaW5hdGVVc2VyU2Vzc2lvbnNSZXNwb25zZRIeChZ0ZXJtaW5hdGVkX3Nlc3Npb25faWRzGAEgAygJEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAIgASgJIg8KDUxvZ291dFJlcXVlc3QiKwoOTG9nb3V0UmVzcG9uc2USGQoRY29uc2lzdGVuY3lfdG9rZW4YASABKAkiFQoTV2F0Y2hTZXNzaW9uUmVxdWVzdCKpBAoUV2F0Y2hTZXNzaW9uUmVzcG9uc2USPwoIc25hcHNob3QYASABKAsyKy5nYXRlaG91c2UudjEuV2F0Y2hTZXNzaW9uUmVzcG9uc2UuU25hcHNob3RIABJICg1yb2xlc19jaGFuZ2VkGAIgASgLMi8uZ2F0ZWhvdXNlLnYxLldhdGNoU2Vzc2lvblJlc3BvbnNlLlJvbGVzQ2hhbmdlZEgAEkMKCnRlcm1pbmF0ZWQYAyABKAsyLS5nYXRlaG91c2UudjEuV2F0Y2hTZXNzaW9uUmVzcG9uc2UuVGVybWluYXRlZEgAEkEKCWhlYXJ0YmVhdBgEIAEoCzIsLmdhdGVob3VzZS52MS5XYXRjaFNlc3Npb25SZXNwb25zZS5IZWFydGJlYXRIABIZChFjb25zaXN0ZW5jeV90b2tlbhgFIAEoCRpBCghTbmFwc2hvdBImCgdzZXNzaW9uGAEgASgLMhUuZ2F0ZWhvdXNlLnYxLlNlc3Npb24SDQoFcm9sZXMYAiADKAkaPQoMUm9sZXNDaGFuZ2VkEg0KBXJvbGVzGAEgAygJEg0KBWFkZGVkGAIgAygJEg8KB3JlbW92ZWQYAyADKAkaSwoKVGVybWluYXRlZBIvCgZyZWFzb24YASABKA4yHy5nYXRlaG91c2UudjEuVGVybWluYXRpb25SZWFzb24SDAoEbm90ZRgCIAEoCRoLCglIZWFydGJlYXRCBwoFZXZlbnQihgEKEldhdGNoRXZlbnRzUmVxdWVzdBIXCgVhZnRlchgBIAEoCUIIukgFcgMYgAISOQoFdHlwZXMYAiADKA4yFy5nYXRlaG91c2UudjEuRXZlbnRUeXBlQhG6SA6SAQsYASIHggEEEAEgABIcCgd1c2VyX2lkGAMgASgJQgu6SAjYAQFyA7ABASI5ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhMuZ2F0ZWhvdXNlLnYxLkV2ZW50IqQBChFMaXN0RXZlbnRzUmVxdWVzdBIXCgVhZnRlchgBIAEoCUIIukgFcgMYgAISOQoFdHlwZXMYAiADKA4yFy5nYXRlaG91c2UudjEuRXZlbnRUeXBlQhG6SA6SAQsYASIHggEEEAEgABIcCgd1c2VyX2lkGAMgASgJQgu6SAjYAQFyA7ABARIdCglwYWdlX3NpemUYBCABKAVCCrpIBxoFGOgHKAAiOQoSTGlzdEV2ZW50c1Jlc3BvbnNlEiMKBmV2ZW50cxgBIAMoCzITLmdhdGVob3VzZS52MS5FdmVudDLcCQoOU2Vzc2lvblNlcnZpY2USdgoNQ3JlYXRlU2Vzc2lvbhIiLmdhdGVob3VzZS52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBojLmdhdGVob3VzZS52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2UiHJJBAmIAgtPkkwIROgEqIgwvdjEvc2Vzc2lvbnMShQEKD1ZhbGlkYXRlU2Vzc2lvbhIkLmdhdGVob3VzZS52MS5WYWxpZGF0ZVNlc3Npb25SZXF1ZXN0GiUuZ2F0ZWhvdXNlLnYxLlZhbGlkYXRlU2Vzc2lvblJlc3BvbnNlIiWSQQJiAILT5JMCGjoBKiIVL3YxL3Nlc3Npb25zOnZhbGlkYXRlEnUKCkdldFNlc3Npb24SHy5nYXRlaG91c2UudjEuR2V0U2Vzc2lvblJlcXVlc3QaIC5nYXRlaG91c2UudjEuR2V0U2Vzc2lvblJlc3BvbnNlIiSQAgGC0+STAhsSGS92MS9zZXNzaW9ucy97c2Vzc2lvbl9pZH0SbgoMTGlzdFNlc3Npb25zEiEuZ2F0ZWhvdXNlLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIi5nYXRlaG91c2UudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiF5ACAYLT5JMCDhIML3YxL3Nlc3Npb25zEoQBChBUZXJtaW5hdGVTZXNzaW9uEiUuZ2F0ZWhvdXNlLnYxLlRlcm1pbmF0ZVNlc3Npb25SZXF1ZXN0GiYuZ2F0ZWhvdXNlLnYxLlRlcm1pbmF0ZVNlc3Npb25SZXNwb25zZSIhgtPkkwIbKhkvdjEvc2Vzc2lvbnMve3Nlc3Npb25faWR9EqMBChVUZXJtaW5hdGVVc2VyU2Vzc2lvbnMSKi5nYXRlaG91c2UudjEuVGVybWluYXRlVXNlclNlc3Npb25zUmVxdWVzdBorLmdhdGVob3VzZS52MS5UZXJtaW5hdGVVc2VyU2Vzc2lvbnNSZXNwb25zZSIxgtPkkwIrOgEqIiYvdjEvdXNlcnMve3VzZXJfaWR9L3Nlc3Npb25zOnRlcm1pbmF0ZRJjCgZMb2dvdXQSGy5nYXRlaG91c2UudjEuTG9nb3V0UmVxdWVzdBocLmdhdGVob3VzZS52MS5Mb2dvdXRSZXNwb25zZSIegtPkkwIYOgEqIhMvdjEvc2Vzc2lvbnM6bG9nb3V0EnYKDFdhdGNoU2Vzc2lvbhIhLmdhdGVob3VzZS52MS5XYXRjaFNlc3Npb25SZXF1ZXN0GiIuZ2F0ZWhvdXNlLnYxLldhdGNoU2Vzc2lvblJlc3BvbnNlIh2QAgGC0+STAhQSEi92MS9zZXNzaW9uczp3YXRjaDABEnEKC1dhdGNoRXZlbnRzEiAuZ2F0ZWhvdXNlLnYxLldhdGNoRXZlbnRzUmVxdWVzdBohLmdhdGVob3VzZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlIhuQAgGC0+STAhISEC92MS9ldmVudHM6d2F0Y2gwARJmCgpMaXN0RXZlbnRzEh8uZ2F0ZWhvdXNlLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAuZ2F0ZWhvdXNlLnYxLkxpc3RFdmVudHNSZXNwb25zZSIVkAIBgtPkkwIMEgovdjEvZXZlbnRzQkBaPmdpdGh1Yi5jb20vZ2F0ZWhvdXNlL2dhdGVob3VzZS9nZW4vZ28vZ2F0ZWhvdXNlL3YxO2dhdGVob3VzZXYxYgZwcm90bzM", [file_buf_validate_validate, file_gatehouse_v1_common, file_gatehouse_v1_event, file_google_api_annotations, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChpnYXRlaG91c2UvdjEvc2Vzc2lvbi5wcm90bxIMZ2F0ZWhvdXNlLnYxIk8KElBhc3N3b3JkQ3JlZGVudGlhbBIbCgh1c2VybmFtZRgBIAEoCUIJukgGcgQQARhAEhwKCHBhc3N3b3JkGAIgASgJQgq6SAdyBRABGIACIjAKEVRydXN0ZWRDcmVkZW50aWFsEhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEAiUAoVSW1wZXJzb25hdGVDcmVkZW50aWFsEhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEASGgoGcmVhc29uGAIgASgJQgq6SAdyBRABGIACIrACChRDcmVhdGVTZXNzaW9uUmVxdWVzdBI0CghwYXNzd29yZBgBIAEoCzIgLmdhdGVob3VzZS52MS5QYXNzd29yZENyZWRlbnRpYWxIABIyCgd0cnVzdGVkGAIgASgLMh8uZ2F0ZWhvdXNlLnYxLlRydXN0ZWRDcmVkZW50aWFsSAASOgoLaW1wZXJzb25hdGUYBSABKAsyIy5nYXRlaG91c2UudjEuSW1wZXJzb25hdGVDcmVkZW50aWFsSAASMwoEdHlwZRgDIAEoDjIZLmdhdGVob3VzZS52MS5TZXNzaW9uVHlwZUIKukgHggEEEAEgABIoCgZjbGllbnQYBCABKAsyGC5nYXRlaG91c2UudjEuQ2xpZW50SW5mb0ITCgpjcmVkZW50aWFsEgW6SAIIASK3AQoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiYKB3Nlc3Npb24YASABKAsyFS5nYXRlaG91c2UudjEuU2Vzc2lvbhINCgV0b2tlbhgCIAEoCRIgCgR1c2VyGAMgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISDQoFcm9sZXMYBCADKAkSGwoTZXZpY3RlZF9zZXNzaW9uX2lkcxgFIAMoCRIZChFjb25zaXN0ZW5jeV90b2tlbhgGIAEoCSJjChZWYWxpZGF0ZVNlc3Npb25SZXF1ZXN0EhkKBXRva2VuGAEgASgJQgq6SAdyBRABGIACEi4KC2NvbnNpc3RlbmN5GAIgASgLMhkuZ2F0ZWhvdXNlLnYxLkNvbnNpc3RlbmN5InIKF1ZhbGlkYXRlU2Vzc2lvblJlc3BvbnNlEiYKB3Nlc3Npb24YASABKAsyFS5nYXRlaG91c2UudjEuU2Vzc2lvbhIgCgR1c2VyGAIgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISDQoFcm9sZXMYAyADKAkiOwoRR2V0U2Vzc2lvblJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCUISkkEHogIEdXVpZLpIBXIDsAEBIjwKEkdldFNlc3Npb25SZXNwb25zZRImCgdzZXNzaW9uGAEgASgLMhUuZ2F0ZWhvdXNlLnYxLlNlc3Npb24ixwEKE0xpc3RTZXNzaW9uc1JlcXVlc3QSHAoHdXNlcl9pZBgBIAEoCUILukgI2AEBcgOwAQESOwoFdHlwZXMYAiADKA4yGS5nYXRlaG91c2UudjEuU2Vzc2lvblR5cGVCEbpIDpIBCxgBIgeCAQQQASAAEhgKEGluY2x1ZGVfaW5hY3RpdmUYAyABKAgSHQoJcGFnZV9zaXplGAQgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBSABKAlCCLpIBXIDGIAEIlgKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEicKCHNlc3Npb25zGAEgAygLMhUuZ2F0ZWhvdXNlLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlkKF1Rlcm1pbmF0ZVNlc3Npb25SZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABARIWCgRub3RlGAIgASgJQgi6SAVyAxiABCJdChhUZXJtaW5hdGVTZXNzaW9uUmVzcG9uc2USJgoHc2Vzc2lvbhgBIAEoCzIVLmdhdGVob3VzZS52MS5TZXNzaW9uEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAIgASgJIoMBChxUZXJtaW5hdGVVc2VyU2Vzc2lvbnNSZXF1ZXN0EiMKB3VzZXJfaWQYASABKAlCEpJBB6ICBHV1aWS6SAVyA7ABARImChFleGNlcHRfc2Vzc2lvbl9pZBgCIAEoCUILukgI2AEBcgOwAQESFgoEbm90ZRgDIAEoCUIIukgFcgMYgAQiWgodVGVybWluYXRlVXNlclNlc3Npb25zUmVzcG9uc2USHgoWdGVybWluYXRlZF9zZXNzaW9uX2lkcxgBIAMoCRIZChFjb25zaXN0ZW5jeV90b2tlbhgCIAEoCSIPCg1Mb2dvdXRSZXF1ZXN0IisKDkxvZ291dFJlc3BvbnNlEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAEgASgJIhUKE1dhdGNoU2Vzc2lvblJlcXVlc3QihgcKFFdhdGNoU2Vzc2lvblJlc3BvbnNlEj8KCHNuYXBzaG90GAEgASgLMisuZ2F0ZWhvdXNlLnYxLldhdGNoU2Vzc2lvblJlc3BvbnNlLlNuYXBzaG90SAASSAoNcm9sZXNfY2hhbmdlZBgCIAEoCzIvLmdhdGVob3VzZS52MS5XYXRjaFNlc3Npb25SZXNwb25zZS5Sb2xlc0NoYW5nZWRIABJDCgp0ZXJtaW5hdGVkGAMgASgLMi0uZ2F0ZWhvdXNlLnYxLldhdGNoU2Vzc2lvblJlc3BvbnNlLlRlcm1pbmF0ZWRIABJBCgloZWFydGJlYXQYBCABKAsyLC5nYXRlaG91c2UudjEuV2F0Y2hTZXNzaW9uUmVzcG9uc2UuSGVhcnRiZWF0SAASPwoIZXhwaXJpbmcYBiABKAsyKy5nYXRlaG91c2UudjEuV2F0Y2hTZXNzaW9uUmVzcG9uc2UuRXhwaXJpbmdIABJJCg1pbXBlcnNvbmF0aW9uGAcgASgLMjAuZ2F0ZWhvdXNlLnYxLldhdGNoU2Vzc2lvblJlc3BvbnNlLkltcGVyc29uYXRpb25IABIZChFjb25zaXN0ZW5jeV90b2tlbhgFIAEoCRpBCghTbmFwc2hvdBImCgdzZXNzaW9uGAEgASgLMhUuZ2F0ZWhvdXNlLnYxLlNlc3Npb24SDQoFcm9sZXMYAiADKAkaPQoMUm9sZXNDaGFuZ2VkEg0KBXJvbGVzGAEgAygJEg0KBWFkZGVkGAIgAygJEg8KB3JlbW92ZWQYAyADKAkaSwoKVGVybWluYXRlZBIvCgZyZWFzb24YASABKA4yHy5nYXRlaG91c2UudjEuVGVybWluYXRpb25SZWFzb24SDAoEbm90ZRgCIAEoCRoLCglIZWFydGJlYXQabAoIRXhwaXJpbmcSLwoLZXhwaXJlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KBnJlYXNvbhgCIAEoDjIfLmdhdGVob3VzZS52MS5UZXJtaW5hdGlvblJlYXNvbhphCg1JbXBlcnNvbmF0aW9uEhIKCnNlc3Npb25faWQYASABKAkSHAoUaW1wZXJzb25hdG9yX3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJEg4KBmFjdGl2ZRgEIAEoCEIHCgVldmVudCKGAQoSV2F0Y2hFdmVudHNSZXF1ZXN0EhcKBWFmdGVyGAEgASgJQgi6SAVyAxiAAhI5CgV0eXBlcxgCIAMoDjIXLmdhdGVob3VzZS52MS5FdmVudFR5cGVCEbpIDpIBCxgBIgeCAQQQASAAEhwKB3VzZXJfaWQYAyABKAlCC7pICNgBAXIDsAEBIjkKE1dhdGNoRXZlbnRzUmVzcG9uc2USIgoFZXZlbnQYASABKAsyEy5nYXRlaG91c2UudjEuRXZlbnQipAEKEUxpc3RFdmVudHNSZXF1ZXN0EhcKBWFmdGVyGAEgASgJQgi6SAVyAxiAAhI5CgV0eXBlcxgCIAMoDjIXLmdhdGVob3VzZS52MS5FdmVudFR5cGVCEbpIDpIBCxgBIgeCAQQQASAAEhwKB3VzZXJfaWQYAyABKAlCC7pICNgBAXIDsAEBEh0KCXBhZ2Vfc2l6ZRgEIAEoBUIKukgHGgUY6AcoACI5ChJMaXN0RXZlbnRzUmVzcG9uc2USIwoGZXZlbnRzGAEgAygLMhMuZ2F0ZWhvdXNlLnYxLkV2ZW50MtwJCg5TZXNzaW9uU2VydmljZRJ2Cg1DcmVhdGVTZXNzaW9uEiIuZ2F0ZWhvdXNlLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiMuZ2F0ZWhvdXNlLnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZSIckkECYgCC0+STAhE6ASoiDC92MS9zZXNzaW9ucxKFAQoPVmFsaWRhdGVTZXNzaW9uEiQuZ2F0ZWhvdXNlLnYxLlZhbGlkYXRlU2Vzc2lvblJlcXVlc3QaJS5nYXRlaG91c2UudjEuVmFsaWRhdGVTZXNzaW9uUmVzcG9uc2UiJZJBAmIAgtPkkwIaOgEqIhUvdjEvc2Vzc2lvbnM6dmFsaWRhdGUSdQoKR2V0U2Vzc2lvbhIfLmdhdGVob3VzZS52MS5HZXRTZXNzaW9uUmVxdWVzdBogLmdhdGVob3VzZS52MS5HZXRTZXNzaW9uUmVzcG9uc2UiJJACAYLT5JMCGxIZL3YxL3Nlc3Npb25zL3tzZXNzaW9uX2lkfRJuCgxMaXN0U2Vzc2lvbnMSIS5nYXRlaG91c2UudjEuTGlzdFNlc3Npb25zUmVxdWVzdBoiLmdhdGVob3VzZS52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIXkAIBgtPkkwIOEgwvdjEvc2Vzc2lvbnMShAEKEFRlcm1pbmF0ZVNlc3Npb24SJS5nYXRlaG91c2UudjEuVGVybWluYXRlU2Vzc2lvblJlcXVlc3QaJi5nYXRlaG91c2UudjEuVGVybWluYXRlU2Vzc2lvblJlc3BvbnNlIiGC0+STAhsqGS92MS9zZXNzaW9ucy97c2Vzc2lvbl9pZH0SowEKFVRlcm1pbmF0ZVVzZXJTZXNzaW9ucxIqLmdhdGVob3VzZS52MS5UZXJtaW5hdGVVc2VyU2Vzc2lvbnNSZXF1ZXN0GisuZ2F0ZWhvdXNlLnYxLlRlcm1pbmF0ZVVzZXJTZXNzaW9uc1Jlc3BvbnNlIjGC0+STAis6ASoiJi92MS91c2Vycy97dXNlcl9pZH0vc2Vzc2lvbnM6dGVybWluYXRlEmMKBkxvZ291dBIbLmdhdGVob3VzZS52MS5Mb2dvdXRSZXF1ZXN0GhwuZ2F0ZWhvdXNlLnYxLkxvZ291dFJlc3BvbnNlIh6C0+STAhg6ASoiEy92MS9zZXNzaW9uczpsb2dvdXQSdgoMV2F0Y2hTZXNzaW9uEiEuZ2F0ZWhvdXNlLnYxLldhdGNoU2Vzc2lvblJlcXVlc3QaIi5nYXRlaG91c2UudjEuV2F0Y2hTZXNzaW9uUmVzcG9uc2UiHZACAYLT5JMCFBISL3YxL3Nlc3Npb25zOndhdGNoMAEScQoLV2F0Y2hFdmVudHMSIC5nYXRlaG91c2UudjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiEuZ2F0ZWhvdXNlLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UiG5ACAYLT5JMCEhIQL3YxL2V2ZW50czp3YXRjaDABEmYKCkxpc3RFdmVudHMSHy5nYXRlaG91c2UudjEuTGlzdEV2ZW50c1JlcXVlc3QaIC5nYXRlaG91c2UudjEuTGlzdEV2ZW50c1Jlc3BvbnNlIhWQAgGC0+STAgwSCi92MS9ldmVudHNCQFo+Z2l0aHViLmNvbS9nYXRlaG91c2UvZ2F0ZWhvdXNlL2dlbi9nby9nYXRlaG91c2UvdjE7Z2F0ZWhvdXNldjFiBnByb3RvMw", [file_buf_validate_validate, file_gatehouse_v1_common, file_gatehouse_v1_event, file_google_api_annotations, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
 
 /**
  * PasswordCredential authenticates with a username and password.
@@ -69,6 +71,37 @@ export const TrustedCredentialSchema: GenMessage<TrustedCredential> = /*@__PURE_
   messageDesc(file_gatehouse_v1_session, 1);
 
 /**
+ * ImpersonateCredential opens a session as another user, for a caller holding
+ * gatehouse.impersonator. The session carries the target's roles, is marked with the caller's user
+ * and session, does not count towards the target's limits, has a short absolute timeout, and ends
+ * when the caller's own session ends.
+ *
+ * @generated from message gatehouse.v1.ImpersonateCredential
+ */
+export type ImpersonateCredential = Message<"gatehouse.v1.ImpersonateCredential"> & {
+  /**
+   * username is the user to impersonate, matched case-insensitively.
+   *
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * reason says why (kept with the session and in its events); required.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message gatehouse.v1.ImpersonateCredential.
+ * Use `create(ImpersonateCredentialSchema)` to create a new message.
+ */
+export const ImpersonateCredentialSchema: GenMessage<ImpersonateCredential> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_session, 2);
+
+/**
  * CreateSessionRequest is the request of CreateSession.
  *
  * @generated from message gatehouse.v1.CreateSessionRequest
@@ -95,6 +128,14 @@ export type CreateSessionRequest = Message<"gatehouse.v1.CreateSessionRequest"> 
      */
     value: TrustedCredential;
     case: "trusted";
+  } | {
+    /**
+     * impersonate opens an audited session as another user (gatehouse.impersonator only).
+     *
+     * @generated from field: gatehouse.v1.ImpersonateCredential impersonate = 5;
+     */
+    value: ImpersonateCredential;
+    case: "impersonate";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -117,7 +158,7 @@ export type CreateSessionRequest = Message<"gatehouse.v1.CreateSessionRequest"> 
  * Use `create(CreateSessionRequestSchema)` to create a new message.
  */
 export const CreateSessionRequestSchema: GenMessage<CreateSessionRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 2);
+  messageDesc(file_gatehouse_v1_session, 3);
 
 /**
  * CreateSessionResponse is the response of CreateSession.
@@ -173,7 +214,7 @@ export type CreateSessionResponse = Message<"gatehouse.v1.CreateSessionResponse"
  * Use `create(CreateSessionResponseSchema)` to create a new message.
  */
 export const CreateSessionResponseSchema: GenMessage<CreateSessionResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 3);
+  messageDesc(file_gatehouse_v1_session, 4);
 
 /**
  * ValidateSessionRequest is the request of ValidateSession.
@@ -201,7 +242,7 @@ export type ValidateSessionRequest = Message<"gatehouse.v1.ValidateSessionReques
  * Use `create(ValidateSessionRequestSchema)` to create a new message.
  */
 export const ValidateSessionRequestSchema: GenMessage<ValidateSessionRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 4);
+  messageDesc(file_gatehouse_v1_session, 5);
 
 /**
  * ValidateSessionResponse is the response of ValidateSession.
@@ -236,7 +277,7 @@ export type ValidateSessionResponse = Message<"gatehouse.v1.ValidateSessionRespo
  * Use `create(ValidateSessionResponseSchema)` to create a new message.
  */
 export const ValidateSessionResponseSchema: GenMessage<ValidateSessionResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 5);
+  messageDesc(file_gatehouse_v1_session, 6);
 
 /**
  * GetSessionRequest is the request of GetSession.
@@ -257,7 +298,7 @@ export type GetSessionRequest = Message<"gatehouse.v1.GetSessionRequest"> & {
  * Use `create(GetSessionRequestSchema)` to create a new message.
  */
 export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 6);
+  messageDesc(file_gatehouse_v1_session, 7);
 
 /**
  * GetSessionResponse is the response of GetSession.
@@ -278,7 +319,7 @@ export type GetSessionResponse = Message<"gatehouse.v1.GetSessionResponse"> & {
  * Use `create(GetSessionResponseSchema)` to create a new message.
  */
 export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 7);
+  messageDesc(file_gatehouse_v1_session, 8);
 
 /**
  * ListSessionsRequest is the request of ListSessions.
@@ -327,7 +368,7 @@ export type ListSessionsRequest = Message<"gatehouse.v1.ListSessionsRequest"> & 
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 8);
+  messageDesc(file_gatehouse_v1_session, 9);
 
 /**
  * ListSessionsResponse is the response of ListSessions.
@@ -355,7 +396,7 @@ export type ListSessionsResponse = Message<"gatehouse.v1.ListSessionsResponse"> 
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 9);
+  messageDesc(file_gatehouse_v1_session, 10);
 
 /**
  * TerminateSessionRequest is the request of TerminateSession.
@@ -383,7 +424,7 @@ export type TerminateSessionRequest = Message<"gatehouse.v1.TerminateSessionRequ
  * Use `create(TerminateSessionRequestSchema)` to create a new message.
  */
 export const TerminateSessionRequestSchema: GenMessage<TerminateSessionRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 10);
+  messageDesc(file_gatehouse_v1_session, 11);
 
 /**
  * TerminateSessionResponse is the response of TerminateSession.
@@ -411,7 +452,7 @@ export type TerminateSessionResponse = Message<"gatehouse.v1.TerminateSessionRes
  * Use `create(TerminateSessionResponseSchema)` to create a new message.
  */
 export const TerminateSessionResponseSchema: GenMessage<TerminateSessionResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 11);
+  messageDesc(file_gatehouse_v1_session, 12);
 
 /**
  * TerminateUserSessionsRequest is the request of TerminateUserSessions.
@@ -446,7 +487,7 @@ export type TerminateUserSessionsRequest = Message<"gatehouse.v1.TerminateUserSe
  * Use `create(TerminateUserSessionsRequestSchema)` to create a new message.
  */
 export const TerminateUserSessionsRequestSchema: GenMessage<TerminateUserSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 12);
+  messageDesc(file_gatehouse_v1_session, 13);
 
 /**
  * TerminateUserSessionsResponse is the response of TerminateUserSessions.
@@ -474,7 +515,7 @@ export type TerminateUserSessionsResponse = Message<"gatehouse.v1.TerminateUserS
  * Use `create(TerminateUserSessionsResponseSchema)` to create a new message.
  */
 export const TerminateUserSessionsResponseSchema: GenMessage<TerminateUserSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 13);
+  messageDesc(file_gatehouse_v1_session, 14);
 
 /**
  * LogoutRequest is the request of Logout.
@@ -489,7 +530,7 @@ export type LogoutRequest = Message<"gatehouse.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 14);
+  messageDesc(file_gatehouse_v1_session, 15);
 
 /**
  * LogoutResponse is the response of Logout.
@@ -510,7 +551,7 @@ export type LogoutResponse = Message<"gatehouse.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 15);
+  messageDesc(file_gatehouse_v1_session, 16);
 
 /**
  * WatchSessionRequest is the request of WatchSession.
@@ -525,7 +566,7 @@ export type WatchSessionRequest = Message<"gatehouse.v1.WatchSessionRequest"> & 
  * Use `create(WatchSessionRequestSchema)` to create a new message.
  */
 export const WatchSessionRequestSchema: GenMessage<WatchSessionRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 16);
+  messageDesc(file_gatehouse_v1_session, 17);
 
 /**
  * WatchSessionResponse is one message of the WatchSession stream.
@@ -570,6 +611,22 @@ export type WatchSessionResponse = Message<"gatehouse.v1.WatchSessionResponse"> 
      */
     value: WatchSessionResponse_Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * expiring warns that the session is about to time out.
+     *
+     * @generated from field: gatehouse.v1.WatchSessionResponse.Expiring expiring = 6;
+     */
+    value: WatchSessionResponse_Expiring;
+    case: "expiring";
+  } | {
+    /**
+     * impersonation says that someone began or stopped impersonating the session's user.
+     *
+     * @generated from field: gatehouse.v1.WatchSessionResponse.Impersonation impersonation = 7;
+     */
+    value: WatchSessionResponse_Impersonation;
+    case: "impersonation";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -585,7 +642,7 @@ export type WatchSessionResponse = Message<"gatehouse.v1.WatchSessionResponse"> 
  * Use `create(WatchSessionResponseSchema)` to create a new message.
  */
 export const WatchSessionResponseSchema: GenMessage<WatchSessionResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 17);
+  messageDesc(file_gatehouse_v1_session, 18);
 
 /**
  * Snapshot is the session's state when the stream starts.
@@ -613,7 +670,7 @@ export type WatchSessionResponse_Snapshot = Message<"gatehouse.v1.WatchSessionRe
  * Use `create(WatchSessionResponse_SnapshotSchema)` to create a new message.
  */
 export const WatchSessionResponse_SnapshotSchema: GenMessage<WatchSessionResponse_Snapshot> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 17, 0);
+  messageDesc(file_gatehouse_v1_session, 18, 0);
 
 /**
  * RolesChanged says the session now carries a new set of roles.
@@ -648,7 +705,7 @@ export type WatchSessionResponse_RolesChanged = Message<"gatehouse.v1.WatchSessi
  * Use `create(WatchSessionResponse_RolesChangedSchema)` to create a new message.
  */
 export const WatchSessionResponse_RolesChangedSchema: GenMessage<WatchSessionResponse_RolesChanged> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 17, 1);
+  messageDesc(file_gatehouse_v1_session, 18, 1);
 
 /**
  * Terminated says the session ended; the stream ends after it.
@@ -676,7 +733,7 @@ export type WatchSessionResponse_Terminated = Message<"gatehouse.v1.WatchSession
  * Use `create(WatchSessionResponse_TerminatedSchema)` to create a new message.
  */
 export const WatchSessionResponse_TerminatedSchema: GenMessage<WatchSessionResponse_Terminated> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 17, 2);
+  messageDesc(file_gatehouse_v1_session, 18, 2);
 
 /**
  * Heartbeat is sent at a fixed interval so that clients can tell a quiet stream from a dead one.
@@ -691,7 +748,78 @@ export type WatchSessionResponse_Heartbeat = Message<"gatehouse.v1.WatchSessionR
  * Use `create(WatchSessionResponse_HeartbeatSchema)` to create a new message.
  */
 export const WatchSessionResponse_HeartbeatSchema: GenMessage<WatchSessionResponse_Heartbeat> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 17, 3);
+  messageDesc(file_gatehouse_v1_session, 18, 3);
+
+/**
+ * Expiring warns ahead of a timeout (by --expiry-warning); activity that moves the idle expiry
+ * sends a fresh one, or one with no expire_time when the warning no longer holds.
+ *
+ * @generated from message gatehouse.v1.WatchSessionResponse.Expiring
+ */
+export type WatchSessionResponse_Expiring = Message<"gatehouse.v1.WatchSessionResponse.Expiring"> & {
+  /**
+   * expire_time is when the session will end unless it is used (idle) or at all (absolute).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 1;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * reason is TERMINATION_REASON_IDLE_TIMEOUT or TERMINATION_REASON_ABSOLUTE_TIMEOUT.
+   *
+   * @generated from field: gatehouse.v1.TerminationReason reason = 2;
+   */
+  reason: TerminationReason;
+};
+
+/**
+ * Describes the message gatehouse.v1.WatchSessionResponse.Expiring.
+ * Use `create(WatchSessionResponse_ExpiringSchema)` to create a new message.
+ */
+export const WatchSessionResponse_ExpiringSchema: GenMessage<WatchSessionResponse_Expiring> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_session, 18, 4);
+
+/**
+ * Impersonation tells a user's sessions that an impersonation of the user began or ended.
+ *
+ * @generated from message gatehouse.v1.WatchSessionResponse.Impersonation
+ */
+export type WatchSessionResponse_Impersonation = Message<"gatehouse.v1.WatchSessionResponse.Impersonation"> & {
+  /**
+   * session_id is the impersonation's session.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * impersonator_user_id is who impersonates the user.
+   *
+   * @generated from field: string impersonator_user_id = 2;
+   */
+  impersonatorUserId: string;
+
+  /**
+   * reason is the reason the impersonator gave.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * active is true when it began, false when it ended.
+   *
+   * @generated from field: bool active = 4;
+   */
+  active: boolean;
+};
+
+/**
+ * Describes the message gatehouse.v1.WatchSessionResponse.Impersonation.
+ * Use `create(WatchSessionResponse_ImpersonationSchema)` to create a new message.
+ */
+export const WatchSessionResponse_ImpersonationSchema: GenMessage<WatchSessionResponse_Impersonation> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_session, 18, 5);
 
 /**
  * WatchEventsRequest is the request of WatchEvents.
@@ -726,7 +854,7 @@ export type WatchEventsRequest = Message<"gatehouse.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 18);
+  messageDesc(file_gatehouse_v1_session, 19);
 
 /**
  * WatchEventsResponse is one message of the WatchEvents stream.
@@ -747,7 +875,7 @@ export type WatchEventsResponse = Message<"gatehouse.v1.WatchEventsResponse"> & 
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 19);
+  messageDesc(file_gatehouse_v1_session, 20);
 
 /**
  * ListEventsRequest is the request of ListEvents.
@@ -789,7 +917,7 @@ export type ListEventsRequest = Message<"gatehouse.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 20);
+  messageDesc(file_gatehouse_v1_session, 21);
 
 /**
  * ListEventsResponse is the response of ListEvents.
@@ -810,7 +938,7 @@ export type ListEventsResponse = Message<"gatehouse.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_session, 21);
+  messageDesc(file_gatehouse_v1_session, 22);
 
 /**
  * SessionService creates, validates, lists, watches and ends sessions, and serves the event log.
