@@ -120,7 +120,55 @@ func (l *Live) List(ctx context.Context, after Position, f Filter, limit int) ([
 	if err := l.checkCursor(ctx, after); err != nil {
 		return nil, err
 	}
+	if err := l.settle(ctx); err != nil {
+		return nil, err
+	}
 	return l.src.Read(ctx, after, Position{}, f, limit)
+}
+
+// settle waits, bounded by the sync timeout, until every transaction that had committed or was
+// running when it was called has finished, so that a page read afterwards includes every event
+// committed before the call (a caller's own change among them).
+//
+// NOTE: a page holds only settled events (below the horizon), or a client paging from the last
+// cursor could skip an event that commits later at a lower position. Without this wait an event
+// acknowledged a moment ago could be missing from the next page while some other transaction
+// on the cluster is still running. Past the timeout (a long transaction anywhere holds the horizon
+// back) the page is still correct, only without the newest events; they come with a later page.
+func (l *Live) settle(ctx context.Context) error {
+	if err := l.tailer.Sync(ctx); err != nil {
+		return err
+	}
+	target := l.tailer.Snapshot()
+	if !target.Postgres {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, l.syncTimeout)
+	defer cancel()
+	// NOTE: rounds spaced by a backoff (1 ms doubling to 50 ms), so that a long transaction
+	// elsewhere costs the database a handful of reads per waiting call, not a tight loop.
+	pause := time.Millisecond
+	for l.tailer.Snapshot().Xmin < target.Xmax {
+		if err := l.tailer.Sync(wctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		}
+		if l.tailer.Snapshot().Xmin >= target.Xmax {
+			break
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 50*time.Millisecond)
+	}
+	return nil
 }
 
 func (l *Live) checkCursor(ctx context.Context, after Position) error {
