@@ -60,7 +60,9 @@ func smokeCases(t *testing.T, short []string) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
-			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			// NOTE: a bound on a hung run, not a measure: a smoke run takes seconds, or a minute
+			// on a machine busy with other builds under the race detector.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			err := run(ctx, append(tc.args, short...), &stdout, &stderr)
 			if err != nil {
