@@ -4485,28 +4485,31 @@ func (m *RoleGrantMutation) ResetEdge(name string) error {
 // SessionMutation represents an operation that mutates the Session nodes in the graph.
 type SessionMutation struct {
 	config
-	op                   Op
-	typ                  string
-	id                   *string
-	user_id              *string
-	token_hash           *[]byte
-	_type                *session.Type
-	user_agent           *string
-	ip_address           *string
-	device_name          *string
-	trusted              *bool
-	create_time          *time.Time
-	last_active_time     *time.Time
-	idle_expire_time     *time.Time
-	absolute_expire_time *time.Time
-	active               *bool
-	termination_reason   *string
-	terminate_time       *time.Time
-	note                 *string
-	clearedFields        map[string]struct{}
-	done                 bool
-	oldValue             func(context.Context) (*Session, error)
-	predicates           []predicate.Session
+	op                      Op
+	typ                     string
+	id                      *string
+	user_id                 *string
+	token_hash              *[]byte
+	_type                   *session.Type
+	user_agent              *string
+	ip_address              *string
+	device_name             *string
+	trusted                 *bool
+	create_time             *time.Time
+	last_active_time        *time.Time
+	idle_expire_time        *time.Time
+	absolute_expire_time    *time.Time
+	active                  *bool
+	termination_reason      *string
+	terminate_time          *time.Time
+	note                    *string
+	impersonator_user_id    *string
+	impersonator_session_id *string
+	impersonation_reason    *string
+	clearedFields           map[string]struct{}
+	done                    bool
+	oldValue                func(context.Context) (*Session, error)
+	predicates              []predicate.Session
 }
 
 var _ ent.Mutation = (*SessionMutation)(nil)
@@ -5166,6 +5169,114 @@ func (m *SessionMutation) ResetNote() {
 	m.note = nil
 }
 
+// SetImpersonatorUserID sets the "impersonator_user_id" field.
+func (m *SessionMutation) SetImpersonatorUserID(s string) {
+	m.impersonator_user_id = &s
+}
+
+// ImpersonatorUserID returns the value of the "impersonator_user_id" field in the mutation.
+func (m *SessionMutation) ImpersonatorUserID() (r string, exists bool) {
+	v := m.impersonator_user_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldImpersonatorUserID returns the old "impersonator_user_id" field's value of the Session entity.
+// If the Session object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SessionMutation) OldImpersonatorUserID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldImpersonatorUserID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldImpersonatorUserID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldImpersonatorUserID: %w", err)
+	}
+	return oldValue.ImpersonatorUserID, nil
+}
+
+// ResetImpersonatorUserID resets all changes to the "impersonator_user_id" field.
+func (m *SessionMutation) ResetImpersonatorUserID() {
+	m.impersonator_user_id = nil
+}
+
+// SetImpersonatorSessionID sets the "impersonator_session_id" field.
+func (m *SessionMutation) SetImpersonatorSessionID(s string) {
+	m.impersonator_session_id = &s
+}
+
+// ImpersonatorSessionID returns the value of the "impersonator_session_id" field in the mutation.
+func (m *SessionMutation) ImpersonatorSessionID() (r string, exists bool) {
+	v := m.impersonator_session_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldImpersonatorSessionID returns the old "impersonator_session_id" field's value of the Session entity.
+// If the Session object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SessionMutation) OldImpersonatorSessionID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldImpersonatorSessionID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldImpersonatorSessionID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldImpersonatorSessionID: %w", err)
+	}
+	return oldValue.ImpersonatorSessionID, nil
+}
+
+// ResetImpersonatorSessionID resets all changes to the "impersonator_session_id" field.
+func (m *SessionMutation) ResetImpersonatorSessionID() {
+	m.impersonator_session_id = nil
+}
+
+// SetImpersonationReason sets the "impersonation_reason" field.
+func (m *SessionMutation) SetImpersonationReason(s string) {
+	m.impersonation_reason = &s
+}
+
+// ImpersonationReason returns the value of the "impersonation_reason" field in the mutation.
+func (m *SessionMutation) ImpersonationReason() (r string, exists bool) {
+	v := m.impersonation_reason
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldImpersonationReason returns the old "impersonation_reason" field's value of the Session entity.
+// If the Session object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SessionMutation) OldImpersonationReason(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldImpersonationReason is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldImpersonationReason requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldImpersonationReason: %w", err)
+	}
+	return oldValue.ImpersonationReason, nil
+}
+
+// ResetImpersonationReason resets all changes to the "impersonation_reason" field.
+func (m *SessionMutation) ResetImpersonationReason() {
+	m.impersonation_reason = nil
+}
+
 // Where appends a list predicates to the SessionMutation builder.
 func (m *SessionMutation) Where(ps ...predicate.Session) {
 	m.predicates = append(m.predicates, ps...)
@@ -5200,7 +5311,7 @@ func (m *SessionMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *SessionMutation) Fields() []string {
-	fields := make([]string, 0, 15)
+	fields := make([]string, 0, 18)
 	if m.user_id != nil {
 		fields = append(fields, session.FieldUserID)
 	}
@@ -5246,6 +5357,15 @@ func (m *SessionMutation) Fields() []string {
 	if m.note != nil {
 		fields = append(fields, session.FieldNote)
 	}
+	if m.impersonator_user_id != nil {
+		fields = append(fields, session.FieldImpersonatorUserID)
+	}
+	if m.impersonator_session_id != nil {
+		fields = append(fields, session.FieldImpersonatorSessionID)
+	}
+	if m.impersonation_reason != nil {
+		fields = append(fields, session.FieldImpersonationReason)
+	}
 	return fields
 }
 
@@ -5284,6 +5404,12 @@ func (m *SessionMutation) Field(name string) (ent.Value, bool) {
 		return m.TerminateTime()
 	case session.FieldNote:
 		return m.Note()
+	case session.FieldImpersonatorUserID:
+		return m.ImpersonatorUserID()
+	case session.FieldImpersonatorSessionID:
+		return m.ImpersonatorSessionID()
+	case session.FieldImpersonationReason:
+		return m.ImpersonationReason()
 	}
 	return nil, false
 }
@@ -5323,6 +5449,12 @@ func (m *SessionMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldTerminateTime(ctx)
 	case session.FieldNote:
 		return m.OldNote(ctx)
+	case session.FieldImpersonatorUserID:
+		return m.OldImpersonatorUserID(ctx)
+	case session.FieldImpersonatorSessionID:
+		return m.OldImpersonatorSessionID(ctx)
+	case session.FieldImpersonationReason:
+		return m.OldImpersonationReason(ctx)
 	}
 	return nil, fmt.Errorf("unknown Session field %s", name)
 }
@@ -5437,6 +5569,27 @@ func (m *SessionMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetNote(v)
 		return nil
+	case session.FieldImpersonatorUserID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetImpersonatorUserID(v)
+		return nil
+	case session.FieldImpersonatorSessionID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetImpersonatorSessionID(v)
+		return nil
+	case session.FieldImpersonationReason:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetImpersonationReason(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Session field %s", name)
 }
@@ -5539,6 +5692,15 @@ func (m *SessionMutation) ResetField(name string) error {
 		return nil
 	case session.FieldNote:
 		m.ResetNote()
+		return nil
+	case session.FieldImpersonatorUserID:
+		m.ResetImpersonatorUserID()
+		return nil
+	case session.FieldImpersonatorSessionID:
+		m.ResetImpersonatorSessionID()
+		return nil
+	case session.FieldImpersonationReason:
+		m.ResetImpersonationReason()
 		return nil
 	}
 	return fmt.Errorf("unknown Session field %s", name)

@@ -201,6 +201,20 @@ func init() {
 	session.DefaultNote = sessionDescNote.Default.(string)
 	// session.NoteValidator is a validator for the "note" field. It is called by the builders before save.
 	session.NoteValidator = sessionDescNote.Validators[0].(func(string) error)
+	// sessionDescImpersonatorUserID is the schema descriptor for impersonator_user_id field.
+	sessionDescImpersonatorUserID := sessionFields[16].Descriptor()
+	// session.DefaultImpersonatorUserID holds the default value on creation for the impersonator_user_id field.
+	session.DefaultImpersonatorUserID = sessionDescImpersonatorUserID.Default.(string)
+	// sessionDescImpersonatorSessionID is the schema descriptor for impersonator_session_id field.
+	sessionDescImpersonatorSessionID := sessionFields[17].Descriptor()
+	// session.DefaultImpersonatorSessionID holds the default value on creation for the impersonator_session_id field.
+	session.DefaultImpersonatorSessionID = sessionDescImpersonatorSessionID.Default.(string)
+	// sessionDescImpersonationReason is the schema descriptor for impersonation_reason field.
+	sessionDescImpersonationReason := sessionFields[18].Descriptor()
+	// session.DefaultImpersonationReason holds the default value on creation for the impersonation_reason field.
+	session.DefaultImpersonationReason = sessionDescImpersonationReason.Default.(string)
+	// session.ImpersonationReasonValidator is a validator for the "impersonation_reason" field. It is called by the builders before save.
+	session.ImpersonationReasonValidator = sessionDescImpersonationReason.Validators[0].(func(string) error)
 	// sessionDescID is the schema descriptor for id field.
 	sessionDescID := sessionFields[0].Descriptor()
 	// session.IDValidator is a validator for the "id" field. It is called by the builders before save.

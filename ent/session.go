@@ -46,8 +46,14 @@ type Session struct {
 	// TerminateTime holds the value of the "terminate_time" field.
 	TerminateTime *time.Time `json:"terminate_time,omitempty"`
 	// Note holds the value of the "note" field.
-	Note         string `json:"note,omitempty"`
-	selectValues sql.SelectValues
+	Note string `json:"note,omitempty"`
+	// ImpersonatorUserID holds the value of the "impersonator_user_id" field.
+	ImpersonatorUserID string `json:"impersonator_user_id,omitempty"`
+	// ImpersonatorSessionID holds the value of the "impersonator_session_id" field.
+	ImpersonatorSessionID string `json:"impersonator_session_id,omitempty"`
+	// ImpersonationReason holds the value of the "impersonation_reason" field.
+	ImpersonationReason string `json:"impersonation_reason,omitempty"`
+	selectValues        sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -59,7 +65,7 @@ func (*Session) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case session.FieldTrusted, session.FieldActive:
 			values[i] = new(sql.NullBool)
-		case session.FieldID, session.FieldUserID, session.FieldType, session.FieldUserAgent, session.FieldIPAddress, session.FieldDeviceName, session.FieldTerminationReason, session.FieldNote:
+		case session.FieldID, session.FieldUserID, session.FieldType, session.FieldUserAgent, session.FieldIPAddress, session.FieldDeviceName, session.FieldTerminationReason, session.FieldNote, session.FieldImpersonatorUserID, session.FieldImpersonatorSessionID, session.FieldImpersonationReason:
 			values[i] = new(sql.NullString)
 		case session.FieldCreateTime, session.FieldLastActiveTime, session.FieldIdleExpireTime, session.FieldAbsoluteExpireTime, session.FieldTerminateTime:
 			values[i] = new(sql.NullTime)
@@ -175,6 +181,24 @@ func (_m *Session) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Note = value.String
 			}
+		case session.FieldImpersonatorUserID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field impersonator_user_id", values[i])
+			} else if value.Valid {
+				_m.ImpersonatorUserID = value.String
+			}
+		case session.FieldImpersonatorSessionID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field impersonator_session_id", values[i])
+			} else if value.Valid {
+				_m.ImpersonatorSessionID = value.String
+			}
+		case session.FieldImpersonationReason:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field impersonation_reason", values[i])
+			} else if value.Valid {
+				_m.ImpersonationReason = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -256,6 +280,15 @@ func (_m *Session) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("note=")
 	builder.WriteString(_m.Note)
+	builder.WriteString(", ")
+	builder.WriteString("impersonator_user_id=")
+	builder.WriteString(_m.ImpersonatorUserID)
+	builder.WriteString(", ")
+	builder.WriteString("impersonator_session_id=")
+	builder.WriteString(_m.ImpersonatorSessionID)
+	builder.WriteString(", ")
+	builder.WriteString("impersonation_reason=")
+	builder.WriteString(_m.ImpersonationReason)
 	builder.WriteByte(')')
 	return builder.String()
 }

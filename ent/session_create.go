@@ -185,6 +185,48 @@ func (_c *SessionCreate) SetNillableNote(v *string) *SessionCreate {
 	return _c
 }
 
+// SetImpersonatorUserID sets the "impersonator_user_id" field.
+func (_c *SessionCreate) SetImpersonatorUserID(v string) *SessionCreate {
+	_c.mutation.SetImpersonatorUserID(v)
+	return _c
+}
+
+// SetNillableImpersonatorUserID sets the "impersonator_user_id" field if the given value is not nil.
+func (_c *SessionCreate) SetNillableImpersonatorUserID(v *string) *SessionCreate {
+	if v != nil {
+		_c.SetImpersonatorUserID(*v)
+	}
+	return _c
+}
+
+// SetImpersonatorSessionID sets the "impersonator_session_id" field.
+func (_c *SessionCreate) SetImpersonatorSessionID(v string) *SessionCreate {
+	_c.mutation.SetImpersonatorSessionID(v)
+	return _c
+}
+
+// SetNillableImpersonatorSessionID sets the "impersonator_session_id" field if the given value is not nil.
+func (_c *SessionCreate) SetNillableImpersonatorSessionID(v *string) *SessionCreate {
+	if v != nil {
+		_c.SetImpersonatorSessionID(*v)
+	}
+	return _c
+}
+
+// SetImpersonationReason sets the "impersonation_reason" field.
+func (_c *SessionCreate) SetImpersonationReason(v string) *SessionCreate {
+	_c.mutation.SetImpersonationReason(v)
+	return _c
+}
+
+// SetNillableImpersonationReason sets the "impersonation_reason" field if the given value is not nil.
+func (_c *SessionCreate) SetNillableImpersonationReason(v *string) *SessionCreate {
+	if v != nil {
+		_c.SetImpersonationReason(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *SessionCreate) SetID(v string) *SessionCreate {
 	_c.mutation.SetID(v)
@@ -258,6 +300,18 @@ func (_c *SessionCreate) defaults() {
 		v := session.DefaultNote
 		_c.mutation.SetNote(v)
 	}
+	if _, ok := _c.mutation.ImpersonatorUserID(); !ok {
+		v := session.DefaultImpersonatorUserID
+		_c.mutation.SetImpersonatorUserID(v)
+	}
+	if _, ok := _c.mutation.ImpersonatorSessionID(); !ok {
+		v := session.DefaultImpersonatorSessionID
+		_c.mutation.SetImpersonatorSessionID(v)
+	}
+	if _, ok := _c.mutation.ImpersonationReason(); !ok {
+		v := session.DefaultImpersonationReason
+		_c.mutation.SetImpersonationReason(v)
+	}
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -327,6 +381,20 @@ func (_c *SessionCreate) check() error {
 	if v, ok := _c.mutation.Note(); ok {
 		if err := session.NoteValidator(v); err != nil {
 			return &ValidationError{Name: "note", err: fmt.Errorf(`ent: validator failed for field "Session.note": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.ImpersonatorUserID(); !ok {
+		return &ValidationError{Name: "impersonator_user_id", err: errors.New(`ent: missing required field "Session.impersonator_user_id"`)}
+	}
+	if _, ok := _c.mutation.ImpersonatorSessionID(); !ok {
+		return &ValidationError{Name: "impersonator_session_id", err: errors.New(`ent: missing required field "Session.impersonator_session_id"`)}
+	}
+	if _, ok := _c.mutation.ImpersonationReason(); !ok {
+		return &ValidationError{Name: "impersonation_reason", err: errors.New(`ent: missing required field "Session.impersonation_reason"`)}
+	}
+	if v, ok := _c.mutation.ImpersonationReason(); ok {
+		if err := session.ImpersonationReasonValidator(v); err != nil {
+			return &ValidationError{Name: "impersonation_reason", err: fmt.Errorf(`ent: validator failed for field "Session.impersonation_reason": %w`, err)}
 		}
 	}
 	if v, ok := _c.mutation.ID(); ok {
@@ -429,6 +497,18 @@ func (_c *SessionCreate) createSpec() (*Session, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Note(); ok {
 		_spec.SetField(session.FieldNote, field.TypeString, value)
 		_node.Note = value
+	}
+	if value, ok := _c.mutation.ImpersonatorUserID(); ok {
+		_spec.SetField(session.FieldImpersonatorUserID, field.TypeString, value)
+		_node.ImpersonatorUserID = value
+	}
+	if value, ok := _c.mutation.ImpersonatorSessionID(); ok {
+		_spec.SetField(session.FieldImpersonatorSessionID, field.TypeString, value)
+		_node.ImpersonatorSessionID = value
+	}
+	if value, ok := _c.mutation.ImpersonationReason(); ok {
+		_spec.SetField(session.FieldImpersonationReason, field.TypeString, value)
+		_node.ImpersonationReason = value
 	}
 	return _node, _spec
 }
@@ -639,6 +719,15 @@ func (u *SessionUpsertOne) UpdateNewValues() *SessionUpsertOne {
 		}
 		if _, exists := u.create.mutation.CreateTime(); exists {
 			s.SetIgnore(session.FieldCreateTime)
+		}
+		if _, exists := u.create.mutation.ImpersonatorUserID(); exists {
+			s.SetIgnore(session.FieldImpersonatorUserID)
+		}
+		if _, exists := u.create.mutation.ImpersonatorSessionID(); exists {
+			s.SetIgnore(session.FieldImpersonatorSessionID)
+		}
+		if _, exists := u.create.mutation.ImpersonationReason(); exists {
+			s.SetIgnore(session.FieldImpersonationReason)
 		}
 	}))
 	return u
@@ -1015,6 +1104,15 @@ func (u *SessionUpsertBulk) UpdateNewValues() *SessionUpsertBulk {
 			}
 			if _, exists := b.mutation.CreateTime(); exists {
 				s.SetIgnore(session.FieldCreateTime)
+			}
+			if _, exists := b.mutation.ImpersonatorUserID(); exists {
+				s.SetIgnore(session.FieldImpersonatorUserID)
+			}
+			if _, exists := b.mutation.ImpersonatorSessionID(); exists {
+				s.SetIgnore(session.FieldImpersonatorSessionID)
+			}
+			if _, exists := b.mutation.ImpersonationReason(); exists {
+				s.SetIgnore(session.FieldImpersonationReason)
 			}
 		}
 	}))

@@ -126,13 +126,14 @@ const (
 	authzPolicyAdmin                      // gatehouse.policy_admin
 	authzIntrospector                     // gatehouse.introspector
 	authzSessionIssuer                    // gatehouse.session_issuer
+	authzImpersonator                     // gatehouse.impersonator
 	authzAdmin                            // the bootstrap admin, gatehouse.admin
 	authzCallerCount
 )
 
 var authzCallerNames = [authzCallerCount]string{
 	"anonymous", "user", "self", "identity_admin", "auditor", "session_admin", "policy_admin",
-	"introspector", "session_issuer", "admin",
+	"introspector", "session_issuer", "impersonator", "admin",
 }
 
 func (c authzCaller) String() string { return authzCallerNames[c] }
@@ -146,6 +147,7 @@ var authzCallerRoles = map[authzCaller]string{
 	authzPolicyAdmin:   "gatehouse.policy_admin",
 	authzIntrospector:  "gatehouse.introspector",
 	authzSessionIssuer: "gatehouse.session_issuer",
+	authzImpersonator:  "gatehouse.impersonator",
 }
 
 // authzOutcome is what authorisation decides for one call.
@@ -243,6 +245,7 @@ func authzRows() []*authzRow {
 		pa   = authzPolicyAdmin
 		intr = authzIntrospector
 		iss  = authzSessionIssuer
+		imp  = authzImpersonator
 	)
 	return []*authzRow{
 		// IdentityService.
@@ -373,6 +376,15 @@ func authzRows() []*authzRow {
 				return &gatehousev1.CreateSessionRequest{
 					Credential: &gatehousev1.CreateSessionRequest_Trusted{Trusted: &gatehousev1.TrustedCredential{Username: e.victim.username}},
 					Type:       gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER,
+				}
+			}},
+		{method: gatehousev1.SessionService_CreateSession_FullMethodName, variant: "impersonate", allow: []authzCaller{imp},
+			req: func(t *testing.T, e *authzEnv, a *authzActor) proto.Message {
+				return &gatehousev1.CreateSessionRequest{
+					Credential: &gatehousev1.CreateSessionRequest_Impersonate{Impersonate: &gatehousev1.ImpersonateCredential{
+						Username: e.victim.username, Reason: "authz matrix",
+					}},
+					Type: gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER,
 				}
 			}},
 		{method: gatehousev1.SessionService_ValidateSession_FullMethodName, public: true, anyone: true,

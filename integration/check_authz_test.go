@@ -71,6 +71,11 @@ func caProbes(name func(kind string) string) []caProbe {
 			return call(a, gatehousev1.SessionService_CreateSession_FullMethodName, token,
 				smTrustedReq(u.Username, gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER))
 		}},
+		{auth.RoleImpersonator, func(a *idAdmin, token string) error {
+			u := a.createUser(name("impersonated"), "")
+			return call(a, gatehousev1.SessionService_CreateSession_FullMethodName, token,
+				impReq(u.Username, "checking what the user sees"))
+		}},
 	}
 }
 

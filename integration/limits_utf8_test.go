@@ -88,6 +88,15 @@ func (e *luEnv) trusted(username string, client *gatehousev1.ClientInfo) (*gateh
 	return luCall[gatehousev1.CreateSessionResponse](e, gatehousev1.SessionService_CreateSession_FullMethodName, e.tok, req)
 }
 
+// impersonate opens a session as username, as the administrator, with reason.
+func (e *luEnv) impersonate(username, reason string) (*gatehousev1.CreateSessionResponse, error) {
+	return luCall[gatehousev1.CreateSessionResponse](e, gatehousev1.SessionService_CreateSession_FullMethodName, e.tok,
+		&gatehousev1.CreateSessionRequest{
+			Credential: &gatehousev1.CreateSessionRequest_Impersonate{Impersonate: &gatehousev1.ImpersonateCredential{Username: username, Reason: reason}},
+			Type:       gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER,
+		})
+}
+
 func (e *luEnv) getUser(id string) (*gatehousev1.User, error) {
 	resp, err := luCall[gatehousev1.GetUserResponse](e, gatehousev1.IdentityService_GetUser_FullMethodName, e.tok, &gatehousev1.GetUserRequest{UserId: id})
 	return resp.GetUser(), err
@@ -360,6 +369,22 @@ func luCases() []luCase {
 			send: func(t *testing.T, e *luEnv, v string) (string, error) {
 				_, err := e.trusted(v, nil)
 				return "", err
+			}},
+		{field: "gatehouse.v1.ImpersonateCredential.username", rpc: "CreateSession", path: "impersonate.username",
+			want: codes.NotFound, wantReason: "USER_NOT_FOUND",
+			send: func(t *testing.T, e *luEnv, v string) (string, error) {
+				_, err := e.impersonate(v, "checking a report")
+				return "", err
+			}},
+		// The reason of an impersonation is stored with its session.
+		{field: "gatehouse.v1.ImpersonateCredential.reason", rpc: "CreateSession", path: "impersonate.reason", stored: true,
+			send: func(t *testing.T, e *luEnv, v string) (string, error) {
+				_, username := e.user(t)
+				resp, err := e.impersonate(username, v)
+				if err != nil {
+					return "", err
+				}
+				return resp.GetSession().GetImpersonationReason(), nil
 			}},
 		{field: "gatehouse.v1.ValidateSessionRequest.token", rpc: "ValidateSession", path: "token",
 			want: codes.Unauthenticated, wantReason: "SESSION_NOT_FOUND",

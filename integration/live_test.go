@@ -142,7 +142,9 @@ func liveWatch(t testing.TB, n *testnode.Node, front, token string) <-chan liveM
 	return out
 }
 
-// liveNext returns the next message that is not a heartbeat, failing the test after liveWait.
+// liveNext returns the next message that is not a heartbeat nor an expiry warning (short
+// timeouts fall within --expiry-warning; integration/expiring_test.go tests those), failing the
+// test after liveWait.
 func liveNext(t testing.TB, ch <-chan liveMsg, what string) liveMsg {
 	t.Helper()
 	deadline := time.After(liveWait)
@@ -152,7 +154,7 @@ func liveNext(t testing.TB, ch <-chan liveMsg, what string) liveMsg {
 			if !ok {
 				t.Fatalf("%s: the stream is closed", what)
 			}
-			if m.resp != nil && m.resp.GetHeartbeat() != nil {
+			if m.resp != nil && (m.resp.GetHeartbeat() != nil || m.resp.GetExpiring() != nil) {
 				continue
 			}
 			return m

@@ -627,9 +627,9 @@ func TestPolicyRESTPatchWithoutMask(t *testing.T) {
 }
 
 // TestPolicyLimitActionFromSmallestLimit checks, through ResolveSessionPolicy and a login, that the
-// limit's action comes from the policy that set the smallest limit: a larger limit's deny-new does
-// not apply to a smaller limit that sets no action (which falls through to the global policy and the
-// default), and deny-new wins a tie on the smallest limit.
+// older on_limit field comes from the most restrictive limit: a larger limit's deny-new does not
+// apply to a smaller limit that sets no action (which is evict-oldest by default, whatever the
+// global policy says), and deny-new wins a tie on the smallest limit.
 func TestPolicyLimitActionFromSmallestLimit(t *testing.T) {
 	testnode.ForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
@@ -658,8 +658,10 @@ func TestPolicyLimitActionFromSmallestLimit(t *testing.T) {
 			t.Errorf("a third login under a limit of 2 that evicts evicted %v, want one session", third.EvictedSessionIds)
 		}
 
-		polCreate(a, &gatehousev1.SessionPolicy{Scope: polGlobal(), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST})
-		check("the smallest limit sets no action, the global policy does", gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, polSource(polGlobal()))
+		// Each limit takes its action from its own policy only (issue 15): the global policy's
+		// action does not apply to a role's limit.
+		polCreate(a, &gatehousev1.SessionPolicy{Scope: polGlobal(), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW})
+		check("the smallest limit sets no action, the global policy does", gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, polBuiltIn)
 
 		polCreate(a, &gatehousev1.SessionPolicy{Scope: polRole("lim_tie"), MaxSessions: proto.Int32(2), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW})
 		a.grantUser("lim_tie", lia.Id)
@@ -728,14 +730,16 @@ func TestPolicyResolution(t *testing.T) {
 		// A global policy sets what it sets; the rest stays built in.
 		polCreate(a, &gatehousev1.SessionPolicy{Scope: polGlobal(), MaxSessions: proto.Int32(1), IdleTimeout: durationpb.New(10 * time.Minute)})
 		want.MaxSessions, want.MaxSessionsSource = proto.Int32(1), polSource(polGlobal())
+		want.Limits = []*gatehousev1.LimitConstraint{{MaxSessions: 1, CountedTypes: []gatehousev1.SessionType{web, mobile, app},
+			OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, Source: polGlobal()}}
 		want.IdleTimeout, want.IdleTimeoutSource = durationpb.New(10*time.Minute), polSource(polGlobal())
 		if diff := polResolvedDiff(want, polResolve(t, c, a.tok, ray.Id)); diff != "" {
 			t.Errorf("with a global policy (-want +got):\n%s", diff)
 		}
 
-		// Role policies beat the global one (even where it is stricter); among roles the smallest
-		// limit and timeouts win, the limit's action comes with the smallest limit, counted types are
-		// the union. A role the user does not hold does not count.
+		// Role policies beat the global one (even where it is stricter); each role's limit is its
+		// own constraint, and the older limit fields describe the most restrictive one; among roles
+		// the smallest timeouts win. A role the user does not hold does not count.
 		polCreate(a, &gatehousev1.SessionPolicy{
 			Scope: polRole("staff"), MaxSessions: proto.Int32(5), OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST,
 			CountedTypes: []gatehousev1.SessionType{web}, IdleTimeout: durationpb.New(20 * time.Minute),
@@ -750,17 +754,21 @@ func TestPolicyResolution(t *testing.T) {
 		})
 		want = &gatehousev1.ResolveSessionPolicyResponse{
 			MaxSessions:           proto.Int32(3),
-			CountedTypes:          []gatehousev1.SessionType{web, app, api},
+			CountedTypes:          []gatehousev1.SessionType{app, api},
 			OnLimit:               gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW,
 			IdleTimeout:           durationpb.New(20 * time.Minute),
 			AbsoluteTimeout:       durationpb.New(2 * time.Hour),
 			OnRoleChange:          gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REFRESH,
 			MaxSessionsSource:     polSource(polRole("contractor")),
-			CountedTypesSource:    polSource(polRole("contractor"), polRole("staff")),
+			CountedTypesSource:    polSource(polRole("contractor")),
 			OnLimitSource:         polSource(polRole("contractor")),
 			IdleTimeoutSource:     polSource(polRole("staff")),
 			AbsoluteTimeoutSource: polSource(polRole("contractor")),
 			OnRoleChangeSource:    polBuiltIn,
+			Limits: []*gatehousev1.LimitConstraint{
+				{MaxSessions: 3, CountedTypes: []gatehousev1.SessionType{app, api}, OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, Source: polRole("contractor")},
+				{MaxSessions: 5, CountedTypes: []gatehousev1.SessionType{web}, OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, Source: polRole("staff")},
+			},
 		}
 		if diff := polResolvedDiff(want, polResolve(t, c, rayTok, ray.Id)); diff != "" {
 			t.Errorf("with role policies (-want +got):\n%s", diff)
@@ -772,6 +780,10 @@ func TestPolicyResolution(t *testing.T) {
 			OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE,
 		})
 		want.MaxSessions, want.MaxSessionsSource = proto.Int32(7), polSource(polUser(ray.Id))
+		want.CountedTypes, want.CountedTypesSource = []gatehousev1.SessionType{web, mobile, app}, polBuiltIn
+		want.OnLimit, want.OnLimitSource = gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, polBuiltIn
+		want.Limits = []*gatehousev1.LimitConstraint{{MaxSessions: 7, CountedTypes: []gatehousev1.SessionType{web, mobile, app},
+			OnLimit: gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, Source: polUser(ray.Id)}}
 		want.IdleTimeout, want.IdleTimeoutSource = durationpb.New(45*time.Minute), polSource(polUser(ray.Id))
 		want.OnRoleChange, want.OnRoleChangeSource = gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE, polSource(polUser(ray.Id))
 		if diff := polResolvedDiff(want, polResolve(t, c, a.tok, ray.Id)); diff != "" {

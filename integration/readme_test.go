@@ -116,8 +116,9 @@ func TestREADMEWalkthrough(t *testing.T) {
 			want := []string{
 				`\{"name":"viewer","description":"","contains":\[\],"builtIn":false,"createTime":"[^"]+"\}`,
 				`\{"name":"ops_lead","description":"","contains":\["viewer"\],"builtIn":false,"createTime":"[^"]+"\}`,
-				`\{"consistencyToken":"[A-Za-z0-9_-]+"\}`,
-				`\{"consistencyToken":"[A-Za-z0-9_-]+"\}`,
+				// The grant to the group (no member yet), then alice joining it.
+				`\{"consistencyToken":"[A-Za-z0-9_-]+","usersAffected":0,"sessionsRefreshed":0\}`,
+				`\{"consistencyToken":"[A-Za-z0-9_-]+","usersAffected":1,"sessionsRefreshed":0\}`,
 				`\{`, `  "roles": \[`, `    \{`, `      "role": "ops_lead",`, `      "sources": \[`, `        \{`,
 				`          "groupId": "<id>"`,
 				`        \}`, `      \]`, `    \},`, `    \{`, `      "role": "viewer",`, `      "sources": \[`, `        \{`,
@@ -316,7 +317,7 @@ func TestREADMELive(t *testing.T) {
 		t.Fatal(err)
 	}
 	matchLines(t, "terminal 2", line(out2, "the membership")+"\n"+line(out2, "the termination"),
-		[]string{`\{"consistencyToken":"[A-Za-z0-9_-]+"\}`, `1`})
+		[]string{`\{"consistencyToken":"[A-Za-z0-9_-]+","usersAffected":1,"sessionsRefreshed":1\}`, `1`})
 	matchLines(t, "terminal 1", line(out1, "the role change")+"\n"+line(out1, "the termination"), []string{
 		`\{"rolesChanged":\{"roles":\["reporter"\],"added":\["reporter"\],"removed":\[\]\}\}`,
 		`\{"terminated":\{"reason":"TERMINATION_REASON_REVOKED_BY_ADMIN","note":"shift over"\}\}`,

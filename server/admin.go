@@ -103,7 +103,7 @@ func GrantAdmin(ctx context.Context, cfg Config, username string) (granted, enab
 			return false, false, err
 		}
 	}
-	if _, err := ids.GrantRole(ctx, auth.RoleAdmin, identity.Principal{UserID: u.Id}); err != nil {
+	if _, _, err := ids.GrantRole(ctx, auth.RoleAdmin, identity.Principal{UserID: u.Id}, store.Apply); err != nil {
 		return false, u.Disabled, err
 	}
 	return !held, u.Disabled, nil

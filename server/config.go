@@ -62,6 +62,9 @@ type Config struct {
 	SessionCacheSize int
 	// HeartbeatInterval is the period of WatchSession's heartbeat messages. Default 15s.
 	HeartbeatInterval time.Duration
+	// ExpiryWarning is how long before an idle or absolute timeout WatchSession sends an expiring
+	// message. Default 60s; negative sends none.
+	ExpiryWarning time.Duration
 	// EventPollInterval is how often the node's tailer reads the event log when no notification
 	// woke it: a lost notification costs at most this much delay. Default 500ms.
 	EventPollInterval time.Duration
@@ -138,6 +141,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 15 * time.Second
+	}
+	if c.ExpiryWarning == 0 {
+		c.ExpiryWarning = session.DefaultExpiryWarning
 	}
 	if c.EventPollInterval <= 0 {
 		c.EventPollInterval = 500 * time.Millisecond

@@ -148,6 +148,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	hasher, sessions, identities, policies := d.hasher, d.sessions, d.identities, d.policies
+	sessions.SetExpiryWarning(cfg.ExpiryWarning)
 	live, liveMetrics, err := startLive(ctx, st, sessions, cfg)
 	if err != nil {
 		return nil, err

@@ -82,6 +82,7 @@ func run(args []string, stderr io.Writer) error {
 		fs.DurationVar(&cfg.PruneInterval, "prune-interval", session.DefaultPruneInterval, "how often ended sessions and events past their retention are deleted (by one node of a cluster at a time)")
 		fs.IntVar(&cfg.SessionCacheSize, "session-cache-size", defaults.SessionCacheSize, "sessions, and users, each node keeps in memory to validate without reading the database (least recently used go first)")
 		fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", defaults.HeartbeatInterval, "period of the heartbeat messages of WatchSession streams")
+		fs.DurationVar(&cfg.ExpiryWarning, "expiry-warning", defaults.ExpiryWarning, "how long before an idle or absolute timeout WatchSession streams send an expiring message (again when activity moves the idle expiry); -1s sends none")
 		fs.DurationVar(&cfg.EventPollInterval, "event-poll-interval", defaults.EventPollInterval, "how often the node reads the event log when no notification woke it (a lost notification costs at most this much delay)")
 		fs.IntVar(&cfg.MaxSessionsPerUser, "max-sessions-per-user", defaults.MaxSessionsPerUser, "cap on the active sessions of one user, of all types; a login past it ends the user's oldest session (CONCURRENT_LIMIT); -1 removes the cap")
 		fs.DurationVar(&cfg.SessionRetention, "session-retention", defaults.SessionRetention, "how long ended sessions are kept before they are deleted (their tokens then answer SESSION_NOT_FOUND); -1s keeps them forever")

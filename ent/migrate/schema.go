@@ -263,6 +263,9 @@ var (
 		{Name: "termination_reason", Type: field.TypeString, Default: ""},
 		{Name: "terminate_time", Type: field.TypeTime, Nullable: true},
 		{Name: "note", Type: field.TypeString, Size: 2048, Default: ""},
+		{Name: "impersonator_user_id", Type: field.TypeString, Default: ""},
+		{Name: "impersonator_session_id", Type: field.TypeString, Default: ""},
+		{Name: "impersonation_reason", Type: field.TypeString, Size: 1024, Default: ""},
 	}
 	// SessionsTable holds the schema information for the "sessions" table.
 	SessionsTable = &schema.Table{
@@ -294,6 +297,11 @@ var (
 				Name:    "session_active_terminate_time",
 				Unique:  false,
 				Columns: []*schema.Column{SessionsColumns[12], SessionsColumns[14]},
+			},
+			{
+				Name:    "session_impersonator_session_id_active",
+				Unique:  false,
+				Columns: []*schema.Column{SessionsColumns[17], SessionsColumns[12]},
 			},
 		},
 	}

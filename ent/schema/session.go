@@ -39,6 +39,11 @@ func (Session) Fields() []ent.Field {
 		field.String("termination_reason").Default(""),
 		field.Time("terminate_time").Optional().Nillable(),
 		field.String("note").Default("").MaxLen(maxChars(512)),
+		// The impersonation markers, empty unless an impersonator opened the session as its user
+		// (CreateSession's impersonate credential). The session ends with impersonator_session_id.
+		field.String("impersonator_user_id").Default("").Immutable(),
+		field.String("impersonator_session_id").Default("").Immutable(),
+		field.String("impersonation_reason").Default("").MaxLen(maxChars(256)).Immutable(),
 	}
 }
 
@@ -51,5 +56,7 @@ func (Session) Indexes() []ent.Index {
 		index.Fields("active", "absolute_expire_time"),
 		// The retention prune: ended sessions by when they ended.
 		index.Fields("active", "terminate_time"),
+		// Ending a session ends the impersonations it opened.
+		index.Fields("impersonator_session_id", "active"),
 	}
 }

@@ -44,6 +44,12 @@ const (
 	FieldTerminateTime = "terminate_time"
 	// FieldNote holds the string denoting the note field in the database.
 	FieldNote = "note"
+	// FieldImpersonatorUserID holds the string denoting the impersonator_user_id field in the database.
+	FieldImpersonatorUserID = "impersonator_user_id"
+	// FieldImpersonatorSessionID holds the string denoting the impersonator_session_id field in the database.
+	FieldImpersonatorSessionID = "impersonator_session_id"
+	// FieldImpersonationReason holds the string denoting the impersonation_reason field in the database.
+	FieldImpersonationReason = "impersonation_reason"
 	// Table holds the table name of the session in the database.
 	Table = "sessions"
 )
@@ -66,6 +72,9 @@ var Columns = []string{
 	FieldTerminationReason,
 	FieldTerminateTime,
 	FieldNote,
+	FieldImpersonatorUserID,
+	FieldImpersonatorSessionID,
+	FieldImpersonationReason,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -103,6 +112,14 @@ var (
 	DefaultNote string
 	// NoteValidator is a validator for the "note" field. It is called by the builders before save.
 	NoteValidator func(string) error
+	// DefaultImpersonatorUserID holds the default value on creation for the "impersonator_user_id" field.
+	DefaultImpersonatorUserID string
+	// DefaultImpersonatorSessionID holds the default value on creation for the "impersonator_session_id" field.
+	DefaultImpersonatorSessionID string
+	// DefaultImpersonationReason holds the default value on creation for the "impersonation_reason" field.
+	DefaultImpersonationReason string
+	// ImpersonationReasonValidator is a validator for the "impersonation_reason" field. It is called by the builders before save.
+	ImpersonationReasonValidator func(string) error
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
 	IDValidator func(string) error
 )
@@ -208,4 +225,19 @@ func ByTerminateTime(opts ...sql.OrderTermOption) OrderOption {
 // ByNote orders the results by the note field.
 func ByNote(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldNote, opts...).ToFunc()
+}
+
+// ByImpersonatorUserID orders the results by the impersonator_user_id field.
+func ByImpersonatorUserID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldImpersonatorUserID, opts...).ToFunc()
+}
+
+// ByImpersonatorSessionID orders the results by the impersonator_session_id field.
+func ByImpersonatorSessionID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldImpersonatorSessionID, opts...).ToFunc()
+}
+
+// ByImpersonationReason orders the results by the impersonation_reason field.
+func ByImpersonationReason(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldImpersonationReason, opts...).ToFunc()
 }

@@ -134,6 +134,21 @@ func Note(v string) predicate.Session {
 	return predicate.Session(sql.FieldEQ(FieldNote, v))
 }
 
+// ImpersonatorUserID applies equality check predicate on the "impersonator_user_id" field. It's identical to ImpersonatorUserIDEQ.
+func ImpersonatorUserID(v string) predicate.Session {
+	return predicate.Session(sql.FieldEQ(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorSessionID applies equality check predicate on the "impersonator_session_id" field. It's identical to ImpersonatorSessionIDEQ.
+func ImpersonatorSessionID(v string) predicate.Session {
+	return predicate.Session(sql.FieldEQ(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonationReason applies equality check predicate on the "impersonation_reason" field. It's identical to ImpersonationReasonEQ.
+func ImpersonationReason(v string) predicate.Session {
+	return predicate.Session(sql.FieldEQ(FieldImpersonationReason, v))
+}
+
 // UserIDEQ applies the EQ predicate on the "user_id" field.
 func UserIDEQ(v string) predicate.Session {
 	return predicate.Session(sql.FieldEQ(FieldUserID, v))
@@ -812,6 +827,201 @@ func NoteEqualFold(v string) predicate.Session {
 // NoteContainsFold applies the ContainsFold predicate on the "note" field.
 func NoteContainsFold(v string) predicate.Session {
 	return predicate.Session(sql.FieldContainsFold(FieldNote, v))
+}
+
+// ImpersonatorUserIDEQ applies the EQ predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDEQ(v string) predicate.Session {
+	return predicate.Session(sql.FieldEQ(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDNEQ applies the NEQ predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDNEQ(v string) predicate.Session {
+	return predicate.Session(sql.FieldNEQ(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDIn applies the In predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDIn(vs ...string) predicate.Session {
+	return predicate.Session(sql.FieldIn(FieldImpersonatorUserID, vs...))
+}
+
+// ImpersonatorUserIDNotIn applies the NotIn predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDNotIn(vs ...string) predicate.Session {
+	return predicate.Session(sql.FieldNotIn(FieldImpersonatorUserID, vs...))
+}
+
+// ImpersonatorUserIDGT applies the GT predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDGT(v string) predicate.Session {
+	return predicate.Session(sql.FieldGT(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDGTE applies the GTE predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDGTE(v string) predicate.Session {
+	return predicate.Session(sql.FieldGTE(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDLT applies the LT predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDLT(v string) predicate.Session {
+	return predicate.Session(sql.FieldLT(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDLTE applies the LTE predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDLTE(v string) predicate.Session {
+	return predicate.Session(sql.FieldLTE(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDContains applies the Contains predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDContains(v string) predicate.Session {
+	return predicate.Session(sql.FieldContains(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDHasPrefix applies the HasPrefix predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDHasPrefix(v string) predicate.Session {
+	return predicate.Session(sql.FieldHasPrefix(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDHasSuffix applies the HasSuffix predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDHasSuffix(v string) predicate.Session {
+	return predicate.Session(sql.FieldHasSuffix(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDEqualFold applies the EqualFold predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDEqualFold(v string) predicate.Session {
+	return predicate.Session(sql.FieldEqualFold(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorUserIDContainsFold applies the ContainsFold predicate on the "impersonator_user_id" field.
+func ImpersonatorUserIDContainsFold(v string) predicate.Session {
+	return predicate.Session(sql.FieldContainsFold(FieldImpersonatorUserID, v))
+}
+
+// ImpersonatorSessionIDEQ applies the EQ predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDEQ(v string) predicate.Session {
+	return predicate.Session(sql.FieldEQ(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDNEQ applies the NEQ predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDNEQ(v string) predicate.Session {
+	return predicate.Session(sql.FieldNEQ(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDIn applies the In predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDIn(vs ...string) predicate.Session {
+	return predicate.Session(sql.FieldIn(FieldImpersonatorSessionID, vs...))
+}
+
+// ImpersonatorSessionIDNotIn applies the NotIn predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDNotIn(vs ...string) predicate.Session {
+	return predicate.Session(sql.FieldNotIn(FieldImpersonatorSessionID, vs...))
+}
+
+// ImpersonatorSessionIDGT applies the GT predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDGT(v string) predicate.Session {
+	return predicate.Session(sql.FieldGT(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDGTE applies the GTE predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDGTE(v string) predicate.Session {
+	return predicate.Session(sql.FieldGTE(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDLT applies the LT predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDLT(v string) predicate.Session {
+	return predicate.Session(sql.FieldLT(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDLTE applies the LTE predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDLTE(v string) predicate.Session {
+	return predicate.Session(sql.FieldLTE(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDContains applies the Contains predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDContains(v string) predicate.Session {
+	return predicate.Session(sql.FieldContains(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDHasPrefix applies the HasPrefix predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDHasPrefix(v string) predicate.Session {
+	return predicate.Session(sql.FieldHasPrefix(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDHasSuffix applies the HasSuffix predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDHasSuffix(v string) predicate.Session {
+	return predicate.Session(sql.FieldHasSuffix(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDEqualFold applies the EqualFold predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDEqualFold(v string) predicate.Session {
+	return predicate.Session(sql.FieldEqualFold(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonatorSessionIDContainsFold applies the ContainsFold predicate on the "impersonator_session_id" field.
+func ImpersonatorSessionIDContainsFold(v string) predicate.Session {
+	return predicate.Session(sql.FieldContainsFold(FieldImpersonatorSessionID, v))
+}
+
+// ImpersonationReasonEQ applies the EQ predicate on the "impersonation_reason" field.
+func ImpersonationReasonEQ(v string) predicate.Session {
+	return predicate.Session(sql.FieldEQ(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonNEQ applies the NEQ predicate on the "impersonation_reason" field.
+func ImpersonationReasonNEQ(v string) predicate.Session {
+	return predicate.Session(sql.FieldNEQ(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonIn applies the In predicate on the "impersonation_reason" field.
+func ImpersonationReasonIn(vs ...string) predicate.Session {
+	return predicate.Session(sql.FieldIn(FieldImpersonationReason, vs...))
+}
+
+// ImpersonationReasonNotIn applies the NotIn predicate on the "impersonation_reason" field.
+func ImpersonationReasonNotIn(vs ...string) predicate.Session {
+	return predicate.Session(sql.FieldNotIn(FieldImpersonationReason, vs...))
+}
+
+// ImpersonationReasonGT applies the GT predicate on the "impersonation_reason" field.
+func ImpersonationReasonGT(v string) predicate.Session {
+	return predicate.Session(sql.FieldGT(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonGTE applies the GTE predicate on the "impersonation_reason" field.
+func ImpersonationReasonGTE(v string) predicate.Session {
+	return predicate.Session(sql.FieldGTE(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonLT applies the LT predicate on the "impersonation_reason" field.
+func ImpersonationReasonLT(v string) predicate.Session {
+	return predicate.Session(sql.FieldLT(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonLTE applies the LTE predicate on the "impersonation_reason" field.
+func ImpersonationReasonLTE(v string) predicate.Session {
+	return predicate.Session(sql.FieldLTE(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonContains applies the Contains predicate on the "impersonation_reason" field.
+func ImpersonationReasonContains(v string) predicate.Session {
+	return predicate.Session(sql.FieldContains(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonHasPrefix applies the HasPrefix predicate on the "impersonation_reason" field.
+func ImpersonationReasonHasPrefix(v string) predicate.Session {
+	return predicate.Session(sql.FieldHasPrefix(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonHasSuffix applies the HasSuffix predicate on the "impersonation_reason" field.
+func ImpersonationReasonHasSuffix(v string) predicate.Session {
+	return predicate.Session(sql.FieldHasSuffix(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonEqualFold applies the EqualFold predicate on the "impersonation_reason" field.
+func ImpersonationReasonEqualFold(v string) predicate.Session {
+	return predicate.Session(sql.FieldEqualFold(FieldImpersonationReason, v))
+}
+
+// ImpersonationReasonContainsFold applies the ContainsFold predicate on the "impersonation_reason" field.
+func ImpersonationReasonContainsFold(v string) predicate.Session {
+	return predicate.Session(sql.FieldContainsFold(FieldImpersonationReason, v))
 }
 
 // And groups predicates with the AND operator between them.

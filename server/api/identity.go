@@ -1,6 +1,10 @@
 // Package api adapts the domain to the wire: one struct per service, each serving native gRPC,
 // Connect (and gRPC-Web) and the REST gateway from the same methods. A handler unpacks the request,
 // calls one domain method and builds the response; it never touches the database.
+//
+// The mutations that take validate_only (AIP-163) pass it to the domain as store.ModeOf: a preview
+// runs the change in a transaction that is rolled back and answers its ChangeImpact with an empty
+// consistency token, since it wrote nothing that a read could wait for.
 package api
 
 import (
@@ -13,9 +17,9 @@ import (
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
-	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/identity"
+	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // Identity serves gatehouse.v1.IdentityService.
@@ -147,38 +151,29 @@ func (h *Identity) ListGroups(ctx context.Context, req *gatehousev1.ListGroupsRe
 
 // DeleteGroup implements IdentityService.DeleteGroup.
 func (h *Identity) DeleteGroup(ctx context.Context, req *gatehousev1.DeleteGroupRequest) (*gatehousev1.DeleteGroupResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.DeleteGroup(ctx, req.GroupId)
+	impact, pos, err := h.svc.DeleteGroup(ctx, req.GroupId, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.DeleteGroupResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.DeleteGroupResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // AddGroupMember implements IdentityService.AddGroupMember.
 func (h *Identity) AddGroupMember(ctx context.Context, req *gatehousev1.AddGroupMemberRequest) (*gatehousev1.AddGroupMemberResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.AddGroupMember(ctx, req.GroupId, req.UserId)
+	impact, pos, err := h.svc.AddGroupMember(ctx, req.GroupId, req.UserId, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.AddGroupMemberResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.AddGroupMemberResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // RemoveGroupMember implements IdentityService.RemoveGroupMember.
 func (h *Identity) RemoveGroupMember(ctx context.Context, req *gatehousev1.RemoveGroupMemberRequest) (*gatehousev1.RemoveGroupMemberResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.RemoveGroupMember(ctx, req.GroupId, req.UserId)
+	impact, pos, err := h.svc.RemoveGroupMember(ctx, req.GroupId, req.UserId, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.RemoveGroupMemberResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.RemoveGroupMemberResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // ListGroupMembers implements IdentityService.ListGroupMembers.
@@ -228,62 +223,47 @@ func (h *Identity) ListRoles(ctx context.Context, req *gatehousev1.ListRolesRequ
 
 // DeleteRole implements IdentityService.DeleteRole.
 func (h *Identity) DeleteRole(ctx context.Context, req *gatehousev1.DeleteRoleRequest) (*gatehousev1.DeleteRoleResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.DeleteRole(ctx, req.Name)
+	impact, pos, err := h.svc.DeleteRole(ctx, req.Name, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.DeleteRoleResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.DeleteRoleResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // AddContainedRole implements IdentityService.AddContainedRole.
 func (h *Identity) AddContainedRole(ctx context.Context, req *gatehousev1.AddContainedRoleRequest) (*gatehousev1.AddContainedRoleResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.AddContainedRole(ctx, req.Role, req.ContainedRole)
+	impact, pos, err := h.svc.AddContainedRole(ctx, req.Role, req.ContainedRole, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.AddContainedRoleResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.AddContainedRoleResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // RemoveContainedRole implements IdentityService.RemoveContainedRole.
 func (h *Identity) RemoveContainedRole(ctx context.Context, req *gatehousev1.RemoveContainedRoleRequest) (*gatehousev1.RemoveContainedRoleResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.RemoveContainedRole(ctx, req.Role, req.ContainedRole)
+	impact, pos, err := h.svc.RemoveContainedRole(ctx, req.Role, req.ContainedRole, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.RemoveContainedRoleResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.RemoveContainedRoleResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // GrantRole implements IdentityService.GrantRole.
 func (h *Identity) GrantRole(ctx context.Context, req *gatehousev1.GrantRoleRequest) (*gatehousev1.GrantRoleResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.GrantRole(ctx, req.Role, identity.Principal{UserID: req.GetUserId(), GroupID: req.GetGroupId()})
+	impact, pos, err := h.svc.GrantRole(ctx, req.Role, identity.Principal{UserID: req.GetUserId(), GroupID: req.GetGroupId()}, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.GrantRoleResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.GrantRoleResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // RevokeRole implements IdentityService.RevokeRole.
 func (h *Identity) RevokeRole(ctx context.Context, req *gatehousev1.RevokeRoleRequest) (*gatehousev1.RevokeRoleResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.RevokeRole(ctx, req.Role, identity.Principal{UserID: req.GetUserId(), GroupID: req.GetGroupId()})
+	impact, pos, err := h.svc.RevokeRole(ctx, req.Role, identity.Principal{UserID: req.GetUserId(), GroupID: req.GetGroupId()}, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.RevokeRoleResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.RevokeRoleResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // GetEffectiveRoles implements IdentityService.GetEffectiveRoles.
@@ -298,13 +278,4 @@ func (h *Identity) GetEffectiveRoles(ctx context.Context, req *gatehousev1.GetEf
 		return nil, err
 	}
 	return &gatehousev1.GetEffectiveRolesResponse{Roles: roles}, nil
-}
-
-// notYetPreviewed refuses validate_only until previews are built: a preview must never fall
-// through to the real change.
-func notYetPreviewed(validateOnly bool) error {
-	if validateOnly {
-		return errs.Unimplemented("validate_only previews are not implemented yet")
-	}
-	return nil
 }

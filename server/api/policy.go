@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/session"
+	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // Policy serves gatehouse.v1.PolicyService.
@@ -49,14 +50,11 @@ func (h *Policy) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, con
 
 // CreateSessionPolicy implements PolicyService.CreateSessionPolicy.
 func (h *Policy) CreateSessionPolicy(ctx context.Context, req *gatehousev1.CreateSessionPolicyRequest) (*gatehousev1.CreateSessionPolicyResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	p, pos, err := h.svc.Create(ctx, req.Policy)
+	p, impact, pos, err := h.svc.Create(ctx, req.Policy, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.CreateSessionPolicyResponse{Policy: p, ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.CreateSessionPolicyResponse{Policy: p, Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // GetSessionPolicy implements PolicyService.GetSessionPolicy.
@@ -79,32 +77,26 @@ func (h *Policy) ListSessionPolicies(ctx context.Context, req *gatehousev1.ListS
 
 // UpdateSessionPolicy implements PolicyService.UpdateSessionPolicy.
 func (h *Policy) UpdateSessionPolicy(ctx context.Context, req *gatehousev1.UpdateSessionPolicyRequest) (*gatehousev1.UpdateSessionPolicyResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
 	// NOTE: nil means no mask (the fields populated in the policy); an empty mask that was sent
 	// (or that grpc-gateway derived from an empty body) names nothing and changes nothing.
 	var mask []string
 	if req.UpdateMask != nil {
 		mask = append([]string{}, req.UpdateMask.Paths...)
 	}
-	p, pos, err := h.svc.Update(ctx, req.Policy, mask)
+	p, impact, pos, err := h.svc.Update(ctx, req.Policy, mask, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.UpdateSessionPolicyResponse{Policy: p, ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.UpdateSessionPolicyResponse{Policy: p, Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // DeleteSessionPolicy implements PolicyService.DeleteSessionPolicy.
 func (h *Policy) DeleteSessionPolicy(ctx context.Context, req *gatehousev1.DeleteSessionPolicyRequest) (*gatehousev1.DeleteSessionPolicyResponse, error) {
-	if err := notYetPreviewed(req.ValidateOnly); err != nil {
-		return nil, err
-	}
-	pos, err := h.svc.Delete(ctx, req.PolicyId)
+	impact, pos, err := h.svc.Delete(ctx, req.PolicyId, store.ModeOf(req.ValidateOnly))
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.DeleteSessionPolicyResponse{ConsistencyToken: pos.Cursor()}, nil
+	return &gatehousev1.DeleteSessionPolicyResponse{Impact: impact, ConsistencyToken: pos.Cursor()}, nil
 }
 
 // ResolveSessionPolicy implements PolicyService.ResolveSessionPolicy.
@@ -131,7 +123,19 @@ func (h *Policy) ResolveSessionPolicy(ctx context.Context, req *gatehousev1.Reso
 		IdleTimeoutSource:     r.IdleTimeoutSource,
 		AbsoluteTimeoutSource: r.AbsoluteTimeoutSource,
 		OnRoleChangeSource:    r.OnRoleChangeSource,
+		Limits:                limitConstraints(r.Limits),
 	}, nil
+}
+
+// limitConstraints converts resolved limits for ResolveSessionPolicy.
+func limitConstraints(ls []policy.Limit) []*gatehousev1.LimitConstraint {
+	out := make([]*gatehousev1.LimitConstraint, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, &gatehousev1.LimitConstraint{
+			MaxSessions: l.Max, CountedTypes: l.CountedTypes, OnLimit: l.OnLimit, Source: l.Source,
+		})
+	}
+	return out
 }
 
 // Check implements PolicyService.Check.
@@ -140,11 +144,13 @@ func (h *Policy) Check(ctx context.Context, req *gatehousev1.CheckRequest) (*gat
 	if err != nil {
 		return nil, err
 	}
-	ok, err := h.sessions.Check(ctx, session.CheckRequest{
+	c, err := h.sessions.Check(ctx, session.CheckRequest{
 		Token: req.GetToken(), UserID: req.GetUserId(), Role: req.GetRole(), GroupID: req.GetGroupId(), FromDatabase: fromDB,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &gatehousev1.CheckResponse{Allowed: ok}, nil
+	return &gatehousev1.CheckResponse{
+		Allowed: c.Allowed, ImpersonatorUserId: c.ImpersonatorUserID, ImpersonatorSessionId: c.ImpersonatorSessionID,
+	}, nil
 }

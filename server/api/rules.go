@@ -42,6 +42,7 @@ const (
 	auditor       = auth.RoleAuditor
 	introspector  = auth.RoleIntrospector
 	sessionIssuer = auth.RoleSessionIssuer
+	impersonator  = auth.RoleImpersonator
 )
 
 // rules is the authorisation table of every RPC (API.md). Rules that depend on a stored resource
@@ -73,9 +74,16 @@ var rules = map[string]auth.Rule{
 	gatehousev1.IdentityService_GetEffectiveRoles_FullMethodName:   selfOr(requestUserID, identityAdmin, auditor, introspector),
 
 	gatehousev1.SessionService_CreateSession_FullMethodName: {Public: true, Allow: func(p *auth.Principal, req any) bool {
-		// A password proves itself; a trusted credential needs a session issuer.
-		if r, ok := req.(*gatehousev1.CreateSessionRequest); ok && r.GetTrusted() != nil {
-			return p.Has(sessionIssuer)
+		// A password proves itself; a trusted credential needs a session issuer; impersonation
+		// needs an impersonator's own session (p is nil for an anonymous caller, and Has is then
+		// false). The domain refuses an impersonation session that tries to impersonate.
+		if r, ok := req.(*gatehousev1.CreateSessionRequest); ok {
+			switch {
+			case r.GetTrusted() != nil:
+				return p.Has(sessionIssuer)
+			case r.GetImpersonate() != nil:
+				return p.Has(impersonator)
+			}
 		}
 		return true
 	}},

@@ -55,13 +55,21 @@ func (h *Session) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, co
 func (h *Session) CreateSession(ctx context.Context, req *gatehousev1.CreateSessionRequest) (*gatehousev1.CreateSessionResponse, error) {
 	var c *session.Created
 	var err error
-	if req.GetImpersonate() != nil {
-		return nil, errs.Unimplemented("impersonation is not implemented yet")
-	}
-	if pw := req.GetPassword(); pw != nil {
+	switch cred := req.Credential.(type) {
+	case *gatehousev1.CreateSessionRequest_Password:
+		pw := cred.Password
 		c, err = h.svc.CreateWithPassword(ctx, session.Login{Username: pw.Username, Password: pw.Password, Type: req.Type, Client: req.Client})
-	} else {
-		c, err = h.svc.CreateTrusted(ctx, req.GetTrusted().GetUsername(), req.Type, req.Client)
+	case *gatehousev1.CreateSessionRequest_Trusted:
+		c, err = h.svc.CreateTrusted(ctx, cred.Trusted.GetUsername(), req.Type, req.Client)
+	case *gatehousev1.CreateSessionRequest_Impersonate:
+		c, err = h.svc.CreateImpersonation(ctx, session.Impersonation{
+			Username: cred.Impersonate.GetUsername(), Reason: cred.Impersonate.GetReason(), Type: req.Type, Client: req.Client,
+		})
+	default:
+		// NOTE: protovalidate requires the credential; this answers a credential added to the
+		// proto but not here.
+		err = errs.InvalidArgument("INVALID_ARGUMENT", "credential must be set",
+			errs.FieldViolation{Field: "credential", Description: "must be one of password, trusted, impersonate"})
 	}
 	if err != nil {
 		return nil, err

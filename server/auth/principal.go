@@ -15,6 +15,7 @@ const (
 	RoleAuditor        = "gatehouse.auditor"
 	RoleIntrospector   = "gatehouse.introspector"
 	RoleSessionIssuer  = "gatehouse.session_issuer"
+	RoleImpersonator   = "gatehouse.impersonator"
 	ReservedRolePrefix = "gatehouse."
 )
 
@@ -33,6 +34,7 @@ var BuiltInRoles = []BuiltInRole{
 	{RoleAuditor, "Read everything; watch and list events."},
 	{RoleIntrospector, "Validate sessions and check access for any subject."},
 	{RoleSessionIssuer, "Create sessions for users authenticated elsewhere (single sign-on)."},
+	{RoleImpersonator, "Open an audited session as another user (never one holding a built-in role the caller lacks)."},
 }
 
 // Principal is an authenticated caller: a session and its user's effective roles.
@@ -42,7 +44,13 @@ type Principal struct {
 	SessionID string
 	// Roles are the user's effective role names, sorted.
 	Roles []string
+	// ImpersonatorUserID and ImpersonatorSessionID are set when the session is an impersonation:
+	// the user who opened it as UserID, and that user's own session. Roles are still UserID's.
+	ImpersonatorUserID, ImpersonatorSessionID string
 }
+
+// Impersonated reports whether the principal's session is an impersonation.
+func (p *Principal) Impersonated() bool { return p != nil && p.ImpersonatorSessionID != "" }
 
 // Has reports whether the principal holds role, or gatehouse.admin, which implies every role.
 func (p *Principal) Has(role string) bool {

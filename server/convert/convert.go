@@ -111,6 +111,10 @@ func Session(s *ent.Session) *gatehousev1.Session {
 		Active:             s.Active,
 		TerminationReason:  TerminationReason(s.TerminationReason),
 		Note:               s.Note,
+		// The impersonation markers (empty unless impersonated).
+		ImpersonatorUserId:    s.ImpersonatorUserID,
+		ImpersonatorSessionId: s.ImpersonatorSessionID,
+		ImpersonationReason:   s.ImpersonationReason,
 	}
 	if s.TerminateTime != nil {
 		out.TerminateTime = Timestamp(*s.TerminateTime)

@@ -144,10 +144,13 @@ func TestGroupGrantToTenThousandMembers(t *testing.T) {
 			}
 
 			start := time.Now()
-			pos, err := g.svc.GrantRole(ctx, "deployer", identity.Principal{GroupID: g.groupID})
+			impact, pos, err := g.svc.GrantRole(ctx, "deployer", identity.Principal{GroupID: g.groupID}, store.Apply)
 			elapsed := time.Since(start)
 			if err != nil {
 				t.Fatalf("GrantRole to a group of %d: %v", bigGroupSize, err)
+			}
+			if impact.UsersAffected != bigGroupSize || len(impact.Users) != policy.MaxImpactUsers {
+				t.Errorf("the impact counts %d users and lists %d, want %d and %d", impact.UsersAffected, len(impact.Users), bigGroupSize, policy.MaxImpactUsers)
 			}
 			t.Logf("%s: GrantRole to a group of %d members took %v (%.0f users/s)",
 				backend, bigGroupSize, elapsed.Round(time.Millisecond), float64(bigGroupSize)/elapsed.Seconds())
@@ -307,7 +310,7 @@ func (g *bigGroupWithSessions) newRoleWithPolicy(tb testing.TB, name string, p *
 		tb.Fatal(err)
 	}
 	p.Scope = &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Role{Role: name}}
-	if _, _, err := g.policies.Create(ctx, p); err != nil {
+	if _, _, _, err := g.policies.Create(ctx, p, store.Apply); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -326,8 +329,12 @@ func TestGroupGrantAppliesSessionPolicies(t *testing.T) {
 			g.newRoleWithPolicy(t, "payroll", &gatehousev1.SessionPolicy{OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE})
 
 			start := time.Now()
-			if _, err := g.svc.GrantRole(ctx, "timed", identity.Principal{GroupID: g.groupID}); err != nil {
+			impact, _, err := g.svc.GrantRole(ctx, "timed", identity.Principal{GroupID: g.groupID}, store.Apply)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if impact.SessionsRefreshed != bigGroupSize || impact.SessionsEnded != 0 {
+				t.Errorf("the timed grant reports %d sessions refreshed and %d ended, want %d and 0", impact.SessionsRefreshed, impact.SessionsEnded, bigGroupSize)
 			}
 			t.Logf("%s: GrantRole of a role with a timeout policy to %d members with sessions took %v",
 				backend, bigGroupSize, time.Since(start).Round(time.Millisecond))
@@ -346,9 +353,26 @@ func TestGroupGrantAppliesSessionPolicies(t *testing.T) {
 			}
 
 			before := g.count(t, "SELECT COUNT(*) FROM events")
-			start = time.Now()
-			if _, err := g.svc.GrantRole(ctx, "payroll", identity.Principal{GroupID: g.groupID}); err != nil {
+			// A preview of the re-authenticate grant counts every session it would end, and ends none.
+			preview, _, err := g.svc.GrantRole(ctx, "payroll", identity.Principal{GroupID: g.groupID}, store.Preview)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if preview.UsersAffected != bigGroupSize || preview.SessionsEnded != bigGroupSize ||
+				preview.EndReason != gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE {
+				t.Errorf("the preview reports %d users, %d sessions ended (%v); want %d, %d (ROLE_CHANGE)",
+					preview.UsersAffected, preview.SessionsEnded, preview.EndReason, bigGroupSize, bigGroupSize)
+			}
+			if n, evs := g.count(t, "SELECT COUNT(*) FROM sessions WHERE active"), g.count(t, "SELECT COUNT(*) FROM events"); n != bigGroupSize || evs != before {
+				t.Errorf("after the preview %d sessions are active and %d events were written, want %d and none", n, evs-before, bigGroupSize)
+			}
+			start = time.Now()
+			impact, _, err = g.svc.GrantRole(ctx, "payroll", identity.Principal{GroupID: g.groupID}, store.Apply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(impact, preview) {
+				t.Errorf("the grant's impact %v differs from its preview's %v", impact, preview)
 			}
 			t.Logf("%s: GrantRole of a re-authenticate role to %d members with sessions took %v",
 				backend, bigGroupSize, time.Since(start).Round(time.Millisecond))
@@ -396,7 +420,7 @@ func benchGrants(b *testing.B, g *bigGroup, prefix string, newRole func(role str
 		newRole(role, grants)
 		b.StartTimer()
 		start := time.Now()
-		if _, err := g.svc.GrantRole(context.Background(), role, identity.Principal{GroupID: g.groupID}); err != nil {
+		if _, _, err := g.svc.GrantRole(context.Background(), role, identity.Principal{GroupID: g.groupID}, store.Apply); err != nil {
 			b.Fatal(err)
 		}
 		spent += time.Since(start)

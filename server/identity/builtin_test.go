@@ -50,7 +50,7 @@ func TestBuiltInRoleChangesNeedAdmin(t *testing.T) {
 		{"gatehouse.admin, built-in role", as(auth.RoleAdmin), auth.RoleAuditor, false},
 		{"no principal, built-in role", ctx, auth.RoleSessionIssuer, false},
 	} {
-		_, err := svc.GrantRole(tc.ctx, tc.role, to)
+		_, _, err := svc.GrantRole(tc.ctx, tc.role, to, store.Apply)
 		if tc.denied {
 			if e, ok := errs.As(err); !ok || e.Kind != errs.KindPermissionDenied || e.Reason != "BUILT_IN_ROLE_CHANGE" {
 				t.Errorf("%s: GrantRole = %v, want PERMISSION_DENIED BUILT_IN_ROLE_CHANGE", tc.name, err)
@@ -62,7 +62,7 @@ func TestBuiltInRoleChangesNeedAdmin(t *testing.T) {
 		}
 	}
 	// Revoking is a change too.
-	if _, err := svc.RevokeRole(as(auth.RoleIdentityAdmin), auth.RoleAuditor, to); errs.KindOf(err) != errs.KindPermissionDenied {
+	if _, _, err := svc.RevokeRole(as(auth.RoleIdentityAdmin), auth.RoleAuditor, to, store.Apply); errs.KindOf(err) != errs.KindPermissionDenied {
 		t.Errorf("identity admin revoking a built-in role: %v, want PERMISSION_DENIED", err)
 	}
 	roles, err := svc.GetEffectiveRoles(ctx, u.Id)

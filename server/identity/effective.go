@@ -21,8 +21,9 @@ const recomputeBatch = 500
 type RoleChange = policy.RoleChange
 
 // recompute rematerialises the effective roles of users inside tx and emits one ROLES_CHANGED event
-// for each user whose set of roles changed. The caller must hold the role-graph lock.
-func (s *Service) recompute(ctx context.Context, tx *store.Tx, users []string) ([]RoleChange, error) {
+// for each user whose set of roles changed. The caller must hold the role-graph lock. It returns the
+// change's impact: whose roles changed, and what the role-change hook did to their sessions.
+func (s *Service) recompute(ctx context.Context, tx *store.Tx, users []string) (*gatehousev1.ChangeImpact, error) {
 	return s.recomputeFrom(ctx, tx, users, nil)
 }
 
@@ -45,7 +46,7 @@ func snapshot(ctx context.Context, tx *store.Tx, users []string) (map[string][]s
 // from effective_roles, which the change has not touched). It fails with PERMISSION_DENIED when the
 // change gives or takes a built-in role and the caller may not do that (checkBuiltInChanges), and
 // with FAILED_PRECONDITION (LAST_ADMIN) when it leaves no enabled user holding gatehouse.admin.
-func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) ([]RoleChange, error) {
+func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) (*gatehousev1.ChangeImpact, error) {
 	var changes []RoleChange
 	for start := 0; start < len(users); start += recomputeBatch {
 		batch := users[start:min(start+recomputeBatch, len(users))]
@@ -70,12 +71,14 @@ func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []strin
 			}},
 		})
 	}
+	var effect policy.SessionEffect
 	if s.onRolesChanged != nil && len(changes) > 0 {
-		if err := s.onRolesChanged(ctx, tx, changes); err != nil {
+		var err error
+		if effect, err = s.onRolesChanged(ctx, tx, changes); err != nil {
 			return nil, err
 		}
 	}
-	return changes, nil
+	return policy.Impact(changes, effect), nil
 }
 
 // materialiseSQL computes, for the users in the IN list (bound twice), every (user, role, source)

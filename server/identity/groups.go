@@ -73,80 +73,80 @@ func (s *Service) ListGroups(ctx context.Context, pageSize int32, pageToken, nam
 }
 
 // DeleteGroup deletes a group; its members lose the roles it carried.
-func (s *Service) DeleteGroup(ctx context.Context, id string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) DeleteGroup(ctx context.Context, id string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		g, err := tx.Group.Get(ctx, id)
 		if err != nil {
-			return groupNotFound(err, id)
+			return nil, groupNotFound(err, id)
 		}
 		members, err := groupMembers(ctx, tx, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := tx.Group.DeleteOne(g).Exec(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		tx.Emit(&gatehousev1.Event{
 			Type:    gatehousev1.EventType_EVENT_TYPE_GROUP_DELETED,
 			Payload: &gatehousev1.Event_GroupDeleted{GroupDeleted: &gatehousev1.GroupPayload{Group: convert.Group(g)}},
 		})
-		_, err = s.recompute(ctx, tx, members)
-		return err
+		return s.recompute(ctx, tx, members)
 	})
 }
 
 // AddGroupMember adds a user to a group; adding a member again changes nothing.
-func (s *Service) AddGroupMember(ctx context.Context, groupID, userID string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) AddGroupMember(ctx context.Context, groupID, userID string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if err := groupAndUserExist(ctx, tx, groupID, userID); err != nil {
-			return err
+			return nil, err
 		}
 		exists, err := tx.GroupMember.Query().Where(groupmember.GroupID(groupID), groupmember.UserID(userID)).Exist(ctx)
 		if err != nil || exists {
-			return err
+			return nil, err
 		}
 		if err := tx.GroupMember.Create().SetGroupID(groupID).SetUserID(userID).Exec(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		tx.Emit(&gatehousev1.Event{
 			Type:    gatehousev1.EventType_EVENT_TYPE_GROUP_MEMBER_ADDED,
 			UserId:  userID,
 			Payload: &gatehousev1.Event_MemberAdded{MemberAdded: &gatehousev1.MembershipPayload{GroupId: groupID, UserId: userID}},
 		})
-		_, err = s.recompute(ctx, tx, []string{userID})
-		return err
+		return s.recompute(ctx, tx, []string{userID})
 	})
 }
 
 // RemoveGroupMember removes a user from a group. A user who is not a member is NOT_FOUND.
-func (s *Service) RemoveGroupMember(ctx context.Context, groupID, userID string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) RemoveGroupMember(ctx context.Context, groupID, userID string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if err := groupAndUserExist(ctx, tx, groupID, userID); err != nil {
-			return err
+			return nil, err
 		}
 		n, err := tx.GroupMember.Delete().Where(groupmember.GroupID(groupID), groupmember.UserID(userID)).Exec(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n == 0 {
-			return errs.NotFound("MEMBERSHIP_NOT_FOUND", "user %s is not a member of group %s", userID, groupID)
+			return nil, errs.NotFound("MEMBERSHIP_NOT_FOUND", "user %s is not a member of group %s", userID, groupID)
 		}
 		tx.Emit(&gatehousev1.Event{
 			Type:    gatehousev1.EventType_EVENT_TYPE_GROUP_MEMBER_REMOVED,
 			UserId:  userID,
 			Payload: &gatehousev1.Event_MemberRemoved{MemberRemoved: &gatehousev1.MembershipPayload{GroupId: groupID, UserId: userID}},
 		})
-		_, err = s.recompute(ctx, tx, []string{userID})
-		return err
+		return s.recompute(ctx, tx, []string{userID})
 	})
 }
 

@@ -131,37 +131,38 @@ func (s *Service) ListRoles(ctx context.Context, pageSize int32, pageToken strin
 
 // DeleteRole deletes a role with its grants and containment links; holders lose it and every role
 // they held only through it. Built-in roles are FAILED_PRECONDITION.
-func (s *Service) DeleteRole(ctx context.Context, name string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) DeleteRole(ctx context.Context, name string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		r, err := tx.Role.Get(ctx, name)
 		if ent.IsNotFound(err) {
-			return roleNotFound(name)
+			return nil, roleNotFound(name)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if r.BuiltIn {
-			return errs.FailedPrecondition("BUILT_IN_ROLE", "role %q is built in and cannot be deleted", name)
+			return nil, errs.FailedPrecondition("BUILT_IN_ROLE", "role %q is built in and cannot be deleted", name)
 		}
 		holders, err := usersWithRole(ctx, tx, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c, err := contained(ctx, tx.RoleContainment, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// NOTE: deleting the role cascades to its materialised rows, so the holders' role sets are
 		// read first: they must still show the deleted role for ROLES_CHANGED to report it removed.
 		before, err := snapshot(ctx, tx, holders)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := tx.Role.DeleteOne(r).Exec(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		tx.Emit(&gatehousev1.Event{
 			Type:    gatehousev1.EventType_EVENT_TYPE_ROLE_DELETED,
@@ -170,10 +171,11 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (events.Position,
 		// NOTE: the role's policy goes only after the holders' sessions have been dealt with:
 		// losing the role is a role change, and its policy (re-authenticate, timeouts) decides what
 		// happens to their sessions, exactly as a revoke would.
-		if _, err := s.recomputeFrom(ctx, tx, holders, before); err != nil {
-			return err
+		impact, err := s.recomputeFrom(ctx, tx, holders, before)
+		if err != nil {
+			return nil, err
 		}
-		return policy.DeleteForScope(ctx, tx, entpolicy.ScopeKindRole, name)
+		return impact, policy.DeleteForScope(ctx, tx, entpolicy.ScopeKindRole, name)
 	})
 }
 
@@ -201,67 +203,67 @@ SELECT COUNT(*) FROM r WHERE role = ?`
 
 // AddContainedRole makes role contain containedRole. A link that would make a cycle is
 // FAILED_PRECONDITION; an existing link changes nothing.
-func (s *Service) AddContainedRole(ctx context.Context, role, containedRole string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) AddContainedRole(ctx context.Context, role, containedRole string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if err := bothRolesExist(ctx, tx, role, containedRole); err != nil {
-			return err
+			return nil, err
 		}
 		if err := requireAdminForBuiltIn(ctx, role, containedRole); err != nil {
-			return err
+			return nil, err
 		}
 		exists, err := tx.RoleContainment.Query().Where(rolecontainment.Role(role), rolecontainment.ContainedRole(containedRole)).Exist(ctx)
 		if err != nil || exists {
-			return err
+			return nil, err
 		}
 		var n int
 		if err := scanOne(ctx, tx, &n, reachesSQL, containedRole, role); err != nil {
-			return err
+			return nil, err
 		}
 		if n > 0 {
-			return errs.FailedPrecondition("ROLE_CYCLE", "role %q already contains %q (directly or transitively): containment cannot be circular", containedRole, role)
+			return nil, errs.FailedPrecondition("ROLE_CYCLE", "role %q already contains %q (directly or transitively): containment cannot be circular", containedRole, role)
 		}
 		if err := tx.RoleContainment.Create().SetRole(role).SetContainedRole(containedRole).Exec(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		tx.Emit(containmentEvent(role, containedRole, true))
 		holders, err := usersWithRole(ctx, tx, role)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		_, err = s.recompute(ctx, tx, holders)
-		return err
+		return s.recompute(ctx, tx, holders)
 	})
 }
 
 // RemoveContainedRole stops role containing containedRole. A missing link is NOT_FOUND.
-func (s *Service) RemoveContainedRole(ctx context.Context, role, containedRole string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) RemoveContainedRole(ctx context.Context, role, containedRole string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if err := bothRolesExist(ctx, tx, role, containedRole); err != nil {
-			return err
+			return nil, err
 		}
 		if err := requireAdminForBuiltIn(ctx, role, containedRole); err != nil {
-			return err
+			return nil, err
 		}
 		n, err := tx.RoleContainment.Delete().Where(rolecontainment.Role(role), rolecontainment.ContainedRole(containedRole)).Exec(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n == 0 {
-			return errs.NotFound("CONTAINMENT_NOT_FOUND", "role %q does not contain %q", role, containedRole)
+			return nil, errs.NotFound("CONTAINMENT_NOT_FOUND", "role %q does not contain %q", role, containedRole)
 		}
 		tx.Emit(containmentEvent(role, containedRole, false))
 		holders, err := usersWithRole(ctx, tx, role)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		_, err = s.recompute(ctx, tx, holders)
-		return err
+		return s.recompute(ctx, tx, holders)
 	})
 }
 
@@ -295,25 +297,27 @@ type Principal struct {
 }
 
 // GrantRole grants role to a user or a group; an existing grant changes nothing.
-func (s *Service) GrantRole(ctx context.Context, role string, to Principal) (events.Position, error) {
-	return s.changeGrant(ctx, role, to, true)
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) GrantRole(ctx context.Context, role string, to Principal, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.changeGrant(ctx, role, to, true, mode)
 }
 
 // RevokeRole revokes role from a user or a group. A grant that does not exist is NOT_FOUND.
-func (s *Service) RevokeRole(ctx context.Context, role string, from Principal) (events.Position, error) {
-	return s.changeGrant(ctx, role, from, false)
+// It returns the change's impact; store.Preview runs it and rolls it back (see mutate).
+func (s *Service) RevokeRole(ctx context.Context, role string, from Principal, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.changeGrant(ctx, role, from, false, mode)
 }
 
-func (s *Service) changeGrant(ctx context.Context, role string, p Principal, grant bool) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+func (s *Service) changeGrant(ctx context.Context, role string, p Principal, grant bool, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	return s.mutate(ctx, mode, func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error) {
 		if err := tx.LockRoleGraph(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if ok, err := tx.Role.Query().Where(entrole.ID(role)).Exist(ctx); err != nil || !ok {
-			return firstErr(err, roleNotFound(role))
+			return nil, firstErr(err, roleNotFound(role))
 		}
 		if err := requireAdminForBuiltIn(ctx, role); err != nil {
-			return err
+			return nil, err
 		}
 		var (
 			where    = rolegrant.Role(role)
@@ -323,14 +327,14 @@ func (s *Service) changeGrant(ctx context.Context, role string, p Principal, gra
 		)
 		if p.UserID != "" {
 			if ok, err := tx.User.Query().Where(entuser.ID(p.UserID)).Exist(ctx); err != nil || !ok {
-				return firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", p.UserID))
+				return nil, firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", p.UserID))
 			}
 			where = rolegrant.And(where, rolegrant.UserID(p.UserID))
 			payload.Principal = &gatehousev1.RoleGrantPayload_UserId{UserId: p.UserID}
 			affected, userID = []string{p.UserID}, p.UserID
 		} else {
 			if ok, err := tx.Group.Query().Where(entgroup.ID(p.GroupID)).Exist(ctx); err != nil || !ok {
-				return firstErr(err, errs.NotFound("GROUP_NOT_FOUND", "group %s not found", p.GroupID))
+				return nil, firstErr(err, errs.NotFound("GROUP_NOT_FOUND", "group %s not found", p.GroupID))
 			}
 			where = rolegrant.And(where, rolegrant.GroupID(p.GroupID))
 			payload.Principal = &gatehousev1.RoleGrantPayload_GroupId{GroupId: p.GroupID}
@@ -339,7 +343,7 @@ func (s *Service) changeGrant(ctx context.Context, role string, p Principal, gra
 		if grant {
 			exists, err := tx.RoleGrant.Query().Where(where).Exist(ctx)
 			if err != nil || exists {
-				return err
+				return nil, err
 			}
 			c := tx.RoleGrant.Create().SetRole(role)
 			if p.UserID != "" {
@@ -348,16 +352,16 @@ func (s *Service) changeGrant(ctx context.Context, role string, p Principal, gra
 				c.SetGroupID(p.GroupID)
 			}
 			if err := c.Exec(ctx); err != nil {
-				return err
+				return nil, err
 			}
 			ev.Type, ev.Payload = gatehousev1.EventType_EVENT_TYPE_ROLE_GRANTED, &gatehousev1.Event_RoleGranted{RoleGranted: payload}
 		} else {
 			n, err := tx.RoleGrant.Delete().Where(where).Exec(ctx)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if n == 0 {
-				return errs.NotFound("GRANT_NOT_FOUND", "role %q is not granted to that principal", role)
+				return nil, errs.NotFound("GRANT_NOT_FOUND", "role %q is not granted to that principal", role)
 			}
 			ev.Type, ev.Payload = gatehousev1.EventType_EVENT_TYPE_ROLE_REVOKED, &gatehousev1.Event_RoleRevoked{RoleRevoked: payload}
 		}
@@ -365,11 +369,10 @@ func (s *Service) changeGrant(ctx context.Context, role string, p Principal, gra
 		if p.GroupID != "" {
 			members, err := groupMembers(ctx, tx, p.GroupID)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			affected = members
 		}
-		_, err := s.recompute(ctx, tx, affected)
-		return err
+		return s.recompute(ctx, tx, affected)
 	})
 }

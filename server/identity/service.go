@@ -10,14 +10,18 @@ import (
 
 	"github.com/gatehouse/gatehouse/ent"
 	entuser "github.com/gatehouse/gatehouse/ent/user"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/errs"
+	"github.com/gatehouse/gatehouse/server/events"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // RolesChangedFunc is called inside the transaction that changed users' effective roles, after the
-// ROLES_CHANGED events are emitted (the session domain applies the role-change policy there).
-type RolesChangedFunc func(ctx context.Context, tx *store.Tx, changes []RoleChange) error
+// ROLES_CHANGED events are emitted (the session domain applies the role-change policy there). It
+// reports what it did to live sessions, for the change's ChangeImpact.
+type RolesChangedFunc func(ctx context.Context, tx *store.Tx, changes []RoleChange) (policy.SessionEffect, error)
 
 // PasswordVerifier checks a user's current password as a login would: within the failed-login
 // budgets, recording every wrong attempt (the session domain, session.Service.VerifyPassword). It
@@ -65,6 +69,26 @@ type noPasswordVerifier struct{}
 // VerifyPassword implements PasswordVerifier by failing.
 func (noPasswordVerifier) VerifyPassword(context.Context, *ent.User, string) (bool, error) {
 	return false, errs.Internal(errors.New("identity: no password verifier configured"))
+}
+
+// mutate runs fn, a change to the role graph, as one transaction in mode and returns the impact fn
+// reports (an empty one when fn changed nobody's roles). Previewed (store.Preview), fn runs exactly
+// as it would for real and is rolled back: nothing is written, no event is emitted, and the position
+// is zero (no consistency token); fn's errors are the change's errors.
+func (s *Service) mutate(ctx context.Context, mode store.Mode, fn func(ctx context.Context, tx *store.Tx) (*gatehousev1.ChangeImpact, error)) (*gatehousev1.ChangeImpact, events.Position, error) {
+	var impact *gatehousev1.ChangeImpact
+	pos, err := s.store.Run(ctx, mode, func(ctx context.Context, tx *store.Tx) error {
+		var err error
+		impact, err = fn(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return nil, events.Position{}, err
+	}
+	if impact == nil {
+		impact = &gatehousev1.ChangeImpact{}
+	}
+	return impact, pos, nil
 }
 
 // getUser loads a user by id, NOT_FOUND if there is none.

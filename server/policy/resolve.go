@@ -5,6 +5,7 @@ package policy
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
@@ -38,9 +39,36 @@ type RoleChange struct {
 	Removed []string
 }
 
+// Limit is one concurrent-session limit that applies to a user, a constraint of its own: a new
+// session of a type it counts must leave at most Max active sessions of its counted types.
+type Limit struct {
+	// Max is the limit.
+	Max int32
+	// CountedTypes are the types it counts: its policy's, or DefaultCountedTypes when the policy
+	// names none.
+	CountedTypes []gatehousev1.SessionType
+	// OnLimit is its policy's action, or DefaultOnLimit when the policy sets none.
+	OnLimit gatehousev1.LimitAction
+	// Source is the scope of the policy that sets it.
+	Source *gatehousev1.PolicyScope
+
+	// ownTypes and ownAction say whether the policy sets the counted types and the action.
+	ownTypes, ownAction bool
+}
+
+// Counts reports whether sessions of type t count towards l.
+func (l *Limit) Counts(t gatehousev1.SessionType) bool { return slices.Contains(l.CountedTypes, t) }
+
 // Resolved is the policy in force for one user.
 type Resolved struct {
-	// MaxSessions is nil when there is no limit.
+	// Limits are the concurrent-session limits, each its own constraint (ARCHITECTURE.md section
+	// 8), in a fixed order: the user's own, or the roles' by role name, or the global one. Empty:
+	// no limit.
+	Limits []Limit
+
+	// MaxSessions, CountedTypes and OnLimit describe the most restrictive of Limits, for older
+	// clients (mostRestrictive); MaxSessions is nil when there is no limit, and the other two are
+	// then the built-in defaults. Admission goes by Limits.
 	MaxSessions     *int32
 	CountedTypes    []gatehousev1.SessionType
 	OnLimit         gatehousev1.LimitAction
@@ -51,9 +79,6 @@ type Resolved struct {
 	MaxSessionsSource, CountedTypesSource, OnLimitSource         *gatehousev1.PolicySource
 	IdleTimeoutSource, AbsoluteTimeoutSource, OnRoleChangeSource *gatehousev1.PolicySource
 }
-
-// Counts reports whether sessions of type t count towards the limit.
-func (r *Resolved) Counts(t gatehousev1.SessionType) bool { return slices.Contains(r.CountedTypes, t) }
 
 // Set is the policies that can apply to one user: theirs, those of their roles, and the global one.
 type Set struct {
@@ -193,33 +218,11 @@ func smallest[T int32 | int64](get func(*ent.SessionPolicy) T) func([]*ent.Sessi
 	}
 }
 
-// Resolve resolves s field by field (ARCHITECTURE.md section 8).
+// Resolve resolves s (ARCHITECTURE.md section 8): its limits, each a constraint of its own, and the
+// other fields field by field.
 func (s *Set) Resolve() *Resolved {
-	r := &Resolved{}
-	limit, limitSrc := field(s, func(p *ent.SessionPolicy) bool { return p.MaxSessions != nil },
-		func(p *ent.SessionPolicy) int32 { return *p.MaxSessions },
-		smallest(func(p *ent.SessionPolicy) int32 { return *p.MaxSessions }), -1)
-	if limit >= 0 {
-		r.MaxSessions = &limit
-	}
-	r.MaxSessionsSource = limitSrc
-
-	r.CountedTypes, r.CountedTypesSource = field(s, func(p *ent.SessionPolicy) bool { return p.CountedTypes != nil },
-		func(p *ent.SessionPolicy) []gatehousev1.SessionType { return sessionTypes(p.CountedTypes) },
-		func(ps []*ent.SessionPolicy) ([]gatehousev1.SessionType, []*ent.SessionPolicy) {
-			var union []gatehousev1.SessionType
-			for _, p := range ps {
-				for _, t := range sessionTypes(p.CountedTypes) {
-					if !slices.Contains(union, t) {
-						union = append(union, t)
-					}
-				}
-			}
-			slices.Sort(union)
-			return union, ps
-		}, DefaultCountedTypes)
-
-	r.OnLimit, r.OnLimitSource = s.onLimit()
+	r := &Resolved{Limits: s.limits()}
+	r.mostRestrictive()
 
 	idle, idleSrc := field(s, func(p *ent.SessionPolicy) bool { return p.IdleTimeoutNs != nil },
 		func(p *ent.SessionPolicy) int64 { return *p.IdleTimeoutNs },
@@ -247,54 +250,81 @@ func (s *Set) Resolve() *Resolved {
 	return r
 }
 
-// onLimit resolves the limit's action. The user's value wins if set. Otherwise the action comes
-// from the role policies that set the smallest limit (deny-new if any of them says so, else
-// evict-oldest if any says so); when none of them sets an action, the field falls through to the
-// global policy and the default, as any unset field does.
+// limits resolves the limits of s (ARCHITECTURE.md section 8): the user's own policy's limit if it
+// sets one; otherwise one constraint per role policy that sets one, in the order of role names;
+// otherwise the global policy's, if it sets one.
 //
-// NOTE: policies with a larger limit, or with an action but no limit, are not consulted when some
-// role policy sets a limit: their action belongs to a limit that is not in force. Only when no role
-// policy sets a limit do the role policies that set an action combine on their own (deny-new wins).
-func (s *Set) onLimit() (gatehousev1.LimitAction, *gatehousev1.PolicySource) {
-	if s.User != nil && s.User.OnLimit != "" {
-		return limitAction(s.User.OnLimit), from(s.User)
+// NOTE: each limit takes its counted types and its action from its own policy only (interactive
+// types and evict-oldest when the policy leaves them unset), never from another scope: a
+// contractor's {1, mobile app} must not end a web session that staff's {10, web} allows, and an
+// action set beside another limit, or without one, belongs to no limit in force.
+func (s *Set) limits() []Limit {
+	if s.User != nil && s.User.MaxSessions != nil {
+		return []Limit{limitOf(s.User)}
 	}
-	var limiting, acting []*ent.SessionPolicy
+	var out []Limit
 	for _, p := range s.Roles {
 		if p.MaxSessions != nil {
-			limiting = append(limiting, p)
-		}
-		if p.OnLimit != "" {
-			acting = append(acting, p)
+			out = append(out, limitOf(p))
 		}
 	}
-	if len(limiting) > 0 {
-		_, tied := smallest(func(p *ent.SessionPolicy) int32 { return *p.MaxSessions })(limiting)
-		acting = slices.DeleteFunc(tied, func(p *ent.SessionPolicy) bool { return p.OnLimit == "" })
+	if len(out) > 0 {
+		slices.SortStableFunc(out, func(a, b Limit) int { return strings.Compare(a.Source.GetRole(), b.Source.GetRole()) })
+		return out
 	}
-	if len(acting) > 0 {
-		return strictestLimitAction(acting)
+	if s.Global != nil && s.Global.MaxSessions != nil {
+		return []Limit{limitOf(s.Global)}
 	}
-	if s.Global != nil && s.Global.OnLimit != "" {
-		return limitAction(s.Global.OnLimit), from(s.Global)
-	}
-	return DefaultOnLimit, builtIn
+	return nil
 }
 
-// strictestLimitAction combines the actions of policies that each set one: deny-new if any says
-// so, from every policy that says so; otherwise evict-oldest, from every policy.
-func strictestLimitAction(ps []*ent.SessionPolicy) (gatehousev1.LimitAction, *gatehousev1.PolicySource) {
+// limitOf is the limit that p, which sets max_sessions, sets.
+func limitOf(p *ent.SessionPolicy) Limit {
+	l := Limit{Max: *p.MaxSessions, CountedTypes: slices.Clone(DefaultCountedTypes), OnLimit: DefaultOnLimit, Source: Scope(p)}
+	if len(p.CountedTypes) > 0 {
+		l.CountedTypes, l.ownTypes = sessionTypes(p.CountedTypes), true
+		slices.Sort(l.CountedTypes)
+	}
+	if p.OnLimit != "" {
+		l.OnLimit, l.ownAction = limitAction(p.OnLimit), true
+	}
+	return l
+}
+
+// mostRestrictive fills the older single-limit fields from r.Limits: the smallest limit (its
+// source: every constraint with that limit), and the counted types and action of the constraint
+// that sets it, deny-new first on a tie, then the first in r.Limits' order. The counted types and
+// the action name their constraint's policy as their source when it sets them and the built-in
+// default when it leaves them unset. With no limit they are the built-in defaults.
+func (r *Resolved) mostRestrictive() {
+	r.MaxSessionsSource, r.CountedTypesSource, r.OnLimitSource = builtIn, builtIn, builtIn
+	r.CountedTypes, r.OnLimit = slices.Clone(DefaultCountedTypes), DefaultOnLimit
+	if len(r.Limits) == 0 {
+		return
+	}
 	const denyNew = gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW
-	var denying []*ent.SessionPolicy
-	for _, p := range ps {
-		if limitAction(p.OnLimit) == denyNew {
-			denying = append(denying, p)
+	best := 0
+	for i, l := range r.Limits {
+		b := r.Limits[best]
+		if l.Max < b.Max || (l.Max == b.Max && l.OnLimit == denyNew && b.OnLimit != denyNew) {
+			best = i
 		}
 	}
-	if len(denying) > 0 {
-		return denyNew, from(denying...)
+	b := r.Limits[best]
+	r.MaxSessions = &b.Max
+	r.MaxSessionsSource = &gatehousev1.PolicySource{}
+	for _, l := range r.Limits {
+		if l.Max == b.Max {
+			r.MaxSessionsSource.Scopes = append(r.MaxSessionsSource.Scopes, l.Source)
+		}
 	}
-	return gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST, from(ps...)
+	r.CountedTypes, r.OnLimit = slices.Clone(b.CountedTypes), b.OnLimit
+	if b.ownTypes {
+		r.CountedTypesSource = &gatehousev1.PolicySource{Scopes: []*gatehousev1.PolicyScope{b.Source}}
+	}
+	if b.ownAction {
+		r.OnLimitSource = &gatehousev1.PolicySource{Scopes: []*gatehousev1.PolicyScope{b.Source}}
+	}
 }
 
 // ReauthenticateOnChange decides the role-change action for a change of the roles in changed

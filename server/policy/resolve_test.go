@@ -1,7 +1,9 @@
 package policy_test
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,8 +41,8 @@ func TestResolveDefaults(t *testing.T) {
 	if !r.MaxSessionsSource.BuiltInDefault || !r.IdleTimeoutSource.BuiltInDefault {
 		t.Error("default fields must say they are built-in defaults")
 	}
-	if r.Counts(gatehousev1.SessionType_SESSION_TYPE_NON_INTERACTIVE) {
-		t.Error("non-interactive sessions must not count by default")
+	if len(r.Limits) != 0 {
+		t.Errorf("limits = %v, want none", r.Limits)
 	}
 }
 
@@ -59,18 +61,22 @@ func TestResolveFieldByField(t *testing.T) {
 	if r.IdleTimeout != 2*time.Hour || r.IdleTimeoutSource.Scopes[0].GetUserId() != "u1" {
 		t.Errorf("idle = %v from %v, want 2h from the user", r.IdleTimeout, r.IdleTimeoutSource)
 	}
-	// The smallest limit among roles beats the global one; both tied policies are its source.
+	// Each role's limit is its own constraint, in the order of role names; the global one does not
+	// apply beside them.
+	if got := limitsString(r.Limits); got != "contractor:2:EVICT_OLDEST:[WEB_BROWSER] intern:2:DENY_NEW:[MOBILE_APP] staff:5:EVICT_OLDEST:[WEB_BROWSER MOBILE_BROWSER MOBILE_APP]" {
+		t.Errorf("limits = %s", got)
+	}
+	// The older fields: the smallest limit, from both tied policies; the counted types and action of
+	// the tied constraint that denies.
 	if *r.MaxSessions != 2 || len(r.MaxSessionsSource.Scopes) != 2 {
 		t.Errorf("max = %d from %v, want 2 from contractor and intern", *r.MaxSessions, r.MaxSessionsSource)
 	}
-	// The action comes from the policies with the smallest limit; deny-new wins the tie.
 	if r.OnLimit != gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW || r.OnLimitSource.Scopes[0].GetRole() != "intern" {
 		t.Errorf("on_limit = %v from %v, want deny-new from intern", r.OnLimit, r.OnLimitSource)
 	}
-	// Counted types are the union over the roles that set them.
-	want := []gatehousev1.SessionType{gatehousev1.SessionType_SESSION_TYPE_WEB_BROWSER, gatehousev1.SessionType_SESSION_TYPE_MOBILE_APP}
-	if !slices.Equal(r.CountedTypes, want) {
-		t.Errorf("counted = %v, want %v", r.CountedTypes, want)
+	want := []gatehousev1.SessionType{gatehousev1.SessionType_SESSION_TYPE_MOBILE_APP}
+	if !slices.Equal(r.CountedTypes, want) || r.CountedTypesSource.Scopes[0].GetRole() != "intern" {
+		t.Errorf("counted = %v from %v, want %v from intern", r.CountedTypes, r.CountedTypesSource, want)
 	}
 	// The smallest timeout among roles.
 	if r.AbsoluteTimeout != 4*time.Hour {
@@ -108,83 +114,135 @@ func TestReauthenticateOnChange(t *testing.T) {
 	}
 }
 
-// TestResolveOnLimit covers where the limit's action comes from (ARCHITECTURE.md section 8): the
-// role policies that set the smallest limit, deny-new on a tie, falling through to the global
-// policy and the default when none of them sets an action.
-func TestResolveOnLimit(t *testing.T) {
-	const (
-		denyNew    = gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW
-		evictOlder = gatehousev1.LimitAction_LIMIT_ACTION_EVICT_OLDEST
-	)
-	global := func(onLimit string) *ent.SessionPolicy {
-		return &ent.SessionPolicy{ScopeKind: entpolicy.ScopeKindGlobal, OnLimit: onLimit}
+// limitsString writes limits as "source:max:action:[types]", space-separated, where source is a
+// role name, "user" or "global".
+func limitsString(ls []policy.Limit) string {
+	var out []string
+	for _, l := range ls {
+		src := l.Source.GetRole()
+		switch {
+		case l.Source.GetGlobal():
+			src = "global"
+		case l.Source.GetUserId() != "":
+			src = "user"
+		}
+		var types []string
+		for _, t := range l.CountedTypes {
+			types = append(types, strings.TrimPrefix(t.String(), "SESSION_TYPE_"))
+		}
+		out = append(out, fmt.Sprintf("%s:%d:%s:[%s]", src, l.Max, strings.TrimPrefix(l.OnLimit.String(), "LIMIT_ACTION_"), strings.Join(types, " ")))
+	}
+	return strings.Join(out, " ")
+}
+
+// sourcesString writes a source as the scopes it names: a role name, "global", "user" or "" for
+// the built-in default.
+func sourcesString(s *gatehousev1.PolicySource) []string {
+	var src []string
+	if s.GetBuiltInDefault() {
+		src = append(src, "")
+	}
+	for _, sc := range s.GetScopes() {
+		switch {
+		case sc.GetGlobal():
+			src = append(src, "global")
+		case sc.GetUserId() != "":
+			src = append(src, "user")
+		default:
+			src = append(src, sc.GetRole())
+		}
+	}
+	return src
+}
+
+// TestResolveLimits covers which limits apply (ARCHITECTURE.md section 8): the user's own if it
+// sets one, else one constraint per role policy that sets one, else the global one; each with its
+// own counted types and action (interactive types and evict-oldest when its policy leaves them
+// unset); and the older single-limit fields, which describe the most restrictive constraint.
+func TestResolveLimits(t *testing.T) {
+	global := func(p ent.SessionPolicy) *ent.SessionPolicy {
+		p.ScopeKind = entpolicy.ScopeKindGlobal
+		return &p
 	}
 	user := func(p ent.SessionPolicy) *ent.SessionPolicy {
 		p.ScopeKind, p.ScopeRef = entpolicy.ScopeKindUser, "u1"
 		return &p
 	}
+	contractor := rolePolicy("contractor", ent.SessionPolicy{MaxSessions: i32(1), CountedTypes: []string{"SESSION_TYPE_MOBILE_APP"}})
+	staff := rolePolicy("staff", ent.SessionPolicy{MaxSessions: i32(10), CountedTypes: []string{"SESSION_TYPE_WEB_BROWSER"}})
 	small := rolePolicy("small", ent.SessionPolicy{MaxSessions: i32(2)})
 	smallEvict := rolePolicy("small_evict", ent.SessionPolicy{MaxSessions: i32(2), OnLimit: evict})
 	smallDeny := rolePolicy("small_deny", ent.SessionPolicy{MaxSessions: i32(2), OnLimit: deny})
 	bigDeny := rolePolicy("big_deny", ent.SessionPolicy{MaxSessions: i32(5), OnLimit: deny})
-	bigEvict := rolePolicy("big_evict", ent.SessionPolicy{MaxSessions: i32(5), OnLimit: evict})
-	onlyDeny := rolePolicy("only_deny", ent.SessionPolicy{OnLimit: deny})
-	onlyEvict := rolePolicy("only_evict", ent.SessionPolicy{OnLimit: evict})
+	onlyDeny := rolePolicy("only_deny", ent.SessionPolicy{OnLimit: deny, CountedTypes: []string{"SESSION_TYPE_NON_INTERACTIVE"}})
+	const all = "WEB_BROWSER MOBILE_BROWSER MOBILE_APP"
 
-	// src names the scopes a source must list, in order: a role name, "global", "user" or "" for
-	// the built-in default.
 	for _, tc := range []struct {
-		name string
-		set  policy.Set
-		want gatehousev1.LimitAction
-		src  []string
+		name   string
+		set    policy.Set
+		limits string
+		// The older fields: max (-1 for none) from maxFrom; on_limit from actFrom; counted types
+		// (space-separated) from typesFrom.
+		max       int32
+		maxFrom   []string
+		onLimit   gatehousev1.LimitAction
+		actFrom   []string
+		types     string
+		typesFrom []string
 	}{
-		{"the smallest limit sets no action: the default, not the larger limit's",
-			policy.Set{Roles: []*ent.SessionPolicy{small, bigDeny}}, evictOlder, []string{""}},
-		{"the smallest limit sets no action: the global action",
-			policy.Set{Roles: []*ent.SessionPolicy{small, bigDeny}, Global: global(evict)}, evictOlder, []string{"global"}},
-		{"the smallest limit sets no action: a global deny-new",
-			policy.Set{Roles: []*ent.SessionPolicy{small, bigEvict}, Global: global(deny)}, denyNew, []string{"global"}},
-		{"the smallest limit's action beats a larger limit's deny-new",
-			policy.Set{Roles: []*ent.SessionPolicy{bigDeny, smallEvict}}, evictOlder, []string{"small_evict"}},
-		{"the smallest limit's action beats the global one",
-			policy.Set{Roles: []*ent.SessionPolicy{smallEvict}, Global: global(deny)}, evictOlder, []string{"small_evict"}},
-		{"a tie on the smallest limit: deny-new wins",
-			policy.Set{Roles: []*ent.SessionPolicy{smallEvict, smallDeny, bigEvict}}, denyNew, []string{"small_deny"}},
-		{"a tie on the smallest limit where only one sets an action",
-			policy.Set{Roles: []*ent.SessionPolicy{small, smallEvict, bigDeny}}, evictOlder, []string{"small_evict"}},
-		{"an action without a limit does not apply to another role's limit",
-			policy.Set{Roles: []*ent.SessionPolicy{onlyDeny, small}}, evictOlder, []string{""}},
-		{"no role sets a limit: deny-new among the actions",
-			policy.Set{Roles: []*ent.SessionPolicy{onlyDeny, onlyEvict}, Global: global(evict)}, denyNew, []string{"only_deny"}},
-		{"no role sets a limit: evict-oldest among the actions",
-			policy.Set{Roles: []*ent.SessionPolicy{onlyEvict}, Global: global(deny)}, evictOlder, []string{"only_evict"}},
-		{"the user's action wins",
-			policy.Set{User: user(ent.SessionPolicy{OnLimit: evict}), Roles: []*ent.SessionPolicy{smallDeny}}, evictOlder, []string{"user"}},
-		{"the user's limit without an action: the roles' smallest limit decides",
-			policy.Set{User: user(ent.SessionPolicy{MaxSessions: i32(9)}), Roles: []*ent.SessionPolicy{smallDeny, bigEvict}}, denyNew, []string{"small_deny"}},
-		{"the user's limit without an action, roles without one: the global action",
-			policy.Set{User: user(ent.SessionPolicy{MaxSessions: i32(9)}), Roles: []*ent.SessionPolicy{small, bigDeny}, Global: global(evict)},
-			evictOlder, []string{"global"}},
+		{name: "no limit anywhere", set: policy.Set{Roles: []*ent.SessionPolicy{onlyDeny}, Global: global(ent.SessionPolicy{OnLimit: deny})},
+			limits: "", max: -1, maxFrom: []string{""}, onLimit: policy.DefaultOnLimit, actFrom: []string{""}, types: all, typesFrom: []string{""}},
+		{name: "contractor and staff are two constraints", set: policy.Set{Roles: []*ent.SessionPolicy{staff, contractor}, Global: global(ent.SessionPolicy{MaxSessions: i32(1)})},
+			limits: "contractor:1:EVICT_OLDEST:[MOBILE_APP] staff:10:EVICT_OLDEST:[WEB_BROWSER]",
+			max:    1, maxFrom: []string{"contractor"}, onLimit: policy.DefaultOnLimit, actFrom: []string{""}, types: "MOBILE_APP", typesFrom: []string{"contractor"}},
+		{name: "a role limit without an action evicts, whatever the global policy says",
+			set:    policy.Set{Roles: []*ent.SessionPolicy{small, bigDeny}, Global: global(ent.SessionPolicy{OnLimit: deny})},
+			limits: "big_deny:5:DENY_NEW:[" + all + "] small:2:EVICT_OLDEST:[" + all + "]",
+			max:    2, maxFrom: []string{"small"}, onLimit: policy.DefaultOnLimit, actFrom: []string{""}, types: all, typesFrom: []string{""}},
+		{name: "a tie on the smallest limit: the older fields take the deny-new constraint",
+			set:    policy.Set{Roles: []*ent.SessionPolicy{smallEvict, smallDeny}},
+			limits: "small_deny:2:DENY_NEW:[" + all + "] small_evict:2:EVICT_OLDEST:[" + all + "]",
+			max:    2, maxFrom: []string{"small_deny", "small_evict"}, onLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, actFrom: []string{"small_deny"},
+			types: all, typesFrom: []string{""}},
+		{name: "an action without a limit is no constraint",
+			set:    policy.Set{Roles: []*ent.SessionPolicy{onlyDeny, small}},
+			limits: "small:2:EVICT_OLDEST:[" + all + "]",
+			max:    2, maxFrom: []string{"small"}, onLimit: policy.DefaultOnLimit, actFrom: []string{""}, types: all, typesFrom: []string{""}},
+		{name: "the global limit applies when no role sets one",
+			set:    policy.Set{Roles: []*ent.SessionPolicy{onlyDeny}, Global: global(ent.SessionPolicy{MaxSessions: i32(3), OnLimit: deny})},
+			limits: "global:3:DENY_NEW:[" + all + "]",
+			max:    3, maxFrom: []string{"global"}, onLimit: gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW, actFrom: []string{"global"}, types: all, typesFrom: []string{""}},
+		{name: "the user's limit is the one limit, even when laxer",
+			set: policy.Set{User: user(ent.SessionPolicy{MaxSessions: i32(9), CountedTypes: []string{"SESSION_TYPE_MOBILE_APP", "SESSION_TYPE_WEB_BROWSER"}}),
+				Roles: []*ent.SessionPolicy{smallDeny, contractor}, Global: global(ent.SessionPolicy{MaxSessions: i32(1)})},
+			limits: "user:9:EVICT_OLDEST:[WEB_BROWSER MOBILE_APP]",
+			max:    9, maxFrom: []string{"user"}, onLimit: policy.DefaultOnLimit, actFrom: []string{""}, types: "WEB_BROWSER MOBILE_APP", typesFrom: []string{"user"}},
+		{name: "the user's action without a limit is no constraint",
+			set:    policy.Set{User: user(ent.SessionPolicy{OnLimit: deny}), Roles: []*ent.SessionPolicy{small}},
+			limits: "small:2:EVICT_OLDEST:[" + all + "]",
+			max:    2, maxFrom: []string{"small"}, onLimit: policy.DefaultOnLimit, actFrom: []string{""}, types: all, typesFrom: []string{""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.set.Resolve()
-			var src []string
-			if r.OnLimitSource.GetBuiltInDefault() {
-				src = append(src, "")
+			if got := limitsString(r.Limits); got != tc.limits {
+				t.Errorf("limits = %q, want %q", got, tc.limits)
 			}
-			for _, sc := range r.OnLimitSource.GetScopes() {
-				switch {
-				case sc.GetGlobal():
-					src = append(src, "global")
-				case sc.GetUserId() != "":
-					src = append(src, "user")
-				default:
-					src = append(src, sc.GetRole())
-				}
+			gotMax := int32(-1)
+			if r.MaxSessions != nil {
+				gotMax = *r.MaxSessions
 			}
-			if r.OnLimit != tc.want || !slices.Equal(src, tc.src) {
-				t.Errorf("on_limit = %v from %q, want %v from %q", r.OnLimit, src, tc.want, tc.src)
+			if got := sourcesString(r.MaxSessionsSource); gotMax != tc.max || !slices.Equal(got, tc.maxFrom) {
+				t.Errorf("max_sessions = %d from %q, want %d from %q", gotMax, got, tc.max, tc.maxFrom)
+			}
+			if got := sourcesString(r.OnLimitSource); r.OnLimit != tc.onLimit || !slices.Equal(got, tc.actFrom) {
+				t.Errorf("on_limit = %v from %q, want %v from %q", r.OnLimit, got, tc.onLimit, tc.actFrom)
+			}
+			var types []string
+			for _, ty := range r.CountedTypes {
+				types = append(types, strings.TrimPrefix(ty.String(), "SESSION_TYPE_"))
+			}
+			if got := sourcesString(r.CountedTypesSource); strings.Join(types, " ") != tc.types || !slices.Equal(got, tc.typesFrom) {
+				t.Errorf("counted_types = %v from %q, want %s from %q", types, got, tc.types, tc.typesFrom)
 			}
 		})
 	}

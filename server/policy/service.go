@@ -20,8 +20,9 @@ import (
 )
 
 // ChangedFunc is called inside the transaction that created, changed or deleted a policy, with the
-// policy's scope, so that the session domain can re-apply timeouts to live sessions.
-type ChangedFunc func(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) error
+// policy's scope, so that the session domain can re-apply timeouts to live sessions. It reports what
+// it did to them, for the change's ChangeImpact.
+type ChangedFunc func(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) (SessionEffect, error)
 
 // Service implements policy management and resolution.
 type Service struct {
@@ -91,15 +92,18 @@ func valuesOf(p *gatehousev1.SessionPolicy) values {
 	return v
 }
 
-// Create creates a policy for a scope that has none. The scope's role or user must exist.
-func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*gatehousev1.SessionPolicy, events.Position, error) {
+// Create creates a policy for a scope that has none. The scope's role or user must exist. It
+// returns the policy, the change's impact on live sessions, and the consistency token (empty when
+// mode is store.Preview: the change is run and rolled back).
+func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy, mode store.Mode) (*gatehousev1.SessionPolicy, *gatehousev1.ChangeImpact, events.Position, error) {
 	if in.GetScope().GetKind() == nil {
-		return nil, events.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "policy.scope is required",
+		return nil, nil, events.Position{}, errs.InvalidArgument("INVALID_ARGUMENT", "policy.scope is required",
 			errs.FieldViolation{Field: "policy.scope", Description: "required: global, role or user_id"})
 	}
 	v := valuesOf(in)
 	var out *gatehousev1.SessionPolicy
-	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+	var effect SessionEffect
+	pos, err := s.store.Run(ctx, mode, func(ctx context.Context, tx *store.Tx) error {
 		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
 		// with role changes, user deletions and logins (which share it), so that a login sees the
 		// policy entirely before or after the change and the change's hook sees its session.
@@ -128,14 +132,18 @@ func (s *Service) Create(ctx context.Context, in *gatehousev1.SessionPolicy) (*g
 		}
 		out = Proto(p)
 		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_CREATED, out))
-		return s.changed(ctx, tx, out.Scope)
+		effect, err = s.changed(ctx, tx, out.Scope)
+		return err
 	})
-	return out, pos, err
+	if err != nil {
+		return nil, nil, events.Position{}, err
+	}
+	return out, Impact(nil, effect), pos, nil
 }
 
-func (s *Service) changed(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) error {
+func (s *Service) changed(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) (SessionEffect, error) {
 	if s.onChanged == nil {
-		return nil
+		return SessionEffect{}, nil
 	}
 	return s.onChanged(ctx, tx, scope)
 }
@@ -227,8 +235,9 @@ var scopePaths = []string{"scope", "scope.global", "scope.role", "scope.user_id"
 // Update changes the fields named in mask, where a field named but unset in the policy is
 // cleared. A nil mask means the fields populated in the policy (AIP-134). The output-only fields
 // may be named and are ignored; the scope may be named when it is sent unchanged. When no field is
-// left to change, nothing changes: the policy is returned as stored, with no event.
-func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string) (*gatehousev1.SessionPolicy, events.Position, error) {
+// left to change, nothing changes: the policy is returned as stored, with no event. The impact and
+// mode are as for Create.
+func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mask []string, mode store.Mode) (*gatehousev1.SessionPolicy, *gatehousev1.ChangeImpact, events.Position, error) {
 	scopeNamed := false
 	if mask == nil {
 		mask = convert.PopulatedPaths(in, policyFields...)
@@ -239,13 +248,14 @@ func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mas
 	}
 	for _, f := range mask {
 		if !slices.Contains(policyFields, f) {
-			return nil, events.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
+			return nil, nil, events.Position{}, errs.InvalidArgument("INVALID_UPDATE_MASK", "update_mask names a field that cannot be updated",
 				errs.FieldViolation{Field: "update_mask", Description: "unknown or immutable field " + f + "; the scope cannot change"})
 		}
 	}
 	v := valuesOf(in)
 	var out *gatehousev1.SessionPolicy
-	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+	var effect SessionEffect
+	pos, err := s.store.Run(ctx, mode, func(ctx context.Context, tx *store.Tx) error {
 		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
 		// with role changes, user deletions and logins (which share it), so that a login sees the
 		// policy entirely before or after the change and the change's hook sees its session.
@@ -311,18 +321,23 @@ func (s *Service) Update(ctx context.Context, in *gatehousev1.SessionPolicy, mas
 		}
 		out = Proto(np)
 		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_UPDATED, out))
-		return s.changed(ctx, tx, out.Scope)
+		effect, err = s.changed(ctx, tx, out.Scope)
+		return err
 	})
-	return out, pos, err
+	if err != nil {
+		return nil, nil, events.Position{}, err
+	}
+	return out, Impact(nil, effect), pos, nil
 }
 
 func scopeEqual(a, b *gatehousev1.PolicyScope) bool {
 	return a.GetGlobal() == b.GetGlobal() && a.GetRole() == b.GetRole() && a.GetUserId() == b.GetUserId()
 }
 
-// Delete deletes a policy.
-func (s *Service) Delete(ctx context.Context, id string) (events.Position, error) {
-	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+// Delete deletes a policy. The impact and mode are as for Create.
+func (s *Service) Delete(ctx context.Context, id string, mode store.Mode) (*gatehousev1.ChangeImpact, events.Position, error) {
+	var effect SessionEffect
+	pos, err := s.store.Run(ctx, mode, func(ctx context.Context, tx *store.Tx) error {
 		// NOTE: the role-graph lock, taken first (before any row lock), serialises policy changes
 		// with role changes, user deletions and logins (which share it), so that a login sees the
 		// policy entirely before or after the change and the change's hook sees its session.
@@ -344,8 +359,13 @@ func (s *Service) Delete(ctx context.Context, id string) (events.Position, error
 		}
 		out := Proto(p)
 		tx.Emit(policyEvent(gatehousev1.EventType_EVENT_TYPE_POLICY_DELETED, out))
-		return s.changed(ctx, tx, out.Scope)
+		effect, err = s.changed(ctx, tx, out.Scope)
+		return err
 	})
+	if err != nil {
+		return nil, events.Position{}, err
+	}
+	return Impact(nil, effect), pos, nil
 }
 
 // DeleteForScope deletes the policy of a role or user scope that is going away, inside tx, and

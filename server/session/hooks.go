@@ -25,11 +25,14 @@ const hookBatch = 500
 // roles (ARCHITECTURE.md section 8): the sessions of users whose own policy, or the policy of a role
 // they gained or lost, says re-authenticate end with ROLE_CHANGE; the others carry the new roles
 // from now on (validation reads them within the same commit). When a changed role's policy sets
-// timeouts, the users' live sessions get expiries under their new policy.
+// timeouts, the users' live sessions get expiries under their new policy. It reports the sessions it
+// ended (ROLE_CHANGE) and the live sessions it left carrying the new roles (refreshed), for the
+// change's ChangeImpact.
 //
 // NOTE: the work is set-based: a grant to a group of 10,000 members costs a few queries per batch
 // of hookBatch users, never a round trip per member.
-func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []policy.RoleChange) error {
+func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []policy.RoleChange) (policy.SessionEffect, error) {
+	var effect policy.SessionEffect
 	var changedRoles []string
 	for _, c := range changes {
 		for _, r := range append(slices.Clone(c.Added), c.Removed...) {
@@ -40,12 +43,12 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 	}
 	shared, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindGlobal)).All(ctx)
 	if err != nil {
-		return err
+		return effect, err
 	}
 	for batch := range slices.Chunk(changedRoles, store.MaxInList) {
 		ps, err := tx.SessionPolicy.Query().Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(batch...)).All(ctx)
 		if err != nil {
-			return err
+			return effect, err
 		}
 		shared = append(shared, ps...)
 	}
@@ -66,36 +69,52 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 		}
 		own, err := userPolicies(ctx, tx, ids)
 		if err != nil {
-			return err
+			return effect, err
 		}
-		var reauth, refresh []string
+		var reauth, carry, refresh []string
 		for _, c := range batch {
 			set := base
 			set.User = own[c.UserID]
-			switch {
-			case set.ReauthenticateOnChange(append(slices.Clone(c.Added), c.Removed...)):
+			if set.ReauthenticateOnChange(append(slices.Clone(c.Added), c.Removed...)) {
 				reauth = append(reauth, c.UserID)
-			case timeoutsChange:
+				continue
+			}
+			carry = append(carry, c.UserID)
+			if timeoutsChange {
 				refresh = append(refresh, c.UserID)
 			}
 		}
 		if len(reauth) > 0 {
-			_, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", 0, entsession.UserIDIn(reauth...))
+			ended, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", 0, entsession.UserIDIn(reauth...))
 			if err != nil {
-				return err
+				return effect, err
+			}
+			if len(ended) > 0 {
+				effect.Add(policy.SessionEffect{Ended: len(ended), EndReason: gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE})
 			}
 		}
-		if err := s.refreshExpiry(ctx, tx, refresh); err != nil {
-			return err
+		// NOTE: every live session of a user who keeps it carries the new roles from now on, so
+		// each counts as refreshed, whether or not its expiries change too.
+		if len(carry) > 0 {
+			n, err := tx.Session.Query().Where(entsession.UserIDIn(carry...), entsession.Active(true)).Count(ctx)
+			if err != nil {
+				return effect, err
+			}
+			effect.Refreshed += n
+		}
+		if _, err := s.refreshExpiry(ctx, tx, refresh); err != nil {
+			return effect, err
 		}
 	}
-	return nil
+	return effect, nil
 }
 
 // PolicyChanged re-applies timeouts to the live sessions of every user a created, changed or
 // deleted policy can apply to, inside the policy's transaction, so that the next validation and the
-// sweeper see the new timeouts. (Limits apply from the next login and need nothing here.)
-func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) error {
+// sweeper see the new timeouts. (Limits apply from the next login and need nothing here.) It
+// reports the live sessions whose expiries changed as refreshed; it ends none.
+func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gatehousev1.PolicyScope) (policy.SessionEffect, error) {
+	var effect policy.SessionEffect
 	var users []string
 	var err error
 	switch {
@@ -108,14 +127,16 @@ func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gateho
 		users, err = queryStrings(ctx, tx, "SELECT DISTINCT user_id FROM sessions WHERE active")
 	}
 	if err != nil {
-		return err
+		return effect, err
 	}
 	for batch := range slices.Chunk(users, hookBatch) {
-		if err := s.refreshExpiry(ctx, tx, batch); err != nil {
-			return err
+		n, err := s.refreshExpiry(ctx, tx, batch)
+		if err != nil {
+			return effect, err
 		}
+		effect.Refreshed += n
 	}
-	return nil
+	return effect, nil
 }
 
 // userPolicies reads the user-scoped policies of users, by user id.
@@ -135,18 +156,18 @@ func userPolicies(ctx context.Context, tx *store.Tx, users []string) (map[string
 
 // refreshExpiry recomputes the expiries of the live sessions of users (at most hookBatch of them)
 // under their current policies, in a number of statements that grows with the sessions only by
-// one per batch of store.Tx.SetSessionExpiries.
-func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) error {
+// one per batch of store.Tx.SetSessionExpiries. It returns how many sessions got new expiries.
+func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) (int, error) {
 	var live []*ent.Session
 	for batch := range slices.Chunk(users, store.MaxInList) {
 		found, err := tx.Session.Query().Where(entsession.UserIDIn(batch...), entsession.Active(true)).All(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		live = append(live, found...)
 	}
 	if len(live) == 0 {
-		return nil
+		return 0, nil
 	}
 	withSessions := make([]string, len(live))
 	for i, sess := range live {
@@ -156,11 +177,11 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	withSessions = slices.Compact(withSessions)
 	roles, err := tx.Store().RoleNamesOf(ctx, tx, withSessions)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	sets, err := policy.LoadAll(ctx, tx.SessionPolicy, withSessions, roles)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resolved := make(map[string]*policy.Resolved, len(sets))
 	for u, set := range sets {
@@ -168,12 +189,12 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	}
 	var changed []store.SessionExpiry
 	for _, sess := range live {
-		idle, absolute := expiry(resolved[sess.UserID], sess.CreateTime, sess.LastActiveTime)
+		idle, absolute := refreshedExpiry(resolved[sess.UserID], sess)
 		if !idle.Equal(sess.IdleExpireTime) || !absolute.Equal(sess.AbsoluteExpireTime) {
 			changed = append(changed, store.SessionExpiry{ID: sess.ID, Idle: idle, Absolute: absolute})
 		}
 	}
-	return tx.SetSessionExpiries(ctx, changed)
+	return len(changed), tx.SetSessionExpiries(ctx, changed)
 }
 
 func queryStrings(ctx context.Context, tx *store.Tx, query string, args ...any) ([]string, error) {

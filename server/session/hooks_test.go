@@ -35,7 +35,11 @@ func TestPolicyChangeWithManySessions(t *testing.T) {
 					SetIdleTimeoutNs(int64(idle)).Exec(ctx); err != nil {
 					return err
 				}
-				return svc.PolicyChanged(ctx, tx, global)
+				effect, err := svc.PolicyChanged(ctx, tx, global)
+				if err == nil && effect.Refreshed != tc.sessions {
+					t.Errorf("PolicyChanged reports %d sessions refreshed; want %d", effect.Refreshed, tc.sessions)
+				}
+				return err
 			}); err != nil {
 				t.Fatalf("a global policy change with %d live sessions: %v", tc.sessions, err)
 			}

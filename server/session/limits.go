@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
@@ -26,18 +27,17 @@ func expiry(r *policy.Resolved, created, lastActive time.Time) (idle, absolute t
 	return idle, absolute
 }
 
-// admit applies the concurrent-session limit to a new session of type typ for the locked user,
-// inside tx: it ends the user's sessions that have expired but are not swept yet, then, if the new
-// session would exceed the limit, evicts the oldest counted sessions (CONCURRENT_LIMIT) or refuses
-// the login (RESOURCE_EXHAUSTED, CONCURRENT_SESSION_LIMIT), by policy. Last it applies the store's
-// cap on the active sessions of one user (store.Store.MaxSessionsPerUser), which counts sessions of
+// admit applies the concurrent-session limits to a new session of type typ for the locked user,
+// inside tx: it ends the user's sessions that have expired but are not swept yet, then applies
+// each of the policy's limits that counts typ (applyPolicyLimits). Last it applies the store's cap
+// on the active sessions of one user (store.Store.MaxSessionsPerUser), which counts sessions of
 // every type: past it the user's oldest active sessions end with CONCURRENT_LIMIT. It returns the
 // evicted ids.
 func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, r *policy.Resolved, now time.Time) ([]string, error) {
 	if _, err := endExpired(ctx, tx, now, 0, entsession.UserID(userID)); err != nil {
 		return nil, err
 	}
-	evicted, err := s.applyPolicyLimit(ctx, tx, userID, typ, r)
+	evicted, err := applyPolicyLimits(ctx, tx, userID, typ, r.Limits)
 	if err != nil {
 		return nil, err
 	}
@@ -48,34 +48,135 @@ func (s *Service) admit(ctx context.Context, tx *store.Tx, userID string, typ ga
 	return append(evicted, capped...), nil
 }
 
-// applyPolicyLimit applies the policy's limit on counted sessions for admit.
-func (s *Service) applyPolicyLimit(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, r *policy.Resolved) ([]string, error) {
-	if r.MaxSessions == nil || !r.Counts(typ) {
-		return nil, nil
-	}
-	var counted []entsession.Type
-	for _, t := range r.CountedTypes {
-		if st, ok := convert.SessionTypeToStore(t); ok {
-			counted = append(counted, st)
+// countedByLimits selects the sessions that count towards the policies' concurrent-session limits:
+// the active ones that are not impersonations (notImpersonation).
+//
+// NOTE: this is the one place that says which sessions count towards the policies' limits; the
+// store's per-user cap (applyCap) counts every active session, impersonations included.
+func countedByLimits() predicate.Session {
+	return entsession.And(entsession.Active(true), notImpersonation())
+}
+
+// exceeded is a limit that a new session would exceed, with the sessions it counts (oldest first)
+// and how many of them must end to make room.
+type exceeded struct {
+	limit   *policy.Limit
+	counted []string
+	excess  int
+}
+
+// applyPolicyLimits applies, for admit, every limit among limits that counts typ (ARCHITECTURE.md
+// section 8). When the new session would exceed none, nothing happens. When any limit it would
+// exceed says deny-new, the login is refused (RESOURCE_EXHAUSTED, CONCURRENT_SESSION_LIMIT, with
+// the limit's source in the metadata) and nothing ends. Otherwise the sessions evictions chooses
+// end with CONCURRENT_LIMIT. It returns the evicted ids.
+//
+// NOTE: the caller holds the user's row lock, so the counts cannot change under it, on any node.
+func applyPolicyLimits(ctx context.Context, tx *store.Tx, userID string, typ gatehousev1.SessionType, limits []policy.Limit) ([]string, error) {
+	var applying []*policy.Limit
+	var types []entsession.Type
+	for i := range limits {
+		l := &limits[i]
+		if !l.Counts(typ) {
+			continue
+		}
+		applying = append(applying, l)
+		for _, t := range l.CountedTypes {
+			if st, ok := convert.SessionTypeToStore(t); ok && !slices.Contains(types, st) {
+				types = append(types, st)
+			}
 		}
 	}
+	if len(applying) == 0 {
+		return nil, nil
+	}
 	active, err := tx.Session.Query().
-		Where(entsession.UserID(userID), entsession.Active(true), entsession.TypeIn(counted...)).
+		Where(entsession.UserID(userID), countedByLimits(), entsession.TypeIn(types...)).
 		Order(ent.Asc(entsession.FieldCreateTime), ent.Asc(entsession.FieldID)).
-		IDs(ctx)
+		Select(entsession.FieldID, entsession.FieldType).
+		All(ctx)
 	if err != nil {
 		return nil, err
 	}
-	excess := len(active) + 1 - int(*r.MaxSessions)
-	if excess <= 0 {
-		return nil, nil
+	var over []exceeded
+	for _, l := range applying {
+		var counted []string
+		for _, a := range active {
+			if slices.Contains(l.CountedTypes, convert.SessionTypeFromStore(a.Type)) {
+				counted = append(counted, a.ID)
+			}
+		}
+		if excess := len(counted) + 1 - int(l.Max); excess > 0 {
+			over = append(over, exceeded{limit: l, counted: counted, excess: excess})
+		}
 	}
-	if r.OnLimit == gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW {
-		return nil, errs.ResourceExhausted("CONCURRENT_SESSION_LIMIT",
-			"the user already has %d active sessions, the most the policy allows", len(active)).
-			WithMetadata("max_sessions", strconv.Itoa(int(*r.MaxSessions)))
+	for _, o := range over {
+		if o.limit.OnLimit == gatehousev1.LimitAction_LIMIT_ACTION_DENY_NEW {
+			return nil, limitError(o)
+		}
 	}
-	return endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, "", active[:excess])
+	return endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, "", evictions(over))
+}
+
+// evictions chooses the sessions that end for the exceeded limits over under evict-oldest: for
+// each limit its oldest counted sessions, as many as its excess after those already chosen for
+// another limit that it counts too, the limits over the fewest types first (a session ended for a
+// narrow limit then also frees a wider one that counts it, and the login ends no more than it
+// must). It sorts over.
+func evictions(over []exceeded) []string {
+	slices.SortStableFunc(over, func(a, b exceeded) int {
+		return len(a.limit.CountedTypes) - len(b.limit.CountedTypes)
+	})
+	ending := map[string]bool{}
+	var ids []string
+	for _, o := range over {
+		freed := 0
+		for _, id := range o.counted {
+			if ending[id] {
+				freed++
+			}
+		}
+		for _, id := range o.counted {
+			if freed >= o.excess {
+				break
+			}
+			if !ending[id] {
+				ending[id], ids, freed = true, append(ids, id), freed+1
+			}
+		}
+	}
+	return ids
+}
+
+// limitError is the refusal of a login that would exceed o under deny-new: its metadata names the
+// limit (max_sessions) and the policy that sets it (source_scope user, role or global, and
+// source_user_id or source_role).
+func limitError(o exceeded) error {
+	e := errs.ResourceExhausted("CONCURRENT_SESSION_LIMIT",
+		"the user already has %d active sessions of the types that %s counts, the most its limit allows",
+		len(o.counted), scopeName(o.limit.Source)).
+		WithMetadata("max_sessions", strconv.Itoa(int(o.limit.Max)))
+	switch k := o.limit.Source.GetKind().(type) {
+	case *gatehousev1.PolicyScope_UserId:
+		e = e.WithMetadata("source_scope", "user").WithMetadata("source_user_id", k.UserId)
+	case *gatehousev1.PolicyScope_Role:
+		e = e.WithMetadata("source_scope", "role").WithMetadata("source_role", k.Role)
+	default:
+		e = e.WithMetadata("source_scope", "global")
+	}
+	return e
+}
+
+// scopeName names a policy's scope for a message.
+func scopeName(sc *gatehousev1.PolicyScope) string {
+	switch k := sc.GetKind().(type) {
+	case *gatehousev1.PolicyScope_UserId:
+		return "the user's own policy"
+	case *gatehousev1.PolicyScope_Role:
+		return "the policy of role " + strconv.Quote(k.Role)
+	default:
+		return "the global policy"
+	}
 }
 
 // capNote is the note of a session that the cap on a user's sessions ended.

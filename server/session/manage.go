@@ -170,26 +170,38 @@ type CheckRequest struct {
 	FromDatabase                 bool
 }
 
+// Checked is the answer of Check.
+type Checked struct {
+	// Allowed is true when the subject meets the requirement.
+	Allowed bool
+	// ImpersonatorUserID and ImpersonatorSessionID are set when the subject is a token whose session
+	// is an impersonation.
+	ImpersonatorUserID, ImpersonatorSessionID string
+}
+
 // Check reports whether a subject holds role or belongs to groupID (one of the two is set). The
 // subject is a session token (which must validate) or a user id. A role is held as Gatehouse's own
 // authorisation holds it (auth.Principal.Has): among the subject's effective roles, or implied by
-// gatehouse.admin, which holds every role.
-func (s *Service) Check(ctx context.Context, in CheckRequest) (bool, error) {
+// gatehouse.admin, which holds every role. An impersonation session's subject is the impersonated
+// user (with that user's roles); the answer names the impersonator.
+func (s *Service) Check(ctx context.Context, in CheckRequest) (Checked, error) {
 	token, userID, role, groupID := in.Token, in.UserID, in.Role, in.GroupID
+	var out Checked
 	var roles []string
 	if token != "" {
 		v, err := s.Validate(ctx, token, in.FromDatabase)
 		if err != nil {
-			return false, err
+			return out, err
 		}
 		userID, roles = v.User.Id, v.Roles
+		out.ImpersonatorUserID, out.ImpersonatorSessionID = v.Session.ImpersonatorUserId, v.Session.ImpersonatorSessionId
 	} else {
 		ok, err := s.store.Client.User.Query().Where(entuser.ID(userID)).Exist(ctx)
 		if err != nil || !ok {
-			return false, firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", userID))
+			return out, firstErr(err, errs.NotFound("USER_NOT_FOUND", "user %s not found", userID))
 		}
 		if roles, err = s.store.RoleNames(ctx, s.store.DB, userID); err != nil {
-			return false, err
+			return out, err
 		}
 	}
 	if role != "" {
@@ -199,13 +211,15 @@ func (s *Service) Check(ctx context.Context, in CheckRequest) (bool, error) {
 		// collation did.
 		held := slices.Clone(roles)
 		slices.Sort(held)
-		return (&auth.Principal{UserID: userID, Roles: held}).Has(role), nil
+		out.Allowed = (&auth.Principal{UserID: userID, Roles: held}).Has(role)
+		return out, nil
 	}
 	ok, err := s.store.Client.Group.Query().Where(entgroup.ID(groupID)).Exist(ctx)
 	if err != nil || !ok {
-		return false, firstErr(err, errs.NotFound("GROUP_NOT_FOUND", "group %s not found", groupID))
+		return out, firstErr(err, errs.NotFound("GROUP_NOT_FOUND", "group %s not found", groupID))
 	}
-	return s.store.Client.GroupMember.Query().Where(groupmember.GroupID(groupID), groupmember.UserID(userID)).Exist(ctx)
+	out.Allowed, err = s.store.Client.GroupMember.Query().Where(groupmember.GroupID(groupID), groupmember.UserID(userID)).Exist(ctx)
+	return out, err
 }
 
 func firstErr(err, otherwise error) error {

@@ -125,7 +125,7 @@ func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, e
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.create(ctx, u, u.PasswordHash, in.Type, in.Client, nil)
+	out, err := s.create(ctx, u, u.PasswordHash, in.Type, in.Client, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -133,9 +133,10 @@ func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, e
 	return out, nil
 }
 
-// create opens a session for an authenticated user: one whom issuer (a session issuer) vouches for
-// or, when issuer is nil, one who gave the password whose hash is verifiedHash.
-func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo, issuer *auth.Principal) (*Created, error) {
+// create opens a session for an authenticated user: one whom issuer (a session issuer) vouches for,
+// one whom imp's impersonator opens a session as, or, when both are nil, one who gave the password
+// whose hash is verifiedHash.
+func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo, issuer *auth.Principal, imp *impersonating) (*Created, error) {
 	trusted := issuer != nil
 	st, ok := convert.SessionTypeToStore(typ)
 	if !ok {
@@ -155,7 +156,9 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 		// NOTE: the user's row lock serialises logins of one user across nodes, so that racing
 		// logins cannot both see room under the limit.
 		locked, err := LockUser(ctx, tx, u.ID)
-		if ent.IsNotFound(err) || (err == nil && locked.Disabled) {
+		if imp != nil {
+			err = imp.mayOpen(locked, err)
+		} else if ent.IsNotFound(err) || (err == nil && locked.Disabled) {
 			return errInvalidCredentials()
 		}
 		if err != nil {
@@ -164,7 +167,7 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 		// NOTE: a password changed since it was verified (a SetPassword that committed while this
 		// login was hashing) no longer logs in: the change ends the user's sessions, and a session
 		// opened with the old password must not slip in after it.
-		if !trusted && (verifiedHash == nil || locked.PasswordHash == nil || *locked.PasswordHash != *verifiedHash) {
+		if !trusted && imp == nil && (verifiedHash == nil || locked.PasswordHash == nil || *locked.PasswordHash != *verifiedHash) {
 			return errInvalidCredentials()
 		}
 		roles, err := s.store.RoleNames(ctx, tx, u.ID)
@@ -176,18 +179,37 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 				return err
 			}
 		}
+		var by *ent.Session
+		if imp != nil {
+			if by, err = imp.lockImpersonator(ctx, tx, roles); err != nil {
+				return err
+			}
+		}
 		set, err := policy.Load(ctx, tx.SessionPolicy, u.ID, roles)
 		if err != nil {
 			return err
 		}
 		resolved := set.Resolve()
 		now := s.now()
-		out.Evicted, err = s.admit(ctx, tx, u.ID, typ, resolved, now)
+		if imp == nil {
+			out.Evicted, err = s.admit(ctx, tx, u.ID, typ, resolved, now)
+		} else {
+			// NOTE: an impersonation does not count towards the user's limits (see
+			// notImpersonation) and so evicts none of the user's sessions, nor is refused by them.
+			_, err = endExpired(ctx, tx, now, 0, entsession.UserID(u.ID))
+		}
 		if err != nil {
 			return err
 		}
 		idle, absolute := expiry(resolved, now, now)
-		sess, err := tx.Session.Create().
+		if imp != nil {
+			idle, absolute = imp.expiry(by, now, idle, absolute)
+		}
+		create := tx.Session.Create()
+		if imp != nil {
+			create.SetImpersonatorUserID(by.UserID).SetImpersonatorSessionID(by.ID).SetImpersonationReason(imp.reason)
+		}
+		sess, err := create.
 			SetID(convert.NewID()).
 			SetUserID(u.ID).
 			SetTokenHash(hash).
@@ -205,10 +227,14 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 			return err
 		}
 		out.Session, out.Roles, out.User = convert.Session(sess), roles, convert.User(locked)
+		// NOTE: the actor of an impersonation's SESSION_CREATED is the impersonator (the caller);
+		// the impersonator fields name it too, as on every event of the impersonation session.
 		tx.Emit(&gatehousev1.Event{
-			Type:      gatehousev1.EventType_EVENT_TYPE_SESSION_CREATED,
-			UserId:    u.ID,
-			SessionId: sess.ID,
+			Type:                  gatehousev1.EventType_EVENT_TYPE_SESSION_CREATED,
+			UserId:                u.ID,
+			SessionId:             sess.ID,
+			ImpersonatorUserId:    sess.ImpersonatorUserID,
+			ImpersonatorSessionId: sess.ImpersonatorSessionID,
 			Payload: &gatehousev1.Event_SessionCreated{SessionCreated: &gatehousev1.SessionCreatedPayload{
 				Session: out.Session, Roles: roles, Trusted: trusted,
 			}},
@@ -236,7 +262,7 @@ func (s *Service) CreateTrusted(ctx context.Context, username string, typ gateho
 		return nil, errInvalidCredentials()
 	}
 	// NOTE: the authorisation rule admits only session issuers to trusted logins.
-	return s.create(ctx, u, nil, typ, client, auth.PrincipalFrom(ctx))
+	return s.create(ctx, u, nil, typ, client, auth.PrincipalFrom(ctx), nil)
 }
 
 // mayIssueFor refuses a trusted login for a user holding a built-in role that the issuer does not
@@ -391,7 +417,10 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*auth.Princip
 	if err != nil {
 		return nil, err
 	}
-	return &auth.Principal{UserID: v.User.Id, Username: v.User.Username, SessionID: v.Session.Id, Roles: v.Roles}, nil
+	return &auth.Principal{
+		UserID: v.User.Id, Username: v.User.Username, SessionID: v.Session.Id, Roles: v.Roles,
+		ImpersonatorUserID: v.Session.ImpersonatorUserId, ImpersonatorSessionID: v.Session.ImpersonatorSessionId,
+	}, nil
 }
 
 // Logout ends the caller's session with LOGOUT.

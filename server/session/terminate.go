@@ -23,8 +23,9 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 }
 
 // endWhere ends the active sessions that match where (at most limit of them, oldest first, when
-// limit is positive) with reason, and emits one SESSION_TERMINATED event for each. It returns the
-// ids it ended. However many sessions match, no statement binds more than store.MaxInList ids; where
+// limit is positive) with reason, and emits one SESSION_TERMINATED event for each; the
+// impersonation sessions opened from them end too (endImpersonations). It returns the ids that
+// matched and ended. However many sessions match, no statement binds more than store.MaxInList ids; where
 // itself must not hold a longer list (see endIDs).
 //
 // NOTE: on PostgreSQL the sessions are locked before they are ended (store.Tx.SessionsForUpdate),
@@ -39,7 +40,7 @@ func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationR
 	if limit > 0 {
 		q = q.Limit(limit)
 	}
-	live, err := q.Select(entsession.FieldID, entsession.FieldUserID).All(ctx)
+	live, err := q.Select(entsession.FieldID, entsession.FieldUserID, entsession.FieldImpersonatorUserID, entsession.FieldImpersonatorSessionID).All(ctx)
 	if err != nil || len(live) == 0 {
 		return nil, err
 	}
@@ -65,11 +66,30 @@ func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationR
 			Type:      gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED,
 			UserId:    s.UserID,
 			SessionId: s.ID,
+			// The end of an impersonation names the impersonator, whoever ended it.
+			ImpersonatorUserId:    s.ImpersonatorUserID,
+			ImpersonatorSessionId: s.ImpersonatorSessionID,
 			Payload: &gatehousev1.Event_SessionTerminated{SessionTerminated: &gatehousev1.SessionTerminatedPayload{
 				Reason: reason,
 				Note:   note,
 			}},
 		})
+	}
+	// NOTE: an impersonation ends with the impersonator's session, however that ends (logout, an
+	// administrator, a timeout, an eviction, the user disabled or deleted), in the same
+	// transaction: every ending goes through here. The ids returned are only those that matched.
+	// An impersonation session opens none (impersonations do not chain), so only the others are
+	// looked up.
+	var impersonators []string
+	for _, s := range live {
+		if s.ImpersonatorSessionID == "" {
+			impersonators = append(impersonators, s.ID)
+		}
+	}
+	for batch := range slices.Chunk(impersonators, store.MaxInList) {
+		if err := endImpersonations(ctx, tx, batch, reason); err != nil {
+			return nil, err
+		}
 	}
 	return ids, nil
 }

@@ -40,6 +40,9 @@ type view struct {
 	ofUser map[string]map[string]*list.Element
 	users  *list.List // of *viewUser
 	byUser map[string]*list.Element
+	// watchers are the node's WatchSession streams, woken when the view learns that a session's
+	// expiries moved (see expiring.go).
+	watchers *watchers
 }
 
 type viewSession struct {
@@ -67,6 +70,7 @@ func newView(size int) *view {
 		max: size, dropped: map[string]uint64{},
 		sessions: list.New(), byHash: map[string]*list.Element{}, byID: map[string]*list.Element{},
 		ofUser: map[string]map[string]*list.Element{}, users: list.New(), byUser: map[string]*list.Element{},
+		watchers: newWatchers(),
 	}
 }
 
@@ -88,6 +92,17 @@ func (v *view) session(hash string) (ent.Session, bool) {
 	}
 	v.sessions.MoveToFront(el)
 	return el.Value.(*viewSession).row, true
+}
+
+// idleExpiry returns the idle expiry of the cached session with this id, if it is cached.
+func (v *view) idleExpiry(id string) (time.Time, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	el, ok := v.byID[id]
+	if !ok {
+		return time.Time{}, false
+	}
+	return el.Value.(*viewSession).row.IdleExpireTime, true
 }
 
 // user returns the cached user and roles (shared: read only).
@@ -175,6 +190,7 @@ func (v *view) touch(hash string, lastActive, idle time.Time) {
 		e := el.Value.(*viewSession)
 		if e.row.LastActiveTime.Before(lastActive) {
 			e.row.LastActiveTime, e.row.IdleExpireTime = lastActive, idle
+			v.watchers.touched(e.row.ID)
 		}
 	}
 }
@@ -227,8 +243,10 @@ func (v *view) apply(recs []events.Record) {
 		case gatehousev1.EventType_EVENT_TYPE_POLICY_CREATED, gatehousev1.EventType_EVENT_TYPE_POLICY_UPDATED,
 			gatehousev1.EventType_EVENT_TYPE_POLICY_DELETED:
 			// NOTE: a policy change moves the expiries of every session it covers, and writes
-			// no event per session: everything goes. Policy changes are rare.
+			// no event per session: everything goes, and every stream looks at its session's
+			// expiries again. Policy changes are rare.
 			v.flush()
+			v.watchers.moved()
 		}
 	}
 	if len(v.dropped) > maxDropped {

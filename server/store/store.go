@@ -26,6 +26,7 @@ import (
 	"github.com/gatehouse/gatehouse/ent"
 	"github.com/gatehouse/gatehouse/ent/migrate"
 	"github.com/gatehouse/gatehouse/server/auth"
+	"github.com/gatehouse/gatehouse/server/events"
 )
 
 // Store is an open database.
@@ -501,4 +502,46 @@ func Args(ids []string) []any {
 		out[i] = id
 	}
 	return out
+}
+
+// Mode says whether a mutation is applied or only previewed (AIP-163 validate_only).
+type Mode bool
+
+const (
+	// Apply commits the mutation with its events.
+	Apply Mode = false
+	// Preview runs the mutation to its end and rolls it back: nothing is written, no event
+	// reaches the log (so neither the tailer nor any watcher sees one), and no commit hook or
+	// NOTIFY fires.
+	Preview Mode = true
+)
+
+// ModeOf returns Preview when validateOnly is set, Apply otherwise.
+func ModeOf(validateOnly bool) Mode { return Mode(validateOnly) }
+
+// errPreviewed is returned by the function of a previewed transaction once it has succeeded, so that
+// InTx rolls back.
+var errPreviewed = errors.New("store: preview rolled back")
+
+// Run is InTx in the given mode. Previewed, fn runs exactly as it would for real, in a transaction
+// that InTx then rolls back instead of committing; fn's error, if any, is returned unchanged, and on
+// success Run returns the zero position (no consistency token: nothing was written).
+//
+// NOTE: the rollback is driven through InTx's own failure path (fn returns errPreviewed after it
+// succeeded), so a preview takes the same locks, runs the same statements and hooks, and fails with
+// the same errors as the change, and it stops before the events are appended.
+func (s *Store) Run(ctx context.Context, mode Mode, fn func(ctx context.Context, tx *Tx) error) (events.Position, error) {
+	if mode == Apply {
+		return s.InTx(ctx, fn)
+	}
+	_, err := s.InTx(ctx, func(ctx context.Context, tx *Tx) error {
+		if err := fn(ctx, tx); err != nil {
+			return err
+		}
+		return errPreviewed
+	})
+	if errors.Is(err, errPreviewed) {
+		return events.Position{}, nil
+	}
+	return events.Position{}, err
 }

@@ -30,11 +30,17 @@ type Tx struct {
 func (t *Tx) Store() *Store { return t.store }
 
 // Emit queues an event for the log. Actor fields are filled from the caller of the request unless
-// set. The event commits with the transaction or not at all.
+// set; when the caller's session is an impersonation, so are the impersonator fields (the actor is
+// then the impersonated user and the impersonation session). The event commits with the
+// transaction or not at all.
 func (t *Tx) Emit(ev *gatehousev1.Event) {
 	if ev.ActorUserId == "" && ev.ActorSessionId == "" && t.actor != nil {
 		ev.ActorUserId = t.actor.UserID
 		ev.ActorSessionId = t.actor.SessionID
+		if ev.ImpersonatorUserId == "" && ev.ImpersonatorSessionId == "" {
+			ev.ImpersonatorUserId = t.actor.ImpersonatorUserID
+			ev.ImpersonatorSessionId = t.actor.ImpersonatorSessionID
+		}
 	}
 	t.events = append(t.events, ev)
 }

@@ -1,0 +1,55 @@
+package integration_test
+
+import (
+	"testing"
+
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/internal/testnode"
+	"github.com/gatehouse/gatehouse/server/auth"
+)
+
+// TestImpersonationReachesTheTargetsWatchers: the target user's own session, watching itself, is
+// told that an impersonation of its user began (with who and why) and that it ended when the
+// impersonator logged out; the watch goes on. Both backends, native gRPC and REST streams.
+func TestImpersonationReachesTheTargetsWatchers(t *testing.T) {
+	for _, b := range testnode.Backends {
+		for _, front := range []string{"grpc", "rest"} {
+			t.Run(string(b)+"/"+front, func(t *testing.T) {
+				t.Parallel()
+				n := testnode.Start(t, b)
+				c := n.Client(testnode.GRPC)
+				a := newIDAdmin(t, n, c)
+				impUser(a, "watched-target")
+				support := impUser(a, "watched-support", auth.RoleImpersonator)
+				own := testnode.Login(t, c, "watched-target", impPassword)
+				ch := liveWatch(t, n, front, own.Token)
+				if liveNext(t, ch, "snapshot").resp.GetSnapshot() == nil {
+					t.Fatal("the first message is not a snapshot")
+				}
+
+				sup := testnode.Login(t, c, "watched-support", impPassword)
+				const reason = "ticket 7: reproduce the error"
+				imp, err := smTryCreate(c, sup.Token, impReq("watched-target", reason))
+				if err != nil {
+					t.Fatalf("impersonating: %v", err)
+				}
+				began := liveNext(t, ch, "impersonation began").resp.GetImpersonation()
+				if began == nil || !began.Active || began.SessionId != imp.Session.Id || began.ImpersonatorUserId != support.Id || began.Reason != reason {
+					t.Fatalf("after the impersonation began: %v, want impersonation{active, session %s, by %s, %q}", began, imp.Session.Id, support.Id, reason)
+				}
+
+				testnode.MustCall[gatehousev1.LogoutResponse](t, c, gatehousev1.SessionService_Logout_FullMethodName, sup.Token, &gatehousev1.LogoutRequest{})
+				ended := liveNext(t, ch, "impersonation ended").resp.GetImpersonation()
+				if ended == nil || ended.Active || ended.SessionId != imp.Session.Id {
+					t.Fatalf("after the impersonator logged out: %v, want impersonation{active: false, session %s}", ended, imp.Session.Id)
+				}
+				impWantEnded(t, c, "the impersonation", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
+
+				// The target's own session goes on, and still hears of its own end.
+				testnode.MustCall[gatehousev1.TerminateSessionResponse](t, c, gatehousev1.SessionService_TerminateSession_FullMethodName, a.tok,
+					&gatehousev1.TerminateSessionRequest{SessionId: own.Session.Id})
+				liveWantTerminated(t, ch, "terminated", gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_ADMIN)
+			})
+		}
+	}
+}

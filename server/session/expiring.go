@@ -1,0 +1,192 @@
+package session
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse/gatehouse/ent"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/convert"
+)
+
+// DefaultExpiryWarning is how long before a timeout WatchSession sends expiring, unless
+// SetExpiryWarning says otherwise.
+const DefaultExpiryWarning = time.Minute
+
+// expiryGrace is how long after a warned expiry a stream looks at its session once more when
+// the expiry had not moved at the expiry itself: activity just before the expiry reaches the
+// database through the write-back (every writeBackInterval), and then the session lives on.
+const expiryGrace = 2 * time.Second
+
+// SetExpiryWarning sets how long before an idle or absolute timeout WatchSession sends expiring
+// (DefaultExpiryWarning until it is called); zero or less sends none. Call it before serving.
+func (s *Service) SetExpiryWarning(lead time.Duration) {
+	s.view.watchers.lead.Store(int64(lead))
+}
+
+// watchers are the node's WatchSession streams by session id, for the view to wake when it learns
+// that a session's expiries moved: activity on this node (view.touch) and policy changes (which
+// write no event per session, so no stream would hear of them).
+//
+// NOTE: activity writes no event (see writeBack), so a stream hears of activity on another node
+// only when it looks at its session's expiries again: when a warning is due, and at the warned
+// expiry (and once more expiryGrace later). A stream on the node that served the activity hears
+// of it at once. No stream reads the database on a schedule of its own.
+type watchers struct {
+	lead atomic.Int64 // time.Duration
+	mu   sync.Mutex
+	// bySession holds the wakes of the streams watching each session.
+	bySession map[string]map[*wake]struct{}
+}
+
+func newWatchers() *watchers {
+	w := &watchers{bySession: map[string]map[*wake]struct{}{}}
+	w.lead.Store(int64(DefaultExpiryWarning))
+	return w
+}
+
+// add registers a stream watching session id.
+func (ws *watchers) add(id string, w *wake) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	m := ws.bySession[id]
+	if m == nil {
+		m = map[*wake]struct{}{}
+		ws.bySession[id] = m
+	}
+	m[w] = struct{}{}
+}
+
+// remove forgets a stream registered by add.
+func (ws *watchers) remove(id string, w *wake) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	delete(ws.bySession[id], w)
+	if len(ws.bySession[id]) == 0 {
+		delete(ws.bySession, id)
+	}
+}
+
+// touched wakes the streams of session id: activity moved its idle expiry later.
+func (ws *watchers) touched(id string) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for w := range ws.bySession[id] {
+		w.set(&w.touched)
+	}
+}
+
+// moved wakes every stream: any session's expiries may have moved, either way.
+func (ws *watchers) moved() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, m := range ws.bySession {
+		for w := range m {
+			w.set(&w.moved)
+		}
+	}
+}
+
+// wake is how a stream's timers and the view wake its loop: each sets a flag, then makes sure C
+// holds a value, which the loop hands to events.Stream.Next as its tick. The loop reads the flags
+// whenever Next returns, so no wake is lost (a flag is set before the value is sent).
+type wake struct {
+	C chan time.Time
+	// beat: a heartbeat is due. due: the expiry timer fired. touched: activity on this node moved
+	// the idle expiry later. moved: the expiries may have moved either way.
+	beat, due, touched, moved atomic.Bool
+}
+
+func newWake() *wake { return &wake{C: make(chan time.Time, 1)} }
+
+// set raises flag and wakes the loop; it never blocks.
+func (w *wake) set(flag *atomic.Bool) {
+	flag.Store(true)
+	select {
+	case w.C <- time.Time{}:
+	default:
+	}
+}
+
+// expiryWarning decides one stream's expiring messages from its session's current expiries.
+type expiryWarning struct {
+	lead time.Duration
+	// sent is the expire_time of the warning in force (zero: none), of reason.
+	sent   time.Time
+	reason gatehousev1.TerminationReason
+}
+
+// update takes the session's current idle and absolute expiries at now, and returns the message
+// to send (nil: none) and when to look again (zero: only when woken). Whichever expiry comes
+// first is warned of, from lead before it; when a warning is in force and the expiry moves, a
+// fresh warning goes out if the new expiry is within lead, else one with no expire_time.
+func (w *expiryWarning) update(now, idle, absolute time.Time) (*gatehousev1.WatchSessionResponse_Expiring, time.Time) {
+	if w.lead <= 0 {
+		return nil, time.Time{}
+	}
+	due, reason := idle, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT
+	// NOTE: the idle expiry never slides past the absolute one; when they meet, the sweeper ends
+	// the session as ABSOLUTE_TIMEOUT.
+	if !absolute.After(idle) {
+		due, reason = absolute, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT
+	}
+	if from := due.Add(-w.lead); now.Before(from) {
+		if w.sent.IsZero() {
+			return nil, from
+		}
+		w.sent, w.reason = time.Time{}, gatehousev1.TerminationReason_TERMINATION_REASON_UNSPECIFIED
+		return &gatehousev1.WatchSessionResponse_Expiring{}, from
+	}
+	var msg *gatehousev1.WatchSessionResponse_Expiring
+	if !w.sent.Equal(due) || w.reason != reason {
+		w.sent, w.reason = due, reason
+		msg = &gatehousev1.WatchSessionResponse_Expiring{ExpireTime: convert.Timestamp(due), Reason: reason}
+	}
+	switch {
+	case now.Before(due):
+		return msg, due
+	case now.Before(due.Add(expiryGrace)):
+		return msg, due.Add(expiryGrace)
+	}
+	// The sweeper ends the session; its termination arrives on the stream.
+	return msg, time.Time{}
+}
+
+// expiries returns a session's current idle and absolute expiries, and whether it is still
+// active. The idle expiry is the later of the database's and the view's: activity on this node
+// moves the view's copy at once and reaches the database through the write-back.
+func (s *Service) expiries(ctx context.Context, id string) (idle, absolute time.Time, active bool, err error) {
+	row, err := s.store.Client.Session.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return time.Time{}, time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, time.Time{}, false, err
+	}
+	idle = s.laterIdle(row)
+	return idle, row.AbsoluteExpireTime, row.Active, nil
+}
+
+// laterIdle returns the latest of row's idle expiry, the view's copy of it and the activity
+// pending in the write-back that will apply to row.
+//
+// NOTE: a policy change empties the view, so right after one only the write-back knows of this
+// node's activity not yet written; a pending write that no longer matches the row is one the
+// write-back will not apply either.
+func (s *Service) laterIdle(row *ent.Session) time.Time {
+	idle := row.IdleExpireTime
+	if v, ok := s.view.idleExpiry(row.ID); ok && v.After(idle) {
+		idle = v
+	}
+	if w := s.writeBack; w != nil {
+		w.mu.Lock()
+		a, ok := w.pending[row.ID]
+		w.mu.Unlock()
+		if ok && a.last.Equal(row.LastActiveTime) && a.idle.Equal(row.IdleExpireTime) && a.newIdle.After(idle) {
+			idle = a.newIdle
+		}
+	}
+	return idle
+}
