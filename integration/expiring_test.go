@@ -189,8 +189,8 @@ func TestExpiryWarnings(t *testing.T) {
 	}
 }
 
-// TestExpiryWarningAcrossNodes: activity on another node writes no event; the stream learns of
-// the moved idle expiry when it looks again at the warned expiry, and warns of the new one.
+// TestExpiryWarningAcrossNodes: activity on node A that moves an announced idle expiry reaches
+// the stream on node B through the log (EVENT_TYPE_SESSION_EXTENDED), which warns of the new one.
 func TestExpiryWarningAcrossNodes(t *testing.T) {
 	t.Parallel()
 	url := testnode.DatabaseURL(t, testnode.Postgres)
@@ -223,5 +223,12 @@ func TestExpiryWarningAcrossNodes(t *testing.T) {
 		m = expiringNext(t, ch, "the warning after the cancel")
 	}
 	wantExpiring(t, m, "the moved warning", idle, moved.IdleExpireTime)
+	// The log carries the extension, with the new expiry, for every node and every auditor.
+	extended := testnode.MustCall[gatehousev1.ListEventsResponse](t, gb, gatehousev1.SessionService_ListEvents_FullMethodName, admin,
+		&gatehousev1.ListEventsRequest{Types: []gatehousev1.EventType{gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED}, UserId: u.Id}).Events
+	if len(extended) == 0 || extended[0].SessionId != s.Session.Id ||
+		!extended[0].GetSessionExtended().GetIdleExpireTime().AsTime().Equal(moved.IdleExpireTime.AsTime()) {
+		t.Errorf("SESSION_EXTENDED events of the user: %v, want one of session %s to %v", extended, s.Session.Id, moved.IdleExpireTime.AsTime())
+	}
 	liveWantTerminated(t, ch, "idle across nodes", idle)
 }

@@ -30,10 +30,12 @@ func (s *Service) SetExpiryWarning(lead time.Duration) {
 // that a session's expiries moved: activity on this node (view.touch) and policy changes (which
 // write no event per session, so no stream would hear of them).
 //
-// NOTE: activity writes no event (see writeBack), so a stream hears of activity on another node
-// only when it looks at its session's expiries again: when a warning is due, and at the warned
-// expiry (and once more expiryGrace later). A stream on the node that served the activity hears
-// of it at once. No stream reads the database on a schedule of its own.
+// NOTE: activity writes an event only when it moves an expiry close enough to have been announced
+// (writeBack.extend: EVENT_TYPE_SESSION_EXTENDED), and the view wakes the session's streams on
+// it, so a stream on any node hears at once of activity that moves a warned expiry; a stream on
+// the node that served the activity hears of it even before the write-back. A stream also looks
+// at its session's expiries when a warning is due, and at the warned expiry (and once more
+// expiryGrace later). No stream reads the database on a schedule of its own.
 type watchers struct {
 	lead atomic.Int64 // time.Duration
 	mu   sync.Mutex

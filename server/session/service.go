@@ -84,7 +84,7 @@ func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *
 // and serve WatchSession. RunWriteBack must run for activity to reach the database.
 func (s *Service) UseLive(live *events.Live) {
 	s.live = live
-	s.writeBack = newWriteBack(s.store, s.log)
+	s.writeBack = newWriteBack(s.store, s.log, func() time.Duration { return time.Duration(s.view.watchers.lead.Load()) })
 	live.Hub().OnCommit(s.view.apply)
 }
 
@@ -369,7 +369,7 @@ func (s *Service) touch(ctx context.Context, hash string, row *ent.Session, now 
 		idle = row.AbsoluteExpireTime
 	}
 	if s.writeBack != nil {
-		s.writeBack.add(activity{id: row.ID, last: row.LastActiveTime, idle: row.IdleExpireTime, now: now, newIdle: idle})
+		s.writeBack.add(activity{id: row.ID, user: row.UserID, last: row.LastActiveTime, idle: row.IdleExpireTime, now: now, newIdle: idle})
 		s.view.touch(hash, now, idle)
 	} else {
 		err := s.store.Client.Session.Update().

@@ -227,6 +227,15 @@ func (v *view) apply(recs []events.Record) {
 			if el, ok := v.byID[ev.SessionId]; ok {
 				v.removeSession(el)
 			}
+		case gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED:
+			// NOTE: activity, possibly on another node, moved an idle expiry that this node's
+			// streams of the session may have warned of: the session is read again, and its
+			// streams look at its expiries again.
+			v.drop("s:" + ev.SessionId)
+			if el, ok := v.byID[ev.SessionId]; ok {
+				v.removeSession(el)
+			}
+			v.watchers.touched(ev.SessionId)
 		case gatehousev1.EventType_EVENT_TYPE_ROLES_CHANGED, gatehousev1.EventType_EVENT_TYPE_USER_UPDATED,
 			gatehousev1.EventType_EVENT_TYPE_USER_DISABLED, gatehousev1.EventType_EVENT_TYPE_USER_DELETED,
 			gatehousev1.EventType_EVENT_TYPE_PASSWORD_CHANGED:

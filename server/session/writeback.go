@@ -6,7 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	entsession "github.com/gatehouse/gatehouse/ent/session"
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -16,7 +19,7 @@ const writeBackInterval = 250 * time.Millisecond
 // activity is one session's activity to write back: its new last activity and idle expiry, and
 // the values the node read, which the row must still have.
 type activity struct {
-	id         string
+	id, user   string
 	last, idle time.Time
 	now        time.Time
 	newIdle    time.Time
@@ -26,14 +29,24 @@ type activity struct {
 type writeBack struct {
 	st  *store.Store
 	log *slog.Logger
+	// lead is how long before an expiry WatchSession warns of it (see announced).
+	lead func() time.Duration
 
 	mu      sync.Mutex
 	pending map[string]activity
 	failing bool
 }
 
-func newWriteBack(st *store.Store, log *slog.Logger) *writeBack {
-	return &writeBack{st: st, log: log, pending: map[string]activity{}}
+func newWriteBack(st *store.Store, log *slog.Logger, lead func() time.Duration) *writeBack {
+	return &writeBack{st: st, log: log, lead: lead, pending: map[string]activity{}}
+}
+
+// announced reports whether a's session was, when the activity happened, close enough to its idle
+// expiry for WatchSession to have warned of it: its streams, on whichever node, must then hear that
+// the expiry moved.
+func (w *writeBack) announced(a activity) bool {
+	lead := w.lead()
+	return lead > 0 && a.idle.Sub(a.now) <= lead
 }
 
 func (w *writeBack) add(a activity) {
@@ -85,9 +98,14 @@ func (w *writeBack) flush(ctx context.Context) {
 	w.mu.Unlock()
 	var failed error
 	for id, a := range batch {
-		err := w.st.Client.Session.Update().
-			Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
-			SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle).Exec(ctx)
+		var err error
+		if w.announced(a) {
+			err = w.extend(ctx, a)
+		} else {
+			err = w.st.Client.Session.Update().
+				Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
+				SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle).Exec(ctx)
+		}
 		if err != nil {
 			failed = err
 			break
@@ -106,4 +124,28 @@ func (w *writeBack) flush(ctx context.Context) {
 		w.log.Warn("writing session activity back failed; it is retried at the next flush", "err", failed)
 	}
 	w.failing = failed != nil
+}
+
+// extend writes a's activity and, in the same transaction, an EVENT_TYPE_SESSION_EXTENDED event,
+// so that every node's streams of the session hear that its announced expiry moved.
+//
+// NOTE: activity writes no event as a rule (a session validated on every request would flood the
+// log); only activity close enough to the idle expiry to have been announced does, which for a
+// session in use happens about once per idle timeout.
+func (w *writeBack) extend(ctx context.Context, a activity) error {
+	_, err := w.st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		n, err := tx.Session.Update().
+			Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
+			SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle).Save(ctx)
+		if err != nil || n == 0 {
+			return err
+		}
+		tx.Emit(&gatehousev1.Event{
+			Type: gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED, UserId: a.user, SessionId: a.id,
+			Payload: &gatehousev1.Event_SessionExtended{SessionExtended: &gatehousev1.SessionExtendedPayload{
+				IdleExpireTime: timestamppb.New(a.newIdle)}},
+		})
+		return nil
+	})
+	return err
 }

@@ -70,6 +70,10 @@ const (
 	EventType_EVENT_TYPE_POLICY_UPDATED EventType = 20
 	// EVENT_TYPE_POLICY_DELETED: a session policy was deleted.
 	EventType_EVENT_TYPE_POLICY_DELETED EventType = 21
+	// EVENT_TYPE_SESSION_EXTENDED: activity moved a session's idle expiry while its end was near
+	// enough to have been announced (WatchSession's expiring), so that every node hears of it.
+	// Activity further from the expiry writes no event.
+	EventType_EVENT_TYPE_SESSION_EXTENDED EventType = 22
 )
 
 // Enum value maps for EventType.
@@ -97,6 +101,7 @@ var (
 		19: "EVENT_TYPE_POLICY_CREATED",
 		20: "EVENT_TYPE_POLICY_UPDATED",
 		21: "EVENT_TYPE_POLICY_DELETED",
+		22: "EVENT_TYPE_SESSION_EXTENDED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":              0,
@@ -121,6 +126,7 @@ var (
 		"EVENT_TYPE_POLICY_CREATED":           19,
 		"EVENT_TYPE_POLICY_UPDATED":           20,
 		"EVENT_TYPE_POLICY_DELETED":           21,
+		"EVENT_TYPE_SESSION_EXTENDED":         22,
 	}
 )
 
@@ -199,6 +205,7 @@ type Event struct {
 	//	*Event_PolicyCreated
 	//	*Event_PolicyUpdated
 	//	*Event_PolicyDeleted
+	//	*Event_SessionExtended
 	Payload       isEvent_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -493,6 +500,15 @@ func (x *Event) GetPolicyDeleted() *PolicyPayload {
 	return nil
 }
 
+func (x *Event) GetSessionExtended() *SessionExtendedPayload {
+	if x != nil {
+		if x, ok := x.Payload.(*Event_SessionExtended); ok {
+			return x.SessionExtended
+		}
+	}
+	return nil
+}
+
 type isEvent_Payload interface {
 	isEvent_Payload()
 }
@@ -602,6 +618,11 @@ type Event_PolicyDeleted struct {
 	PolicyDeleted *PolicyPayload `protobuf:"bytes,30,opt,name=policy_deleted,json=policyDeleted,proto3,oneof"`
 }
 
+type Event_SessionExtended struct {
+	// session_extended details EVENT_TYPE_SESSION_EXTENDED.
+	SessionExtended *SessionExtendedPayload `protobuf:"bytes,31,opt,name=session_extended,json=sessionExtended,proto3,oneof"`
+}
+
 func (*Event_SessionCreated) isEvent_Payload() {}
 
 func (*Event_SessionTerminated) isEvent_Payload() {}
@@ -644,6 +665,54 @@ func (*Event_PolicyUpdated) isEvent_Payload() {}
 
 func (*Event_PolicyDeleted) isEvent_Payload() {}
 
+func (*Event_SessionExtended) isEvent_Payload() {}
+
+// SessionExtendedPayload details a session whose idle expiry activity moved.
+type SessionExtendedPayload struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// idle_expire_time is the session's new idle expiry.
+	IdleExpireTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=idle_expire_time,json=idleExpireTime,proto3" json:"idle_expire_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SessionExtendedPayload) Reset() {
+	*x = SessionExtendedPayload{}
+	mi := &file_gatehouse_v1_event_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionExtendedPayload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionExtendedPayload) ProtoMessage() {}
+
+func (x *SessionExtendedPayload) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_v1_event_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionExtendedPayload.ProtoReflect.Descriptor instead.
+func (*SessionExtendedPayload) Descriptor() ([]byte, []int) {
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SessionExtendedPayload) GetIdleExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IdleExpireTime
+	}
+	return nil
+}
+
 // SessionCreatedPayload details a new session.
 type SessionCreatedPayload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -659,7 +728,7 @@ type SessionCreatedPayload struct {
 
 func (x *SessionCreatedPayload) Reset() {
 	*x = SessionCreatedPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[1]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +740,7 @@ func (x *SessionCreatedPayload) String() string {
 func (*SessionCreatedPayload) ProtoMessage() {}
 
 func (x *SessionCreatedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[1]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +753,7 @@ func (x *SessionCreatedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCreatedPayload.ProtoReflect.Descriptor instead.
 func (*SessionCreatedPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SessionCreatedPayload) GetSession() *Session {
@@ -721,7 +790,7 @@ type SessionTerminatedPayload struct {
 
 func (x *SessionTerminatedPayload) Reset() {
 	*x = SessionTerminatedPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[2]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +802,7 @@ func (x *SessionTerminatedPayload) String() string {
 func (*SessionTerminatedPayload) ProtoMessage() {}
 
 func (x *SessionTerminatedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[2]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +815,7 @@ func (x *SessionTerminatedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionTerminatedPayload.ProtoReflect.Descriptor instead.
 func (*SessionTerminatedPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SessionTerminatedPayload) GetReason() TerminationReason {
@@ -778,7 +847,7 @@ type RolesChangedPayload struct {
 
 func (x *RolesChangedPayload) Reset() {
 	*x = RolesChangedPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[3]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +859,7 @@ func (x *RolesChangedPayload) String() string {
 func (*RolesChangedPayload) ProtoMessage() {}
 
 func (x *RolesChangedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[3]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +872,7 @@ func (x *RolesChangedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolesChangedPayload.ProtoReflect.Descriptor instead.
 func (*RolesChangedPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RolesChangedPayload) GetRoles() []string {
@@ -838,7 +907,7 @@ type UserPayload struct {
 
 func (x *UserPayload) Reset() {
 	*x = UserPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[4]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +919,7 @@ func (x *UserPayload) String() string {
 func (*UserPayload) ProtoMessage() {}
 
 func (x *UserPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[4]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +932,7 @@ func (x *UserPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPayload.ProtoReflect.Descriptor instead.
 func (*UserPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UserPayload) GetUser() *User {
@@ -886,7 +955,7 @@ type UserUpdatedPayload struct {
 
 func (x *UserUpdatedPayload) Reset() {
 	*x = UserUpdatedPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[5]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +967,7 @@ func (x *UserUpdatedPayload) String() string {
 func (*UserUpdatedPayload) ProtoMessage() {}
 
 func (x *UserUpdatedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[5]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +980,7 @@ func (x *UserUpdatedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserUpdatedPayload.ProtoReflect.Descriptor instead.
 func (*UserUpdatedPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UserUpdatedPayload) GetUser() *User {
@@ -939,7 +1008,7 @@ type PasswordChangedPayload struct {
 
 func (x *PasswordChangedPayload) Reset() {
 	*x = PasswordChangedPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[6]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1020,7 @@ func (x *PasswordChangedPayload) String() string {
 func (*PasswordChangedPayload) ProtoMessage() {}
 
 func (x *PasswordChangedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[6]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1033,7 @@ func (x *PasswordChangedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PasswordChangedPayload.ProtoReflect.Descriptor instead.
 func (*PasswordChangedPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PasswordChangedPayload) GetBySelf() bool {
@@ -992,7 +1061,7 @@ type LoginFailedPayload struct {
 
 func (x *LoginFailedPayload) Reset() {
 	*x = LoginFailedPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[7]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1073,7 @@ func (x *LoginFailedPayload) String() string {
 func (*LoginFailedPayload) ProtoMessage() {}
 
 func (x *LoginFailedPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[7]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1086,7 @@ func (x *LoginFailedPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginFailedPayload.ProtoReflect.Descriptor instead.
 func (*LoginFailedPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoginFailedPayload) GetUsername() string {
@@ -1052,7 +1121,7 @@ type GroupPayload struct {
 
 func (x *GroupPayload) Reset() {
 	*x = GroupPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[8]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1133,7 @@ func (x *GroupPayload) String() string {
 func (*GroupPayload) ProtoMessage() {}
 
 func (x *GroupPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[8]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1146,7 @@ func (x *GroupPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupPayload.ProtoReflect.Descriptor instead.
 func (*GroupPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GroupPayload) GetGroup() *Group {
@@ -1100,7 +1169,7 @@ type MembershipPayload struct {
 
 func (x *MembershipPayload) Reset() {
 	*x = MembershipPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[9]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1181,7 @@ func (x *MembershipPayload) String() string {
 func (*MembershipPayload) ProtoMessage() {}
 
 func (x *MembershipPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[9]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1194,7 @@ func (x *MembershipPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipPayload.ProtoReflect.Descriptor instead.
 func (*MembershipPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MembershipPayload) GetGroupId() string {
@@ -1153,7 +1222,7 @@ type RolePayload struct {
 
 func (x *RolePayload) Reset() {
 	*x = RolePayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[10]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1234,7 @@ func (x *RolePayload) String() string {
 func (*RolePayload) ProtoMessage() {}
 
 func (x *RolePayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[10]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1247,7 @@ func (x *RolePayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolePayload.ProtoReflect.Descriptor instead.
 func (*RolePayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RolePayload) GetRole() *Role {
@@ -1206,7 +1275,7 @@ type RoleGrantPayload struct {
 
 func (x *RoleGrantPayload) Reset() {
 	*x = RoleGrantPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[11]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1287,7 @@ func (x *RoleGrantPayload) String() string {
 func (*RoleGrantPayload) ProtoMessage() {}
 
 func (x *RoleGrantPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[11]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1300,7 @@ func (x *RoleGrantPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPayload.ProtoReflect.Descriptor instead.
 func (*RoleGrantPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RoleGrantPayload) GetRole() string {
@@ -1299,7 +1368,7 @@ type RoleContainmentPayload struct {
 
 func (x *RoleContainmentPayload) Reset() {
 	*x = RoleContainmentPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[12]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1380,7 @@ func (x *RoleContainmentPayload) String() string {
 func (*RoleContainmentPayload) ProtoMessage() {}
 
 func (x *RoleContainmentPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[12]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1393,7 @@ func (x *RoleContainmentPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleContainmentPayload.ProtoReflect.Descriptor instead.
 func (*RoleContainmentPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RoleContainmentPayload) GetRole() string {
@@ -1359,7 +1428,7 @@ type PolicyPayload struct {
 
 func (x *PolicyPayload) Reset() {
 	*x = PolicyPayload{}
-	mi := &file_gatehouse_v1_event_proto_msgTypes[13]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1440,7 @@ func (x *PolicyPayload) String() string {
 func (*PolicyPayload) ProtoMessage() {}
 
 func (x *PolicyPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_v1_event_proto_msgTypes[13]
+	mi := &file_gatehouse_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1453,7 @@ func (x *PolicyPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyPayload.ProtoReflect.Descriptor instead.
 func (*PolicyPayload) Descriptor() ([]byte, []int) {
-	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PolicyPayload) GetPolicy() *SessionPolicy {
@@ -1398,7 +1467,7 @@ var File_gatehouse_v1_event_proto protoreflect.FileDescriptor
 
 const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x18gatehouse/v1/event.proto\x12\fgatehouse.v1\x1a\x19gatehouse/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x0e\n" +
+	"\x18gatehouse/v1/event.proto\x12\fgatehouse.v1\x1a\x19gatehouse/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x0f\n" +
 	"\x05Event\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
@@ -1431,8 +1500,11 @@ const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"\x18role_containment_changed\x18\x1b \x01(\v2$.gatehouse.v1.RoleContainmentPayloadH\x00R\x16roleContainmentChanged\x12D\n" +
 	"\x0epolicy_created\x18\x1c \x01(\v2\x1b.gatehouse.v1.PolicyPayloadH\x00R\rpolicyCreated\x12D\n" +
 	"\x0epolicy_updated\x18\x1d \x01(\v2\x1b.gatehouse.v1.PolicyPayloadH\x00R\rpolicyUpdated\x12D\n" +
-	"\x0epolicy_deleted\x18\x1e \x01(\v2\x1b.gatehouse.v1.PolicyPayloadH\x00R\rpolicyDeletedB\t\n" +
-	"\apayload\"x\n" +
+	"\x0epolicy_deleted\x18\x1e \x01(\v2\x1b.gatehouse.v1.PolicyPayloadH\x00R\rpolicyDeleted\x12Q\n" +
+	"\x10session_extended\x18\x1f \x01(\v2$.gatehouse.v1.SessionExtendedPayloadH\x00R\x0fsessionExtendedB\t\n" +
+	"\apayload\"^\n" +
+	"\x16SessionExtendedPayload\x12D\n" +
+	"\x10idle_expire_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0eidleExpireTime\"x\n" +
 	"\x15SessionCreatedPayload\x12/\n" +
 	"\asession\x18\x01 \x01(\v2\x15.gatehouse.v1.SessionR\asession\x12\x14\n" +
 	"\x05roles\x18\x02 \x03(\tR\x05roles\x12\x18\n" +
@@ -1472,7 +1544,7 @@ const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"\x0econtained_role\x18\x02 \x01(\tR\rcontainedRole\x12\x14\n" +
 	"\x05added\x18\x03 \x01(\bR\x05added\"D\n" +
 	"\rPolicyPayload\x123\n" +
-	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy*\xb9\x05\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1b.gatehouse.v1.SessionPolicyR\x06policy*\xda\x05\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEVENT_TYPE_SESSION_CREATED\x10\x01\x12!\n" +
@@ -1496,7 +1568,8 @@ const file_gatehouse_v1_event_proto_rawDesc = "" +
 	"#EVENT_TYPE_ROLE_CONTAINMENT_CHANGED\x10\x12\x12\x1d\n" +
 	"\x19EVENT_TYPE_POLICY_CREATED\x10\x13\x12\x1d\n" +
 	"\x19EVENT_TYPE_POLICY_UPDATED\x10\x14\x12\x1d\n" +
-	"\x19EVENT_TYPE_POLICY_DELETED\x10\x15B@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3"
+	"\x19EVENT_TYPE_POLICY_DELETED\x10\x15\x12\x1f\n" +
+	"\x1bEVENT_TYPE_SESSION_EXTENDED\x10\x16B@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3"
 
 var (
 	file_gatehouse_v1_event_proto_rawDescOnce sync.Once
@@ -1511,69 +1584,72 @@ func file_gatehouse_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_gatehouse_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatehouse_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gatehouse_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_gatehouse_v1_event_proto_goTypes = []any{
 	(EventType)(0),                   // 0: gatehouse.v1.EventType
 	(*Event)(nil),                    // 1: gatehouse.v1.Event
-	(*SessionCreatedPayload)(nil),    // 2: gatehouse.v1.SessionCreatedPayload
-	(*SessionTerminatedPayload)(nil), // 3: gatehouse.v1.SessionTerminatedPayload
-	(*RolesChangedPayload)(nil),      // 4: gatehouse.v1.RolesChangedPayload
-	(*UserPayload)(nil),              // 5: gatehouse.v1.UserPayload
-	(*UserUpdatedPayload)(nil),       // 6: gatehouse.v1.UserUpdatedPayload
-	(*PasswordChangedPayload)(nil),   // 7: gatehouse.v1.PasswordChangedPayload
-	(*LoginFailedPayload)(nil),       // 8: gatehouse.v1.LoginFailedPayload
-	(*GroupPayload)(nil),             // 9: gatehouse.v1.GroupPayload
-	(*MembershipPayload)(nil),        // 10: gatehouse.v1.MembershipPayload
-	(*RolePayload)(nil),              // 11: gatehouse.v1.RolePayload
-	(*RoleGrantPayload)(nil),         // 12: gatehouse.v1.RoleGrantPayload
-	(*RoleContainmentPayload)(nil),   // 13: gatehouse.v1.RoleContainmentPayload
-	(*PolicyPayload)(nil),            // 14: gatehouse.v1.PolicyPayload
-	(*timestamppb.Timestamp)(nil),    // 15: google.protobuf.Timestamp
-	(*Session)(nil),                  // 16: gatehouse.v1.Session
-	(TerminationReason)(0),           // 17: gatehouse.v1.TerminationReason
-	(*User)(nil),                     // 18: gatehouse.v1.User
-	(*ClientInfo)(nil),               // 19: gatehouse.v1.ClientInfo
-	(*Group)(nil),                    // 20: gatehouse.v1.Group
-	(*Role)(nil),                     // 21: gatehouse.v1.Role
-	(*SessionPolicy)(nil),            // 22: gatehouse.v1.SessionPolicy
+	(*SessionExtendedPayload)(nil),   // 2: gatehouse.v1.SessionExtendedPayload
+	(*SessionCreatedPayload)(nil),    // 3: gatehouse.v1.SessionCreatedPayload
+	(*SessionTerminatedPayload)(nil), // 4: gatehouse.v1.SessionTerminatedPayload
+	(*RolesChangedPayload)(nil),      // 5: gatehouse.v1.RolesChangedPayload
+	(*UserPayload)(nil),              // 6: gatehouse.v1.UserPayload
+	(*UserUpdatedPayload)(nil),       // 7: gatehouse.v1.UserUpdatedPayload
+	(*PasswordChangedPayload)(nil),   // 8: gatehouse.v1.PasswordChangedPayload
+	(*LoginFailedPayload)(nil),       // 9: gatehouse.v1.LoginFailedPayload
+	(*GroupPayload)(nil),             // 10: gatehouse.v1.GroupPayload
+	(*MembershipPayload)(nil),        // 11: gatehouse.v1.MembershipPayload
+	(*RolePayload)(nil),              // 12: gatehouse.v1.RolePayload
+	(*RoleGrantPayload)(nil),         // 13: gatehouse.v1.RoleGrantPayload
+	(*RoleContainmentPayload)(nil),   // 14: gatehouse.v1.RoleContainmentPayload
+	(*PolicyPayload)(nil),            // 15: gatehouse.v1.PolicyPayload
+	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
+	(*Session)(nil),                  // 17: gatehouse.v1.Session
+	(TerminationReason)(0),           // 18: gatehouse.v1.TerminationReason
+	(*User)(nil),                     // 19: gatehouse.v1.User
+	(*ClientInfo)(nil),               // 20: gatehouse.v1.ClientInfo
+	(*Group)(nil),                    // 21: gatehouse.v1.Group
+	(*Role)(nil),                     // 22: gatehouse.v1.Role
+	(*SessionPolicy)(nil),            // 23: gatehouse.v1.SessionPolicy
 }
 var file_gatehouse_v1_event_proto_depIdxs = []int32{
-	15, // 0: gatehouse.v1.Event.time:type_name -> google.protobuf.Timestamp
+	16, // 0: gatehouse.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: gatehouse.v1.Event.type:type_name -> gatehouse.v1.EventType
-	2,  // 2: gatehouse.v1.Event.session_created:type_name -> gatehouse.v1.SessionCreatedPayload
-	3,  // 3: gatehouse.v1.Event.session_terminated:type_name -> gatehouse.v1.SessionTerminatedPayload
-	4,  // 4: gatehouse.v1.Event.roles_changed:type_name -> gatehouse.v1.RolesChangedPayload
-	5,  // 5: gatehouse.v1.Event.user_created:type_name -> gatehouse.v1.UserPayload
-	6,  // 6: gatehouse.v1.Event.user_updated:type_name -> gatehouse.v1.UserUpdatedPayload
-	5,  // 7: gatehouse.v1.Event.user_disabled:type_name -> gatehouse.v1.UserPayload
-	5,  // 8: gatehouse.v1.Event.user_deleted:type_name -> gatehouse.v1.UserPayload
-	7,  // 9: gatehouse.v1.Event.password_changed:type_name -> gatehouse.v1.PasswordChangedPayload
-	8,  // 10: gatehouse.v1.Event.login_failed:type_name -> gatehouse.v1.LoginFailedPayload
-	9,  // 11: gatehouse.v1.Event.group_created:type_name -> gatehouse.v1.GroupPayload
-	9,  // 12: gatehouse.v1.Event.group_deleted:type_name -> gatehouse.v1.GroupPayload
-	10, // 13: gatehouse.v1.Event.member_added:type_name -> gatehouse.v1.MembershipPayload
-	10, // 14: gatehouse.v1.Event.member_removed:type_name -> gatehouse.v1.MembershipPayload
-	11, // 15: gatehouse.v1.Event.role_created:type_name -> gatehouse.v1.RolePayload
-	11, // 16: gatehouse.v1.Event.role_deleted:type_name -> gatehouse.v1.RolePayload
-	12, // 17: gatehouse.v1.Event.role_granted:type_name -> gatehouse.v1.RoleGrantPayload
-	12, // 18: gatehouse.v1.Event.role_revoked:type_name -> gatehouse.v1.RoleGrantPayload
-	13, // 19: gatehouse.v1.Event.role_containment_changed:type_name -> gatehouse.v1.RoleContainmentPayload
-	14, // 20: gatehouse.v1.Event.policy_created:type_name -> gatehouse.v1.PolicyPayload
-	14, // 21: gatehouse.v1.Event.policy_updated:type_name -> gatehouse.v1.PolicyPayload
-	14, // 22: gatehouse.v1.Event.policy_deleted:type_name -> gatehouse.v1.PolicyPayload
-	16, // 23: gatehouse.v1.SessionCreatedPayload.session:type_name -> gatehouse.v1.Session
-	17, // 24: gatehouse.v1.SessionTerminatedPayload.reason:type_name -> gatehouse.v1.TerminationReason
-	18, // 25: gatehouse.v1.UserPayload.user:type_name -> gatehouse.v1.User
-	18, // 26: gatehouse.v1.UserUpdatedPayload.user:type_name -> gatehouse.v1.User
-	19, // 27: gatehouse.v1.LoginFailedPayload.client:type_name -> gatehouse.v1.ClientInfo
-	20, // 28: gatehouse.v1.GroupPayload.group:type_name -> gatehouse.v1.Group
-	21, // 29: gatehouse.v1.RolePayload.role:type_name -> gatehouse.v1.Role
-	22, // 30: gatehouse.v1.PolicyPayload.policy:type_name -> gatehouse.v1.SessionPolicy
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	3,  // 2: gatehouse.v1.Event.session_created:type_name -> gatehouse.v1.SessionCreatedPayload
+	4,  // 3: gatehouse.v1.Event.session_terminated:type_name -> gatehouse.v1.SessionTerminatedPayload
+	5,  // 4: gatehouse.v1.Event.roles_changed:type_name -> gatehouse.v1.RolesChangedPayload
+	6,  // 5: gatehouse.v1.Event.user_created:type_name -> gatehouse.v1.UserPayload
+	7,  // 6: gatehouse.v1.Event.user_updated:type_name -> gatehouse.v1.UserUpdatedPayload
+	6,  // 7: gatehouse.v1.Event.user_disabled:type_name -> gatehouse.v1.UserPayload
+	6,  // 8: gatehouse.v1.Event.user_deleted:type_name -> gatehouse.v1.UserPayload
+	8,  // 9: gatehouse.v1.Event.password_changed:type_name -> gatehouse.v1.PasswordChangedPayload
+	9,  // 10: gatehouse.v1.Event.login_failed:type_name -> gatehouse.v1.LoginFailedPayload
+	10, // 11: gatehouse.v1.Event.group_created:type_name -> gatehouse.v1.GroupPayload
+	10, // 12: gatehouse.v1.Event.group_deleted:type_name -> gatehouse.v1.GroupPayload
+	11, // 13: gatehouse.v1.Event.member_added:type_name -> gatehouse.v1.MembershipPayload
+	11, // 14: gatehouse.v1.Event.member_removed:type_name -> gatehouse.v1.MembershipPayload
+	12, // 15: gatehouse.v1.Event.role_created:type_name -> gatehouse.v1.RolePayload
+	12, // 16: gatehouse.v1.Event.role_deleted:type_name -> gatehouse.v1.RolePayload
+	13, // 17: gatehouse.v1.Event.role_granted:type_name -> gatehouse.v1.RoleGrantPayload
+	13, // 18: gatehouse.v1.Event.role_revoked:type_name -> gatehouse.v1.RoleGrantPayload
+	14, // 19: gatehouse.v1.Event.role_containment_changed:type_name -> gatehouse.v1.RoleContainmentPayload
+	15, // 20: gatehouse.v1.Event.policy_created:type_name -> gatehouse.v1.PolicyPayload
+	15, // 21: gatehouse.v1.Event.policy_updated:type_name -> gatehouse.v1.PolicyPayload
+	15, // 22: gatehouse.v1.Event.policy_deleted:type_name -> gatehouse.v1.PolicyPayload
+	2,  // 23: gatehouse.v1.Event.session_extended:type_name -> gatehouse.v1.SessionExtendedPayload
+	16, // 24: gatehouse.v1.SessionExtendedPayload.idle_expire_time:type_name -> google.protobuf.Timestamp
+	17, // 25: gatehouse.v1.SessionCreatedPayload.session:type_name -> gatehouse.v1.Session
+	18, // 26: gatehouse.v1.SessionTerminatedPayload.reason:type_name -> gatehouse.v1.TerminationReason
+	19, // 27: gatehouse.v1.UserPayload.user:type_name -> gatehouse.v1.User
+	19, // 28: gatehouse.v1.UserUpdatedPayload.user:type_name -> gatehouse.v1.User
+	20, // 29: gatehouse.v1.LoginFailedPayload.client:type_name -> gatehouse.v1.ClientInfo
+	21, // 30: gatehouse.v1.GroupPayload.group:type_name -> gatehouse.v1.Group
+	22, // 31: gatehouse.v1.RolePayload.role:type_name -> gatehouse.v1.Role
+	23, // 32: gatehouse.v1.PolicyPayload.policy:type_name -> gatehouse.v1.SessionPolicy
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_v1_event_proto_init() }
@@ -1604,8 +1680,9 @@ func file_gatehouse_v1_event_proto_init() {
 		(*Event_PolicyCreated)(nil),
 		(*Event_PolicyUpdated)(nil),
 		(*Event_PolicyDeleted)(nil),
+		(*Event_SessionExtended)(nil),
 	}
-	file_gatehouse_v1_event_proto_msgTypes[11].OneofWrappers = []any{
+	file_gatehouse_v1_event_proto_msgTypes[12].OneofWrappers = []any{
 		(*RoleGrantPayload_UserId)(nil),
 		(*RoleGrantPayload_GroupId)(nil),
 	}
@@ -1615,7 +1692,7 @@ func file_gatehouse_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_v1_event_proto_rawDesc), len(file_gatehouse_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -26,7 +26,7 @@ from gatehouse.v1 import common_pb2 as gatehouse_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gatehouse/v1/event.proto\x12\x0cgatehouse.v1\x1a\x19gatehouse/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x0b\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.gatehouse.v1.EventType\x12\x15\n\ractor_user_id\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63tor_session_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x1c\n\x14impersonator_user_id\x18\x08 \x01(\t\x12\x1f\n\x17impersonator_session_id\x18\t \x01(\t\x12>\n\x0fsession_created\x18\n \x01(\x0b\x32#.gatehouse.v1.SessionCreatedPayloadH\x00\x12\x44\n\x12session_terminated\x18\x0b \x01(\x0b\x32&.gatehouse.v1.SessionTerminatedPayloadH\x00\x12:\n\rroles_changed\x18\x0c \x01(\x0b\x32!.gatehouse.v1.RolesChangedPayloadH\x00\x12\x31\n\x0cuser_created\x18\r \x01(\x0b\x32\x19.gatehouse.v1.UserPayloadH\x00\x12\x38\n\x0cuser_updated\x18\x0e \x01(\x0b\x32 .gatehouse.v1.UserUpdatedPayloadH\x00\x12\x32\n\ruser_disabled\x18\x0f \x01(\x0b\x32\x19.gatehouse.v1.UserPayloadH\x00\x12\x31\n\x0cuser_deleted\x18\x10 \x01(\x0b\x32\x19.gatehouse.v1.UserPayloadH\x00\x12@\n\x10password_changed\x18\x11 \x01(\x0b\x32$.gatehouse.v1.PasswordChangedPayloadH\x00\x12\x38\n\x0clogin_failed\x18\x12 \x01(\x0b\x32 .gatehouse.v1.LoginFailedPayloadH\x00\x12\x33\n\rgroup_created\x18\x13 \x01(\x0b\x32\x1a.gatehouse.v1.GroupPayloadH\x00\x12\x33\n\rgroup_deleted\x18\x14 \x01(\x0b\x32\x1a.gatehouse.v1.GroupPayloadH\x00\x12\x37\n\x0cmember_added\x18\x15 \x01(\x0b\x32\x1f.gatehouse.v1.MembershipPayloadH\x00\x12\x39\n\x0emember_removed\x18\x16 \x01(\x0b\x32\x1f.gatehouse.v1.MembershipPayloadH\x00\x12\x31\n\x0crole_created\x18\x17 \x01(\x0b\x32\x19.gatehouse.v1.RolePayloadH\x00\x12\x31\n\x0crole_deleted\x18\x18 \x01(\x0b\x32\x19.gatehouse.v1.RolePayloadH\x00\x12\x36\n\x0crole_granted\x18\x19 \x01(\x0b\x32\x1e.gatehouse.v1.RoleGrantPayloadH\x00\x12\x36\n\x0crole_revoked\x18\x1a \x01(\x0b\x32\x1e.gatehouse.v1.RoleGrantPayloadH\x00\x12H\n\x18role_containment_changed\x18\x1b \x01(\x0b\x32$.gatehouse.v1.RoleContainmentPayloadH\x00\x12\x35\n\x0epolicy_created\x18\x1c \x01(\x0b\x32\x1b.gatehouse.v1.PolicyPayloadH\x00\x12\x35\n\x0epolicy_updated\x18\x1d \x01(\x0b\x32\x1b.gatehouse.v1.PolicyPayloadH\x00\x12\x35\n\x0epolicy_deleted\x18\x1e \x01(\x0b\x32\x1b.gatehouse.v1.PolicyPayloadH\x00\x42\t\n\x07payload\"_\n\x15SessionCreatedPayload\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0f\n\x07trusted\x18\x03 \x01(\x08\"Y\n\x18SessionTerminatedPayload\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.gatehouse.v1.TerminationReason\x12\x0c\n\x04note\x18\x02 \x01(\t\"D\n\x13RolesChangedPayload\x12\r\n\x05roles\x18\x01 \x03(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07removed\x18\x03 \x03(\t\"/\n\x0bUserPayload\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.gatehouse.v1.User\"N\n\x12UserUpdatedPayload\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.gatehouse.v1.User\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\")\n\x16PasswordChangedPayload\x12\x0f\n\x07\x62y_self\x18\x01 \x01(\x08\"f\n\x12LoginFailedPayload\x12\x10\n\x08username\x18\x01 \x01(\t\x12(\n\x06\x63lient\x18\x02 \x01(\x0b\x32\x18.gatehouse.v1.ClientInfo\x12\x14\n\x0crate_limited\x18\x03 \x01(\x08\"2\n\x0cGroupPayload\x12\"\n\x05group\x18\x01 \x01(\x0b\x32\x13.gatehouse.v1.Group\"6\n\x11MembershipPayload\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"/\n\x0bRolePayload\x12 \n\x04role\x18\x01 \x01(\x0b\x32\x12.gatehouse.v1.Role\"T\n\x10RoleGrantPayload\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08group_id\x18\x03 \x01(\tH\x00\x42\x0b\n\tprincipal\"M\n\x16RoleContainmentPayload\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontained_role\x18\x02 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x01(\x08\"<\n\rPolicyPayload\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.gatehouse.v1.SessionPolicy*\xb9\x05\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45VENT_TYPE_SESSION_CREATED\x10\x01\x12!\n\x1d\x45VENT_TYPE_SESSION_TERMINATED\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_ROLES_CHANGED\x10\x03\x12\x1b\n\x17\x45VENT_TYPE_USER_CREATED\x10\x04\x12\x1b\n\x17\x45VENT_TYPE_USER_UPDATED\x10\x05\x12\x1c\n\x18\x45VENT_TYPE_USER_DISABLED\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_USER_DELETED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_PASSWORD_CHANGED\x10\x08\x12\x1b\n\x17\x45VENT_TYPE_LOGIN_FAILED\x10\t\x12\x1c\n\x18\x45VENT_TYPE_GROUP_CREATED\x10\n\x12\x1c\n\x18\x45VENT_TYPE_GROUP_DELETED\x10\x0b\x12!\n\x1d\x45VENT_TYPE_GROUP_MEMBER_ADDED\x10\x0c\x12#\n\x1f\x45VENT_TYPE_GROUP_MEMBER_REMOVED\x10\r\x12\x1b\n\x17\x45VENT_TYPE_ROLE_CREATED\x10\x0e\x12\x1b\n\x17\x45VENT_TYPE_ROLE_DELETED\x10\x0f\x12\x1b\n\x17\x45VENT_TYPE_ROLE_GRANTED\x10\x10\x12\x1b\n\x17\x45VENT_TYPE_ROLE_REVOKED\x10\x11\x12\'\n#EVENT_TYPE_ROLE_CONTAINMENT_CHANGED\x10\x12\x12\x1d\n\x19\x45VENT_TYPE_POLICY_CREATED\x10\x13\x12\x1d\n\x19\x45VENT_TYPE_POLICY_UPDATED\x10\x14\x12\x1d\n\x19\x45VENT_TYPE_POLICY_DELETED\x10\x15\x42@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gatehouse/v1/event.proto\x12\x0cgatehouse.v1\x1a\x19gatehouse/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x0b\n\x05\x45vent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.gatehouse.v1.EventType\x12\x15\n\ractor_user_id\x18\x04 \x01(\t\x12\x18\n\x10\x61\x63tor_session_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x1c\n\x14impersonator_user_id\x18\x08 \x01(\t\x12\x1f\n\x17impersonator_session_id\x18\t \x01(\t\x12>\n\x0fsession_created\x18\n \x01(\x0b\x32#.gatehouse.v1.SessionCreatedPayloadH\x00\x12\x44\n\x12session_terminated\x18\x0b \x01(\x0b\x32&.gatehouse.v1.SessionTerminatedPayloadH\x00\x12:\n\rroles_changed\x18\x0c \x01(\x0b\x32!.gatehouse.v1.RolesChangedPayloadH\x00\x12\x31\n\x0cuser_created\x18\r \x01(\x0b\x32\x19.gatehouse.v1.UserPayloadH\x00\x12\x38\n\x0cuser_updated\x18\x0e \x01(\x0b\x32 .gatehouse.v1.UserUpdatedPayloadH\x00\x12\x32\n\ruser_disabled\x18\x0f \x01(\x0b\x32\x19.gatehouse.v1.UserPayloadH\x00\x12\x31\n\x0cuser_deleted\x18\x10 \x01(\x0b\x32\x19.gatehouse.v1.UserPayloadH\x00\x12@\n\x10password_changed\x18\x11 \x01(\x0b\x32$.gatehouse.v1.PasswordChangedPayloadH\x00\x12\x38\n\x0clogin_failed\x18\x12 \x01(\x0b\x32 .gatehouse.v1.LoginFailedPayloadH\x00\x12\x33\n\rgroup_created\x18\x13 \x01(\x0b\x32\x1a.gatehouse.v1.GroupPayloadH\x00\x12\x33\n\rgroup_deleted\x18\x14 \x01(\x0b\x32\x1a.gatehouse.v1.GroupPayloadH\x00\x12\x37\n\x0cmember_added\x18\x15 \x01(\x0b\x32\x1f.gatehouse.v1.MembershipPayloadH\x00\x12\x39\n\x0emember_removed\x18\x16 \x01(\x0b\x32\x1f.gatehouse.v1.MembershipPayloadH\x00\x12\x31\n\x0crole_created\x18\x17 \x01(\x0b\x32\x19.gatehouse.v1.RolePayloadH\x00\x12\x31\n\x0crole_deleted\x18\x18 \x01(\x0b\x32\x19.gatehouse.v1.RolePayloadH\x00\x12\x36\n\x0crole_granted\x18\x19 \x01(\x0b\x32\x1e.gatehouse.v1.RoleGrantPayloadH\x00\x12\x36\n\x0crole_revoked\x18\x1a \x01(\x0b\x32\x1e.gatehouse.v1.RoleGrantPayloadH\x00\x12H\n\x18role_containment_changed\x18\x1b \x01(\x0b\x32$.gatehouse.v1.RoleContainmentPayloadH\x00\x12\x35\n\x0epolicy_created\x18\x1c \x01(\x0b\x32\x1b.gatehouse.v1.PolicyPayloadH\x00\x12\x35\n\x0epolicy_updated\x18\x1d \x01(\x0b\x32\x1b.gatehouse.v1.PolicyPayloadH\x00\x12\x35\n\x0epolicy_deleted\x18\x1e \x01(\x0b\x32\x1b.gatehouse.v1.PolicyPayloadH\x00\x12@\n\x10session_extended\x18\x1f \x01(\x0b\x32$.gatehouse.v1.SessionExtendedPayloadH\x00\x42\t\n\x07payload\"N\n\x16SessionExtendedPayload\x12\x34\n\x10idle_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x15SessionCreatedPayload\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.gatehouse.v1.Session\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x0f\n\x07trusted\x18\x03 \x01(\x08\"Y\n\x18SessionTerminatedPayload\x12/\n\x06reason\x18\x01 \x01(\x0e\x32\x1f.gatehouse.v1.TerminationReason\x12\x0c\n\x04note\x18\x02 \x01(\t\"D\n\x13RolesChangedPayload\x12\r\n\x05roles\x18\x01 \x03(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07removed\x18\x03 \x03(\t\"/\n\x0bUserPayload\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.gatehouse.v1.User\"N\n\x12UserUpdatedPayload\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.gatehouse.v1.User\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\")\n\x16PasswordChangedPayload\x12\x0f\n\x07\x62y_self\x18\x01 \x01(\x08\"f\n\x12LoginFailedPayload\x12\x10\n\x08username\x18\x01 \x01(\t\x12(\n\x06\x63lient\x18\x02 \x01(\x0b\x32\x18.gatehouse.v1.ClientInfo\x12\x14\n\x0crate_limited\x18\x03 \x01(\x08\"2\n\x0cGroupPayload\x12\"\n\x05group\x18\x01 \x01(\x0b\x32\x13.gatehouse.v1.Group\"6\n\x11MembershipPayload\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"/\n\x0bRolePayload\x12 \n\x04role\x18\x01 \x01(\x0b\x32\x12.gatehouse.v1.Role\"T\n\x10RoleGrantPayload\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x12\n\x08group_id\x18\x03 \x01(\tH\x00\x42\x0b\n\tprincipal\"M\n\x16RoleContainmentPayload\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontained_role\x18\x02 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x01(\x08\"<\n\rPolicyPayload\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.gatehouse.v1.SessionPolicy*\xda\x05\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45VENT_TYPE_SESSION_CREATED\x10\x01\x12!\n\x1d\x45VENT_TYPE_SESSION_TERMINATED\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_ROLES_CHANGED\x10\x03\x12\x1b\n\x17\x45VENT_TYPE_USER_CREATED\x10\x04\x12\x1b\n\x17\x45VENT_TYPE_USER_UPDATED\x10\x05\x12\x1c\n\x18\x45VENT_TYPE_USER_DISABLED\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_USER_DELETED\x10\x07\x12\x1f\n\x1b\x45VENT_TYPE_PASSWORD_CHANGED\x10\x08\x12\x1b\n\x17\x45VENT_TYPE_LOGIN_FAILED\x10\t\x12\x1c\n\x18\x45VENT_TYPE_GROUP_CREATED\x10\n\x12\x1c\n\x18\x45VENT_TYPE_GROUP_DELETED\x10\x0b\x12!\n\x1d\x45VENT_TYPE_GROUP_MEMBER_ADDED\x10\x0c\x12#\n\x1f\x45VENT_TYPE_GROUP_MEMBER_REMOVED\x10\r\x12\x1b\n\x17\x45VENT_TYPE_ROLE_CREATED\x10\x0e\x12\x1b\n\x17\x45VENT_TYPE_ROLE_DELETED\x10\x0f\x12\x1b\n\x17\x45VENT_TYPE_ROLE_GRANTED\x10\x10\x12\x1b\n\x17\x45VENT_TYPE_ROLE_REVOKED\x10\x11\x12\'\n#EVENT_TYPE_ROLE_CONTAINMENT_CHANGED\x10\x12\x12\x1d\n\x19\x45VENT_TYPE_POLICY_CREATED\x10\x13\x12\x1d\n\x19\x45VENT_TYPE_POLICY_UPDATED\x10\x14\x12\x1d\n\x19\x45VENT_TYPE_POLICY_DELETED\x10\x15\x12\x1f\n\x1b\x45VENT_TYPE_SESSION_EXTENDED\x10\x16\x42@Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatehouse.v1.event_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/gatehouse/gatehouse/gen/go/gatehouse/v1;gatehousev1'
-  _globals['_EVENTTYPE']._serialized_start=2493
-  _globals['_EVENTTYPE']._serialized_end=3190
+  _globals['_EVENTTYPE']._serialized_start=2639
+  _globals['_EVENTTYPE']._serialized_end=3369
   _globals['_EVENT']._serialized_start=103
-  _globals['_EVENT']._serialized_end=1572
-  _globals['_SESSIONCREATEDPAYLOAD']._serialized_start=1574
-  _globals['_SESSIONCREATEDPAYLOAD']._serialized_end=1669
-  _globals['_SESSIONTERMINATEDPAYLOAD']._serialized_start=1671
-  _globals['_SESSIONTERMINATEDPAYLOAD']._serialized_end=1760
-  _globals['_ROLESCHANGEDPAYLOAD']._serialized_start=1762
-  _globals['_ROLESCHANGEDPAYLOAD']._serialized_end=1830
-  _globals['_USERPAYLOAD']._serialized_start=1832
-  _globals['_USERPAYLOAD']._serialized_end=1879
-  _globals['_USERUPDATEDPAYLOAD']._serialized_start=1881
-  _globals['_USERUPDATEDPAYLOAD']._serialized_end=1959
-  _globals['_PASSWORDCHANGEDPAYLOAD']._serialized_start=1961
-  _globals['_PASSWORDCHANGEDPAYLOAD']._serialized_end=2002
-  _globals['_LOGINFAILEDPAYLOAD']._serialized_start=2004
-  _globals['_LOGINFAILEDPAYLOAD']._serialized_end=2106
-  _globals['_GROUPPAYLOAD']._serialized_start=2108
-  _globals['_GROUPPAYLOAD']._serialized_end=2158
-  _globals['_MEMBERSHIPPAYLOAD']._serialized_start=2160
-  _globals['_MEMBERSHIPPAYLOAD']._serialized_end=2214
-  _globals['_ROLEPAYLOAD']._serialized_start=2216
-  _globals['_ROLEPAYLOAD']._serialized_end=2263
-  _globals['_ROLEGRANTPAYLOAD']._serialized_start=2265
-  _globals['_ROLEGRANTPAYLOAD']._serialized_end=2349
-  _globals['_ROLECONTAINMENTPAYLOAD']._serialized_start=2351
-  _globals['_ROLECONTAINMENTPAYLOAD']._serialized_end=2428
-  _globals['_POLICYPAYLOAD']._serialized_start=2430
-  _globals['_POLICYPAYLOAD']._serialized_end=2490
+  _globals['_EVENT']._serialized_end=1638
+  _globals['_SESSIONEXTENDEDPAYLOAD']._serialized_start=1640
+  _globals['_SESSIONEXTENDEDPAYLOAD']._serialized_end=1718
+  _globals['_SESSIONCREATEDPAYLOAD']._serialized_start=1720
+  _globals['_SESSIONCREATEDPAYLOAD']._serialized_end=1815
+  _globals['_SESSIONTERMINATEDPAYLOAD']._serialized_start=1817
+  _globals['_SESSIONTERMINATEDPAYLOAD']._serialized_end=1906
+  _globals['_ROLESCHANGEDPAYLOAD']._serialized_start=1908
+  _globals['_ROLESCHANGEDPAYLOAD']._serialized_end=1976
+  _globals['_USERPAYLOAD']._serialized_start=1978
+  _globals['_USERPAYLOAD']._serialized_end=2025
+  _globals['_USERUPDATEDPAYLOAD']._serialized_start=2027
+  _globals['_USERUPDATEDPAYLOAD']._serialized_end=2105
+  _globals['_PASSWORDCHANGEDPAYLOAD']._serialized_start=2107
+  _globals['_PASSWORDCHANGEDPAYLOAD']._serialized_end=2148
+  _globals['_LOGINFAILEDPAYLOAD']._serialized_start=2150
+  _globals['_LOGINFAILEDPAYLOAD']._serialized_end=2252
+  _globals['_GROUPPAYLOAD']._serialized_start=2254
+  _globals['_GROUPPAYLOAD']._serialized_end=2304
+  _globals['_MEMBERSHIPPAYLOAD']._serialized_start=2306
+  _globals['_MEMBERSHIPPAYLOAD']._serialized_end=2360
+  _globals['_ROLEPAYLOAD']._serialized_start=2362
+  _globals['_ROLEPAYLOAD']._serialized_end=2409
+  _globals['_ROLEGRANTPAYLOAD']._serialized_start=2411
+  _globals['_ROLEGRANTPAYLOAD']._serialized_end=2495
+  _globals['_ROLECONTAINMENTPAYLOAD']._serialized_start=2497
+  _globals['_ROLECONTAINMENTPAYLOAD']._serialized_end=2574
+  _globals['_POLICYPAYLOAD']._serialized_start=2576
+  _globals['_POLICYPAYLOAD']._serialized_end=2636
 # @@protoc_insertion_point(module_scope)

@@ -71,6 +71,11 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """EVENT_TYPE_POLICY_UPDATED: a session policy was changed."""
     EVENT_TYPE_POLICY_DELETED: _EventType.ValueType  # 21
     """EVENT_TYPE_POLICY_DELETED: a session policy was deleted."""
+    EVENT_TYPE_SESSION_EXTENDED: _EventType.ValueType  # 22
+    """EVENT_TYPE_SESSION_EXTENDED: activity moved a session's idle expiry while its end was near
+    enough to have been announced (WatchSession's expiring), so that every node hears of it.
+    Activity further from the expiry writes no event.
+    """
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
     """EventType is the kind of an event in the event log."""
@@ -119,6 +124,11 @@ EVENT_TYPE_POLICY_UPDATED: EventType.ValueType  # 20
 """EVENT_TYPE_POLICY_UPDATED: a session policy was changed."""
 EVENT_TYPE_POLICY_DELETED: EventType.ValueType  # 21
 """EVENT_TYPE_POLICY_DELETED: a session policy was deleted."""
+EVENT_TYPE_SESSION_EXTENDED: EventType.ValueType  # 22
+"""EVENT_TYPE_SESSION_EXTENDED: activity moved a session's idle expiry while its end was near
+enough to have been announced (WatchSession's expiring), so that every node hears of it.
+Activity further from the expiry writes no event.
+"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 @_typing.final
@@ -159,6 +169,7 @@ class Event(_message.Message):
     POLICY_CREATED_FIELD_NUMBER: _builtins.int
     POLICY_UPDATED_FIELD_NUMBER: _builtins.int
     POLICY_DELETED_FIELD_NUMBER: _builtins.int
+    SESSION_EXTENDED_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """cursor is the event's opaque position; pass it as `after` to resume after this event."""
     type: Global___EventType.ValueType
@@ -265,6 +276,10 @@ class Event(_message.Message):
     def policy_deleted(self) -> Global___PolicyPayload:
         """policy_deleted details EVENT_TYPE_POLICY_DELETED."""
 
+    @_builtins.property
+    def session_extended(self) -> Global___SessionExtendedPayload:
+        """session_extended details EVENT_TYPE_SESSION_EXTENDED."""
+
     def __init__(
         self,
         *,
@@ -298,16 +313,41 @@ class Event(_message.Message):
         policy_created: Global___PolicyPayload | None = ...,
         policy_updated: Global___PolicyPayload | None = ...,
         policy_deleted: Global___PolicyPayload | None = ...,
+        session_extended: Global___SessionExtendedPayload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["group_created", b"group_created", "group_deleted", b"group_deleted", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_terminated", b"session_terminated", "time", b"time", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_updated", b"user_updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group_created", b"group_created", "group_deleted", b"group_deleted", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_extended", b"session_extended", "session_terminated", b"session_terminated", "time", b"time", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_updated", b"user_updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_session_id", b"actor_session_id", "actor_user_id", b"actor_user_id", "cursor", b"cursor", "group_created", b"group_created", "group_deleted", b"group_deleted", "impersonator_session_id", b"impersonator_session_id", "impersonator_user_id", b"impersonator_user_id", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_id", b"session_id", "session_terminated", b"session_terminated", "time", b"time", "type", b"type", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_id", b"user_id", "user_updated", b"user_updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_session_id", b"actor_session_id", "actor_user_id", b"actor_user_id", "cursor", b"cursor", "group_created", b"group_created", "group_deleted", b"group_deleted", "impersonator_session_id", b"impersonator_session_id", "impersonator_user_id", b"impersonator_user_id", "login_failed", b"login_failed", "member_added", b"member_added", "member_removed", b"member_removed", "password_changed", b"password_changed", "payload", b"payload", "policy_created", b"policy_created", "policy_deleted", b"policy_deleted", "policy_updated", b"policy_updated", "role_containment_changed", b"role_containment_changed", "role_created", b"role_created", "role_deleted", b"role_deleted", "role_granted", b"role_granted", "role_revoked", b"role_revoked", "roles_changed", b"roles_changed", "session_created", b"session_created", "session_extended", b"session_extended", "session_id", b"session_id", "session_terminated", b"session_terminated", "time", b"time", "type", b"type", "user_created", b"user_created", "user_deleted", b"user_deleted", "user_disabled", b"user_disabled", "user_id", b"user_id", "user_updated", b"user_updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["session_created", "session_terminated", "roles_changed", "user_created", "user_updated", "user_disabled", "user_deleted", "password_changed", "login_failed", "group_created", "group_deleted", "member_added", "member_removed", "role_created", "role_deleted", "role_granted", "role_revoked", "role_containment_changed", "policy_created", "policy_updated", "policy_deleted"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["session_created", "session_terminated", "roles_changed", "user_created", "user_updated", "user_disabled", "user_deleted", "password_changed", "login_failed", "group_created", "group_deleted", "member_added", "member_removed", "role_created", "role_deleted", "role_granted", "role_revoked", "role_containment_changed", "policy_created", "policy_updated", "policy_deleted", "session_extended"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class SessionExtendedPayload(_message.Message):
+    """SessionExtendedPayload details a session whose idle expiry activity moved."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDLE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def idle_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """idle_expire_time is the session's new idle expiry."""
+
+    def __init__(
+        self,
+        *,
+        idle_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_expire_time", b"idle_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_expire_time", b"idle_expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionExtendedPayload: _TypeAlias = SessionExtendedPayload  # noqa: Y015
 
 @_typing.final
 class SessionCreatedPayload(_message.Message):

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gatehouse/v1/event.proto.
  */
 export const file_gatehouse_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChhnYXRlaG91c2UvdjEvZXZlbnQucHJvdG8SDGdhdGVob3VzZS52MSK9CwoFRXZlbnQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBHR5cGUYAyABKA4yFy5nYXRlaG91c2UudjEuRXZlbnRUeXBlEhUKDWFjdG9yX3VzZXJfaWQYBCABKAkSGAoQYWN0b3Jfc2Vzc2lvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEhIKCnNlc3Npb25faWQYByABKAkSHAoUaW1wZXJzb25hdG9yX3VzZXJfaWQYCCABKAkSHwoXaW1wZXJzb25hdG9yX3Nlc3Npb25faWQYCSABKAkSPgoPc2Vzc2lvbl9jcmVhdGVkGAogASgLMiMuZ2F0ZWhvdXNlLnYxLlNlc3Npb25DcmVhdGVkUGF5bG9hZEgAEkQKEnNlc3Npb25fdGVybWluYXRlZBgLIAEoCzImLmdhdGVob3VzZS52MS5TZXNzaW9uVGVybWluYXRlZFBheWxvYWRIABI6Cg1yb2xlc19jaGFuZ2VkGAwgASgLMiEuZ2F0ZWhvdXNlLnYxLlJvbGVzQ2hhbmdlZFBheWxvYWRIABIxCgx1c2VyX2NyZWF0ZWQYDSABKAsyGS5nYXRlaG91c2UudjEuVXNlclBheWxvYWRIABI4Cgx1c2VyX3VwZGF0ZWQYDiABKAsyIC5nYXRlaG91c2UudjEuVXNlclVwZGF0ZWRQYXlsb2FkSAASMgoNdXNlcl9kaXNhYmxlZBgPIAEoCzIZLmdhdGVob3VzZS52MS5Vc2VyUGF5bG9hZEgAEjEKDHVzZXJfZGVsZXRlZBgQIAEoCzIZLmdhdGVob3VzZS52MS5Vc2VyUGF5bG9hZEgAEkAKEHBhc3N3b3JkX2NoYW5nZWQYESABKAsyJC5nYXRlaG91c2UudjEuUGFzc3dvcmRDaGFuZ2VkUGF5bG9hZEgAEjgKDGxvZ2luX2ZhaWxlZBgSIAEoCzIgLmdhdGVob3VzZS52MS5Mb2dpbkZhaWxlZFBheWxvYWRIABIzCg1ncm91cF9jcmVhdGVkGBMgASgLMhouZ2F0ZWhvdXNlLnYxLkdyb3VwUGF5bG9hZEgAEjMKDWdyb3VwX2RlbGV0ZWQYFCABKAsyGi5nYXRlaG91c2UudjEuR3JvdXBQYXlsb2FkSAASNwoMbWVtYmVyX2FkZGVkGBUgASgLMh8uZ2F0ZWhvdXNlLnYxLk1lbWJlcnNoaXBQYXlsb2FkSAASOQoObWVtYmVyX3JlbW92ZWQYFiABKAsyHy5nYXRlaG91c2UudjEuTWVtYmVyc2hpcFBheWxvYWRIABIxCgxyb2xlX2NyZWF0ZWQYFyABKAsyGS5nYXRlaG91c2UudjEuUm9sZVBheWxvYWRIABIxCgxyb2xlX2RlbGV0ZWQYGCABKAsyGS5nYXRlaG91c2UudjEuUm9sZVBheWxvYWRIABI2Cgxyb2xlX2dyYW50ZWQYGSABKAsyHi5nYXRlaG91c2UudjEuUm9sZUdyYW50UGF5bG9hZEgAEjYKDHJvbGVfcmV2b2tlZBgaIAEoCzIeLmdhdGVob3VzZS52MS5Sb2xlR3JhbnRQYXlsb2FkSAASSAoYcm9sZV9jb250YWlubWVudF9jaGFuZ2VkGBsgASgLMiQuZ2F0ZWhvdXNlLnYxLlJvbGVDb250YWlubWVudFBheWxvYWRIABI1Cg5wb2xpY3lfY3JlYXRlZBgcIAEoCzIbLmdhdGVob3VzZS52MS5Qb2xpY3lQYXlsb2FkSAASNQoOcG9saWN5X3VwZGF0ZWQYHSABKAsyGy5nYXRlaG91c2UudjEuUG9saWN5UGF5bG9hZEgAEjUKDnBvbGljeV9kZWxldGVkGB4gASgLMhsuZ2F0ZWhvdXNlLnYxLlBvbGljeVBheWxvYWRIAEIJCgdwYXlsb2FkIl8KFVNlc3Npb25DcmVhdGVkUGF5bG9hZBImCgdzZXNzaW9uGAEgASgLMhUuZ2F0ZWhvdXNlLnYxLlNlc3Npb24SDQoFcm9sZXMYAiADKAkSDwoHdHJ1c3RlZBgDIAEoCCJZChhTZXNzaW9uVGVybWluYXRlZFBheWxvYWQSLwoGcmVhc29uGAEgASgOMh8uZ2F0ZWhvdXNlLnYxLlRlcm1pbmF0aW9uUmVhc29uEgwKBG5vdGUYAiABKAkiRAoTUm9sZXNDaGFuZ2VkUGF5bG9hZBINCgVyb2xlcxgBIAMoCRINCgVhZGRlZBgCIAMoCRIPCgdyZW1vdmVkGAMgAygJIi8KC1VzZXJQYXlsb2FkEiAKBHVzZXIYASABKAsyEi5nYXRlaG91c2UudjEuVXNlciJOChJVc2VyVXBkYXRlZFBheWxvYWQSIAoEdXNlchgBIAEoCzISLmdhdGVob3VzZS52MS5Vc2VyEhYKDmNoYW5nZWRfZmllbGRzGAIgAygJIikKFlBhc3N3b3JkQ2hhbmdlZFBheWxvYWQSDwoHYnlfc2VsZhgBIAEoCCJmChJMb2dpbkZhaWxlZFBheWxvYWQSEAoIdXNlcm5hbWUYASABKAkSKAoGY2xpZW50GAIgASgLMhguZ2F0ZWhvdXNlLnYxLkNsaWVudEluZm8SFAoMcmF0ZV9saW1pdGVkGAMgASgIIjIKDEdyb3VwUGF5bG9hZBIiCgVncm91cBgBIAEoCzITLmdhdGVob3VzZS52MS5Hcm91cCI2ChFNZW1iZXJzaGlwUGF5bG9hZBIQCghncm91cF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIi8KC1JvbGVQYXlsb2FkEiAKBHJvbGUYASABKAsyEi5nYXRlaG91c2UudjEuUm9sZSJUChBSb2xlR3JhbnRQYXlsb2FkEgwKBHJvbGUYASABKAkSEQoHdXNlcl9pZBgCIAEoCUgAEhIKCGdyb3VwX2lkGAMgASgJSABCCwoJcHJpbmNpcGFsIk0KFlJvbGVDb250YWlubWVudFBheWxvYWQSDAoEcm9sZRgBIAEoCRIWCg5jb250YWluZWRfcm9sZRgCIAEoCRINCgVhZGRlZBgDIAEoCCI8Cg1Qb2xpY3lQYXlsb2FkEisKBnBvbGljeRgBIAEoCzIbLmdhdGVob3VzZS52MS5TZXNzaW9uUG9saWN5KrkFCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGkVWRU5UX1RZUEVfU0VTU0lPTl9DUkVBVEVEEAESIQodRVZFTlRfVFlQRV9TRVNTSU9OX1RFUk1JTkFURUQQAhIcChhFVkVOVF9UWVBFX1JPTEVTX0NIQU5HRUQQAxIbChdFVkVOVF9UWVBFX1VTRVJfQ1JFQVRFRBAEEhsKF0VWRU5UX1RZUEVfVVNFUl9VUERBVEVEEAUSHAoYRVZFTlRfVFlQRV9VU0VSX0RJU0FCTEVEEAYSGwoXRVZFTlRfVFlQRV9VU0VSX0RFTEVURUQQBxIfChtFVkVOVF9UWVBFX1BBU1NXT1JEX0NIQU5HRUQQCBIbChdFVkVOVF9UWVBFX0xPR0lOX0ZBSUxFRBAJEhwKGEVWRU5UX1RZUEVfR1JPVVBfQ1JFQVRFRBAKEhwKGEVWRU5UX1RZUEVfR1JPVVBfREVMRVRFRBALEiEKHUVWRU5UX1RZUEVfR1JPVVBfTUVNQkVSX0FEREVEEAwSIwofRVZFTlRfVFlQRV9HUk9VUF9NRU1CRVJfUkVNT1ZFRBANEhsKF0VWRU5UX1RZUEVfUk9MRV9DUkVBVEVEEA4SGwoXRVZFTlRfVFlQRV9ST0xFX0RFTEVURUQQDxIbChdFVkVOVF9UWVBFX1JPTEVfR1JBTlRFRBAQEhsKF0VWRU5UX1RZUEVfUk9MRV9SRVZPS0VEEBESJwojRVZFTlRfVFlQRV9ST0xFX0NPTlRBSU5NRU5UX0NIQU5HRUQQEhIdChlFVkVOVF9UWVBFX1BPTElDWV9DUkVBVEVEEBMSHQoZRVZFTlRfVFlQRV9QT0xJQ1lfVVBEQVRFRBAUEh0KGUVWRU5UX1RZUEVfUE9MSUNZX0RFTEVURUQQFUJAWj5naXRodWIuY29tL2dhdGVob3VzZS9nYXRlaG91c2UvZ2VuL2dvL2dhdGVob3VzZS92MTtnYXRlaG91c2V2MWIGcHJvdG8z", [file_gatehouse_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChhnYXRlaG91c2UvdjEvZXZlbnQucHJvdG8SDGdhdGVob3VzZS52MSL/CwoFRXZlbnQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBHR5cGUYAyABKA4yFy5nYXRlaG91c2UudjEuRXZlbnRUeXBlEhUKDWFjdG9yX3VzZXJfaWQYBCABKAkSGAoQYWN0b3Jfc2Vzc2lvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEhIKCnNlc3Npb25faWQYByABKAkSHAoUaW1wZXJzb25hdG9yX3VzZXJfaWQYCCABKAkSHwoXaW1wZXJzb25hdG9yX3Nlc3Npb25faWQYCSABKAkSPgoPc2Vzc2lvbl9jcmVhdGVkGAogASgLMiMuZ2F0ZWhvdXNlLnYxLlNlc3Npb25DcmVhdGVkUGF5bG9hZEgAEkQKEnNlc3Npb25fdGVybWluYXRlZBgLIAEoCzImLmdhdGVob3VzZS52MS5TZXNzaW9uVGVybWluYXRlZFBheWxvYWRIABI6Cg1yb2xlc19jaGFuZ2VkGAwgASgLMiEuZ2F0ZWhvdXNlLnYxLlJvbGVzQ2hhbmdlZFBheWxvYWRIABIxCgx1c2VyX2NyZWF0ZWQYDSABKAsyGS5nYXRlaG91c2UudjEuVXNlclBheWxvYWRIABI4Cgx1c2VyX3VwZGF0ZWQYDiABKAsyIC5nYXRlaG91c2UudjEuVXNlclVwZGF0ZWRQYXlsb2FkSAASMgoNdXNlcl9kaXNhYmxlZBgPIAEoCzIZLmdhdGVob3VzZS52MS5Vc2VyUGF5bG9hZEgAEjEKDHVzZXJfZGVsZXRlZBgQIAEoCzIZLmdhdGVob3VzZS52MS5Vc2VyUGF5bG9hZEgAEkAKEHBhc3N3b3JkX2NoYW5nZWQYESABKAsyJC5nYXRlaG91c2UudjEuUGFzc3dvcmRDaGFuZ2VkUGF5bG9hZEgAEjgKDGxvZ2luX2ZhaWxlZBgSIAEoCzIgLmdhdGVob3VzZS52MS5Mb2dpbkZhaWxlZFBheWxvYWRIABIzCg1ncm91cF9jcmVhdGVkGBMgASgLMhouZ2F0ZWhvdXNlLnYxLkdyb3VwUGF5bG9hZEgAEjMKDWdyb3VwX2RlbGV0ZWQYFCABKAsyGi5nYXRlaG91c2UudjEuR3JvdXBQYXlsb2FkSAASNwoMbWVtYmVyX2FkZGVkGBUgASgLMh8uZ2F0ZWhvdXNlLnYxLk1lbWJlcnNoaXBQYXlsb2FkSAASOQoObWVtYmVyX3JlbW92ZWQYFiABKAsyHy5nYXRlaG91c2UudjEuTWVtYmVyc2hpcFBheWxvYWRIABIxCgxyb2xlX2NyZWF0ZWQYFyABKAsyGS5nYXRlaG91c2UudjEuUm9sZVBheWxvYWRIABIxCgxyb2xlX2RlbGV0ZWQYGCABKAsyGS5nYXRlaG91c2UudjEuUm9sZVBheWxvYWRIABI2Cgxyb2xlX2dyYW50ZWQYGSABKAsyHi5nYXRlaG91c2UudjEuUm9sZUdyYW50UGF5bG9hZEgAEjYKDHJvbGVfcmV2b2tlZBgaIAEoCzIeLmdhdGVob3VzZS52MS5Sb2xlR3JhbnRQYXlsb2FkSAASSAoYcm9sZV9jb250YWlubWVudF9jaGFuZ2VkGBsgASgLMiQuZ2F0ZWhvdXNlLnYxLlJvbGVDb250YWlubWVudFBheWxvYWRIABI1Cg5wb2xpY3lfY3JlYXRlZBgcIAEoCzIbLmdhdGVob3VzZS52MS5Qb2xpY3lQYXlsb2FkSAASNQoOcG9saWN5X3VwZGF0ZWQYHSABKAsyGy5nYXRlaG91c2UudjEuUG9saWN5UGF5bG9hZEgAEjUKDnBvbGljeV9kZWxldGVkGB4gASgLMhsuZ2F0ZWhvdXNlLnYxLlBvbGljeVBheWxvYWRIABJAChBzZXNzaW9uX2V4dGVuZGVkGB8gASgLMiQuZ2F0ZWhvdXNlLnYxLlNlc3Npb25FeHRlbmRlZFBheWxvYWRIAEIJCgdwYXlsb2FkIk4KFlNlc3Npb25FeHRlbmRlZFBheWxvYWQSNAoQaWRsZV9leHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXwoVU2Vzc2lvbkNyZWF0ZWRQYXlsb2FkEiYKB3Nlc3Npb24YASABKAsyFS5nYXRlaG91c2UudjEuU2Vzc2lvbhINCgVyb2xlcxgCIAMoCRIPCgd0cnVzdGVkGAMgASgIIlkKGFNlc3Npb25UZXJtaW5hdGVkUGF5bG9hZBIvCgZyZWFzb24YASABKA4yHy5nYXRlaG91c2UudjEuVGVybWluYXRpb25SZWFzb24SDAoEbm90ZRgCIAEoCSJEChNSb2xlc0NoYW5nZWRQYXlsb2FkEg0KBXJvbGVzGAEgAygJEg0KBWFkZGVkGAIgAygJEg8KB3JlbW92ZWQYAyADKAkiLwoLVXNlclBheWxvYWQSIAoEdXNlchgBIAEoCzISLmdhdGVob3VzZS52MS5Vc2VyIk4KElVzZXJVcGRhdGVkUGF5bG9hZBIgCgR1c2VyGAEgASgLMhIuZ2F0ZWhvdXNlLnYxLlVzZXISFgoOY2hhbmdlZF9maWVsZHMYAiADKAkiKQoWUGFzc3dvcmRDaGFuZ2VkUGF5bG9hZBIPCgdieV9zZWxmGAEgASgIImYKEkxvZ2luRmFpbGVkUGF5bG9hZBIQCgh1c2VybmFtZRgBIAEoCRIoCgZjbGllbnQYAiABKAsyGC5nYXRlaG91c2UudjEuQ2xpZW50SW5mbxIUCgxyYXRlX2xpbWl0ZWQYAyABKAgiMgoMR3JvdXBQYXlsb2FkEiIKBWdyb3VwGAEgASgLMhMuZ2F0ZWhvdXNlLnYxLkdyb3VwIjYKEU1lbWJlcnNoaXBQYXlsb2FkEhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiLwoLUm9sZVBheWxvYWQSIAoEcm9sZRgBIAEoCzISLmdhdGVob3VzZS52MS5Sb2xlIlQKEFJvbGVHcmFudFBheWxvYWQSDAoEcm9sZRgBIAEoCRIRCgd1c2VyX2lkGAIgASgJSAASEgoIZ3JvdXBfaWQYAyABKAlIAEILCglwcmluY2lwYWwiTQoWUm9sZUNvbnRhaW5tZW50UGF5bG9hZBIMCgRyb2xlGAEgASgJEhYKDmNvbnRhaW5lZF9yb2xlGAIgASgJEg0KBWFkZGVkGAMgASgIIjwKDVBvbGljeVBheWxvYWQSKwoGcG9saWN5GAEgASgLMhsuZ2F0ZWhvdXNlLnYxLlNlc3Npb25Qb2xpY3kq2gUKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaRVZFTlRfVFlQRV9TRVNTSU9OX0NSRUFURUQQARIhCh1FVkVOVF9UWVBFX1NFU1NJT05fVEVSTUlOQVRFRBACEhwKGEVWRU5UX1RZUEVfUk9MRVNfQ0hBTkdFRBADEhsKF0VWRU5UX1RZUEVfVVNFUl9DUkVBVEVEEAQSGwoXRVZFTlRfVFlQRV9VU0VSX1VQREFURUQQBRIcChhFVkVOVF9UWVBFX1VTRVJfRElTQUJMRUQQBhIbChdFVkVOVF9UWVBFX1VTRVJfREVMRVRFRBAHEh8KG0VWRU5UX1RZUEVfUEFTU1dPUkRfQ0hBTkdFRBAIEhsKF0VWRU5UX1RZUEVfTE9HSU5fRkFJTEVEEAkSHAoYRVZFTlRfVFlQRV9HUk9VUF9DUkVBVEVEEAoSHAoYRVZFTlRfVFlQRV9HUk9VUF9ERUxFVEVEEAsSIQodRVZFTlRfVFlQRV9HUk9VUF9NRU1CRVJfQURERUQQDBIjCh9FVkVOVF9UWVBFX0dST1VQX01FTUJFUl9SRU1PVkVEEA0SGwoXRVZFTlRfVFlQRV9ST0xFX0NSRUFURUQQDhIbChdFVkVOVF9UWVBFX1JPTEVfREVMRVRFRBAPEhsKF0VWRU5UX1RZUEVfUk9MRV9HUkFOVEVEEBASGwoXRVZFTlRfVFlQRV9ST0xFX1JFVk9LRUQQERInCiNFVkVOVF9UWVBFX1JPTEVfQ09OVEFJTk1FTlRfQ0hBTkdFRBASEh0KGUVWRU5UX1RZUEVfUE9MSUNZX0NSRUFURUQQExIdChlFVkVOVF9UWVBFX1BPTElDWV9VUERBVEVEEBQSHQoZRVZFTlRfVFlQRV9QT0xJQ1lfREVMRVRFRBAVEh8KG0VWRU5UX1RZUEVfU0VTU0lPTl9FWFRFTkRFRBAWQkBaPmdpdGh1Yi5jb20vZ2F0ZWhvdXNlL2dhdGVob3VzZS9nZW4vZ28vZ2F0ZWhvdXNlL3YxO2dhdGVob3VzZXYxYgZwcm90bzM", [file_gatehouse_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * Event is one entry of the event log: something that happened to an identity, a session or a
@@ -260,6 +260,14 @@ export type Event = Message<"gatehouse.v1.Event"> & {
      */
     value: PolicyPayload;
     case: "policyDeleted";
+  } | {
+    /**
+     * session_extended details EVENT_TYPE_SESSION_EXTENDED.
+     *
+     * @generated from field: gatehouse.v1.SessionExtendedPayload session_extended = 31;
+     */
+    value: SessionExtendedPayload;
+    case: "sessionExtended";
   } | { case: undefined; value?: undefined };
 };
 
@@ -269,6 +277,27 @@ export type Event = Message<"gatehouse.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_gatehouse_v1_event, 0);
+
+/**
+ * SessionExtendedPayload details a session whose idle expiry activity moved.
+ *
+ * @generated from message gatehouse.v1.SessionExtendedPayload
+ */
+export type SessionExtendedPayload = Message<"gatehouse.v1.SessionExtendedPayload"> & {
+  /**
+   * idle_expire_time is the session's new idle expiry.
+   *
+   * @generated from field: google.protobuf.Timestamp idle_expire_time = 1;
+   */
+  idleExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gatehouse.v1.SessionExtendedPayload.
+ * Use `create(SessionExtendedPayloadSchema)` to create a new message.
+ */
+export const SessionExtendedPayloadSchema: GenMessage<SessionExtendedPayload> = /*@__PURE__*/
+  messageDesc(file_gatehouse_v1_event, 1);
 
 /**
  * SessionCreatedPayload details a new session.
@@ -303,7 +332,7 @@ export type SessionCreatedPayload = Message<"gatehouse.v1.SessionCreatedPayload"
  * Use `create(SessionCreatedPayloadSchema)` to create a new message.
  */
 export const SessionCreatedPayloadSchema: GenMessage<SessionCreatedPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 1);
+  messageDesc(file_gatehouse_v1_event, 2);
 
 /**
  * SessionTerminatedPayload details the end of a session.
@@ -331,7 +360,7 @@ export type SessionTerminatedPayload = Message<"gatehouse.v1.SessionTerminatedPa
  * Use `create(SessionTerminatedPayloadSchema)` to create a new message.
  */
 export const SessionTerminatedPayloadSchema: GenMessage<SessionTerminatedPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 2);
+  messageDesc(file_gatehouse_v1_event, 3);
 
 /**
  * RolesChangedPayload details a change of a user's effective roles.
@@ -366,7 +395,7 @@ export type RolesChangedPayload = Message<"gatehouse.v1.RolesChangedPayload"> & 
  * Use `create(RolesChangedPayloadSchema)` to create a new message.
  */
 export const RolesChangedPayloadSchema: GenMessage<RolesChangedPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 3);
+  messageDesc(file_gatehouse_v1_event, 4);
 
 /**
  * UserPayload carries a user as it was when the event happened.
@@ -387,7 +416,7 @@ export type UserPayload = Message<"gatehouse.v1.UserPayload"> & {
  * Use `create(UserPayloadSchema)` to create a new message.
  */
 export const UserPayloadSchema: GenMessage<UserPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 4);
+  messageDesc(file_gatehouse_v1_event, 5);
 
 /**
  * UserUpdatedPayload details a change to a user.
@@ -415,7 +444,7 @@ export type UserUpdatedPayload = Message<"gatehouse.v1.UserUpdatedPayload"> & {
  * Use `create(UserUpdatedPayloadSchema)` to create a new message.
  */
 export const UserUpdatedPayloadSchema: GenMessage<UserUpdatedPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 5);
+  messageDesc(file_gatehouse_v1_event, 6);
 
 /**
  * PasswordChangedPayload details a password change. It never carries the password.
@@ -436,7 +465,7 @@ export type PasswordChangedPayload = Message<"gatehouse.v1.PasswordChangedPayloa
  * Use `create(PasswordChangedPayloadSchema)` to create a new message.
  */
 export const PasswordChangedPayloadSchema: GenMessage<PasswordChangedPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 6);
+  messageDesc(file_gatehouse_v1_event, 7);
 
 /**
  * LoginFailedPayload details a failed login: a wrong password, an unknown, disabled or password-less
@@ -474,7 +503,7 @@ export type LoginFailedPayload = Message<"gatehouse.v1.LoginFailedPayload"> & {
  * Use `create(LoginFailedPayloadSchema)` to create a new message.
  */
 export const LoginFailedPayloadSchema: GenMessage<LoginFailedPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 7);
+  messageDesc(file_gatehouse_v1_event, 8);
 
 /**
  * GroupPayload carries a group as it was when the event happened.
@@ -495,7 +524,7 @@ export type GroupPayload = Message<"gatehouse.v1.GroupPayload"> & {
  * Use `create(GroupPayloadSchema)` to create a new message.
  */
 export const GroupPayloadSchema: GenMessage<GroupPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 8);
+  messageDesc(file_gatehouse_v1_event, 9);
 
 /**
  * MembershipPayload details a membership change.
@@ -523,7 +552,7 @@ export type MembershipPayload = Message<"gatehouse.v1.MembershipPayload"> & {
  * Use `create(MembershipPayloadSchema)` to create a new message.
  */
 export const MembershipPayloadSchema: GenMessage<MembershipPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 9);
+  messageDesc(file_gatehouse_v1_event, 10);
 
 /**
  * RolePayload carries a role as it was when the event happened.
@@ -544,7 +573,7 @@ export type RolePayload = Message<"gatehouse.v1.RolePayload"> & {
  * Use `create(RolePayloadSchema)` to create a new message.
  */
 export const RolePayloadSchema: GenMessage<RolePayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 10);
+  messageDesc(file_gatehouse_v1_event, 11);
 
 /**
  * RoleGrantPayload details a grant or a revocation.
@@ -588,7 +617,7 @@ export type RoleGrantPayload = Message<"gatehouse.v1.RoleGrantPayload"> & {
  * Use `create(RoleGrantPayloadSchema)` to create a new message.
  */
 export const RoleGrantPayloadSchema: GenMessage<RoleGrantPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 11);
+  messageDesc(file_gatehouse_v1_event, 12);
 
 /**
  * RoleContainmentPayload details a containment change.
@@ -623,7 +652,7 @@ export type RoleContainmentPayload = Message<"gatehouse.v1.RoleContainmentPayloa
  * Use `create(RoleContainmentPayloadSchema)` to create a new message.
  */
 export const RoleContainmentPayloadSchema: GenMessage<RoleContainmentPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 12);
+  messageDesc(file_gatehouse_v1_event, 13);
 
 /**
  * PolicyPayload carries a session policy as it was when the event happened.
@@ -644,7 +673,7 @@ export type PolicyPayload = Message<"gatehouse.v1.PolicyPayload"> & {
  * Use `create(PolicyPayloadSchema)` to create a new message.
  */
 export const PolicyPayloadSchema: GenMessage<PolicyPayload> = /*@__PURE__*/
-  messageDesc(file_gatehouse_v1_event, 13);
+  messageDesc(file_gatehouse_v1_event, 14);
 
 /**
  * EventType is the kind of an event in the event log.
@@ -805,6 +834,15 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_POLICY_DELETED = 21;
    */
   POLICY_DELETED = 21,
+
+  /**
+   * EVENT_TYPE_SESSION_EXTENDED: activity moved a session's idle expiry while its end was near
+   * enough to have been announced (WatchSession's expiring), so that every node hears of it.
+   * Activity further from the expiry writes no event.
+   *
+   * @generated from enum value: EVENT_TYPE_SESSION_EXTENDED = 22;
+   */
+  SESSION_EXTENDED = 22,
 }
 
 /**
