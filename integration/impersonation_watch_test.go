@@ -3,8 +3,12 @@ package integration_test
 import (
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/internal/testnode"
+	"github.com/gatehouse/gatehouse/server"
 	"github.com/gatehouse/gatehouse/server/auth"
 )
 
@@ -51,5 +55,40 @@ func TestImpersonationReachesTheTargetsWatchers(t *testing.T) {
 				liveWantTerminated(t, ch, "terminated", gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_ADMIN)
 			})
 		}
+	}
+}
+
+// TestImpersonationRespectsTheSessionCap: an impersonation that would take its target past the
+// per-user cap on active sessions is refused (RESOURCE_EXHAUSTED SESSION_CAP), and ends none of
+// the target's own sessions, where a login past the cap would evict the oldest.
+func TestImpersonationRespectsTheSessionCap(t *testing.T) {
+	for _, b := range testnode.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			t.Parallel()
+			n := testnode.StartWith(t, server.Config{Database: testnode.DatabaseURL(t, b), MaxSessionsPerUser: 3})
+			c := n.Client(testnode.GRPC)
+			a := newIDAdmin(t, n, c)
+			target := impUser(a, "capped-target")
+			impUser(a, "capped-support", auth.RoleImpersonator)
+			sup := testnode.Login(t, c, "capped-support", impPassword)
+			testnode.Login(t, c, "capped-target", impPassword)
+			testnode.Login(t, c, "capped-target", impPassword)
+			if _, err := smTryCreate(c, sup.Token, impReq("capped-target", "third of three")); err != nil {
+				t.Fatalf("an impersonation within the cap: %v", err)
+			}
+			_, err := smTryCreate(c, sup.Token, impReq("capped-target", "one too many"))
+			if status.Code(err) != codes.ResourceExhausted || testnode.Reason(err) != "SESSION_CAP" {
+				t.Fatalf("an impersonation past the cap: %v (reason %q), want RESOURCE_EXHAUSTED SESSION_CAP", err, testnode.Reason(err))
+			}
+			active := 0
+			for _, r := range mnSessions(t, n, target.Id) {
+				if r.active {
+					active++
+				}
+			}
+			if active != 3 {
+				t.Errorf("the target holds %d active sessions after the refused impersonation, want its 2 and the first impersonation", active)
+			}
+		})
 	}
 }

@@ -1,11 +1,15 @@
 // Command gatehouse-bench measures a Gatehouse node against the limits of the machine it runs on.
 //
-//	gatehouse-bench [--scenario validate|login|all] [--duration 10s] [--runs 3] [--database URL]
-//	                [--sessions 10000] [--concurrency 64]
+//	gatehouse-bench [--scenario NAME[,NAME...]|all] [--duration 10s] [--runs 3] [--database URL]
+//	                [--sessions 10000] [--concurrency 64] [--streams 20000] [--members 10000]
+//	                [--memory-sessions 100000] [--debug-addr 127.0.0.1:6060]
 //
-// It starts what it needs itself, in this process: a node on 127.0.0.1 with OS-chosen ports, on a
-// throwaway PostgreSQL cluster unless --database names a database. Each scenario prints one JSON
-// object per result on standard output; progress and the node's warnings go to standard error.
+// The scenarios are memory, validate, login, propagation, limit-race, stream-memory and
+// group-fanout (docs/PERFORMANCE.md says what each measures). It starts what it needs itself, in
+// this process: a node on 127.0.0.1 with OS-chosen ports, on a throwaway PostgreSQL cluster unless
+// --database names a database, and a second node on the same database for the scenarios that need
+// two (propagation, limit-race) on PostgreSQL. Each scenario prints one JSON object per result on
+// standard output; progress and the node's warnings go to standard error.
 //
 // Every figure is measured in runs alternated with the runs of its baseline (baseline, figure,
 // baseline, figure, ...), because these machines are shared and noisy: a change in the machine's
@@ -36,6 +40,13 @@ import (
 )
 
 func main() {
+	if isHolder() {
+		if err := holdStreams(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "gatehouse-bench stream holder:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -57,7 +68,7 @@ func main() {
 
 // options are the command line of one bench.
 type options struct {
-	// scenario is validate, login or all.
+	// scenario is names of scenarios separated by commas, or all.
 	scenario string
 	// duration is the length of one measured run (of a figure or of a baseline).
 	duration time.Duration
@@ -70,6 +81,14 @@ type options struct {
 	concurrency int
 	// runs is the number of measured runs of each figure and of each baseline.
 	runs int
+	// streams is the number of idle WatchSession streams the stream-memory scenario holds.
+	streams int
+	// members is the size of the group of the group-fanout scenario.
+	members int
+	// memorySessions is the number of active sessions of the memory scenario.
+	memorySessions int
+	// debugAddr, when set, is where net/http/pprof is served while the bench runs.
+	debugAddr string
 }
 
 // scenario runs one scenario against e and hands each result to emit. It returns the number of
@@ -79,10 +98,18 @@ type scenario func(ctx context.Context, e *env, o options, emit func(any) error)
 // scenarios are the scenarios by name, and scenarioOrder the order in which all of them run.
 var (
 	scenarios = map[string]scenario{
-		"validate": runValidate,
-		"login":    runLogin,
+		"memory":        runMemory,
+		"validate":      runValidate,
+		"login":         runLogin,
+		"propagation":   runPropagation,
+		"limit-race":    runLimitRace,
+		"stream-memory": runStreamMemory,
+		"group-fanout":  runGroupFanout,
 	}
-	scenarioOrder = []string{"validate", "login"}
+	// NOTE: memory first, because its figure is the whole process's resident memory, which every
+	// scenario before it would raise (their sessions stay in the node's cache); the two that open
+	// thousands of streams last, so that their goroutines and buffers skew no rate or latency.
+	scenarioOrder = []string{"memory", "validate", "login", "propagation", "limit-race", "stream-memory", "group-fanout"}
 )
 
 // parseFlags reads the command line.
@@ -90,13 +117,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("gatehouse-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.scenario, "scenario", "all", "scenario to run: "+strings.Join(scenarioOrder, ", ")+" or all")
+	fs.StringVar(&o.scenario, "scenario", "all", "scenario to run: "+strings.Join(scenarioOrder, ", ")+
+		", several of them separated by commas (run in that order, on one node and database), or all")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run (figure and baseline alike)")
 	fs.StringVar(&o.database, "database", "", "database of the node: empty starts a throwaway PostgreSQL (initdb and pg_ctl on PATH), "+
 		"\"sqlite\" uses a SQLite file in a temporary directory; a sqlite:// or postgres:// URL names one, which the bench "+
 		"fills with users and sessions and leaves behind")
 	fs.IntVar(&o.sessions, "sessions", 10000, "active sessions validated round-robin by the validate scenario")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "validations in flight")
+	fs.IntVar(&o.streams, "streams", 20000, "idle WatchSession streams held by the stream-memory scenario")
+	fs.IntVar(&o.members, "members", 10000, "members of the group the group-fanout scenario grants a role to, each with a watched session")
+	fs.IntVar(&o.memorySessions, "memory-sessions", 100000, "active sessions, each validated once, of the memory scenario")
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) while the bench runs; empty: off")
 	fs.IntVar(&o.runs, "runs", 3, "measured runs of each figure and of each baseline, alternated; the results are their medians")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: gatehouse-bench [flags]\n\n"+
@@ -110,8 +142,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if _, ok := scenarios[o.scenario]; !ok && o.scenario != "all" {
-		return options{}, fmt.Errorf("--scenario %q: use %s or all", o.scenario, strings.Join(scenarioOrder, ", "))
+	if o.scenario != "all" {
+		for _, name := range strings.Split(o.scenario, ",") {
+			if _, ok := scenarios[name]; !ok {
+				return options{}, fmt.Errorf("--scenario %q: use %s, several of them separated by commas, or all", o.scenario, strings.Join(scenarioOrder, ", "))
+			}
+		}
 	}
 	switch {
 	case o.duration <= 0:
@@ -122,16 +158,23 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, errors.New("--concurrency must be positive")
 	case o.runs <= 0:
 		return options{}, errors.New("--runs must be positive")
+	case o.streams <= 0:
+		return options{}, errors.New("--streams must be positive")
+	case o.members <= 0:
+		return options{}, errors.New("--members must be positive")
+	case o.memorySessions <= 0:
+		return options{}, errors.New("--memory-sessions must be positive")
 	}
 	return o, nil
 }
 
-// selected returns the names of the scenarios to run, in order.
+// selected returns the names of the scenarios to run, in order: all in scenarioOrder, or those
+// named, in the order named.
 func (o options) selected() []string {
 	if o.scenario == "all" {
 		return scenarioOrder
 	}
-	return []string{o.scenario}
+	return strings.Split(o.scenario, ",")
 }
 
 // run runs the bench with the command line args. Results go to stdout, everything else to stderr.
@@ -144,6 +187,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var cleanup cleanups
 	defer cleanup.run()
+	if o.debugAddr != "" {
+		if err := serveDebug(o.debugAddr, stderr, &cleanup); err != nil {
+			return err
+		}
+	}
 	e, err := startEnv(ctx, o, stderr, &cleanup)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -175,9 +223,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// env is what the scenarios run against: one node on one database.
+// env is what the scenarios run against: one node on one database, and a second one on the same
+// database once a scenario asks for it (see env.second).
 type env struct {
 	node *server.Node
+	// cfg is the configuration node started with, and cleanup stops what the env starts later.
+	cfg     server.Config
+	cleanup *cleanups
+	// node2 is the second node, nil until env.second starts it.
+	node2 *server.Node
+	// adminToken is a session token of the administrator, empty until env.admin makes one.
+	adminToken string
 	// database is "postgres" or "sqlite", for the results.
 	database string
 	// prefix starts the names of the users this bench creates, unique to the bench, so that a
@@ -195,7 +251,7 @@ func (e *env) progress(format string, args ...any) {
 // startEnv prepares the database o names (starting a throwaway PostgreSQL when it names none) and
 // starts a node on it. What it starts is stopped by cleanup.
 func startEnv(ctx context.Context, o options, stderr io.Writer, cleanup *cleanups) (*env, error) {
-	e := &env{log: stderr, prefix: "bench-" + strings.ToLower(rand.Text()[:8])}
+	e := &env{log: stderr, prefix: "bench-" + strings.ToLower(rand.Text()[:8]), cleanup: cleanup}
 	url := o.database
 	switch {
 	case url == "":
@@ -240,22 +296,53 @@ func startEnv(ctx context.Context, o options, stderr io.Writer, cleanup *cleanup
 		// scenario measures them.
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+	e.cfg = cfg
 	e.progress("starting a node on %s", e.database)
+	n, err := e.startNode(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	e.node = n
+	return e, nil
+}
+
+// startNode starts a node with cfg, stopped by e.cleanup.
+func (e *env) startNode(ctx context.Context, cfg server.Config) (*server.Node, error) {
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	n, err := server.Start(startCtx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("starting the node: %w", err)
+		return nil, fmt.Errorf("starting a node: %w", err)
 	}
-	cleanup.push(func() {
+	e.cleanup.push(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := n.Shutdown(ctx); err != nil {
-			e.progress("shutting the node down: %v", err)
+			e.progress("shutting a node down: %v", err)
 		}
 	})
-	e.node = n
-	return e, nil
+	return n, nil
+}
+
+// second returns a second node on the database of the first, starting it on the first call, or
+// nil on SQLite, whose file one node at a time can open.
+func (e *env) second(ctx context.Context) (*server.Node, error) {
+	if e.database != "postgres" {
+		return nil, nil
+	}
+	if e.node2 == nil {
+		e.progress("starting a second node on the same database")
+		cfg := e.cfg
+		// NOTE: no administrator's password: the first node set it, and a node given one on a
+		// database that has users warns that it goes unused.
+		cfg.AdminPassword = ""
+		n, err := e.startNode(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		e.node2 = n
+	}
+	return e.node2, nil
 }
 
 // cleanups are the undo steps of what a bench started, run last first.

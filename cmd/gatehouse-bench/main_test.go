@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +17,19 @@ import (
 )
 
 // TestMain checks that a bench leaves no goroutine behind: its node, servers and clients stop.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+//
+// NOTE: the stream-memory scenario runs this binary as its stream holder (see holdStreams), which
+// the test binary then is.
+func TestMain(m *testing.M) {
+	if isHolder() {
+		if err := holdStreams(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "stream holder:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fields are the fields a result must have, by kind.
 type fields struct {
@@ -32,12 +45,37 @@ var (
 		strings: []string{"scenario", "database", "argon2id"},
 		numbers: []string{"rate", "p50_ms", "p99_ms", "baseline_rate", "ratio", "errors", "baseline_errors", "runs", "duration_s", "concurrency", "hash_goroutines"},
 	}
+	// resultFields are the fields of each scenario's results.
+	resultFields = map[string]fields{
+		"validate": validateFields,
+		"login":    loginFields,
+		"memory": {
+			strings: []string{"scenario", "database", "measures"},
+			numbers: []string{"sessions", "rss_bytes", "rss_before_bytes", "heap_bytes", "errors"},
+		},
+		"propagation": {
+			strings: []string{"scenario", "kind", "database"},
+			numbers: []string{"p50_ms", "p99_ms", "max_ms", "changes", "errors", "before_ack", "rate", "runs", "duration_s", "nodes"},
+		},
+		"limit-race": {
+			strings: []string{"scenario", "database", "on_limit"},
+			numbers: []string{"p50_ms", "p99_ms", "active_after", "active_after_min", "logins", "limit", "errors", "runs", "nodes"},
+		},
+		"stream-memory": {
+			strings: []string{"scenario", "database", "measures"},
+			numbers: []string{"streams", "bytes_per_stream", "heap_bytes_per_stream", "goroutines_per_stream", "rss_before_bytes", "rss_after_bytes"},
+		},
+		"group-fanout": {
+			strings: []string{"scenario", "database"},
+			numbers: []string{"members", "seconds", "max_seconds", "ack_seconds", "missing", "runs"},
+		},
+	}
 )
 
 // TestSmoke runs the scenarios for about a second each and checks that the program succeeds and
 // prints every result with every field. It never looks at the figures.
 func TestSmoke(t *testing.T) {
-	short := []string{"--duration", "300ms", "--runs", "1", "--sessions", "200"}
+	short := []string{"--duration", "300ms", "--runs", "1", "--sessions", "200", "--streams", "100", "--members", "100", "--memory-sessions", "300"}
 	// NOTE: the cases run in parallel within a group, and what they leave behind is checked once
 	// the group has ended.
 	t.Run("group", func(t *testing.T) { smokeCases(t, short) })
@@ -54,8 +92,12 @@ func smokeCases(t *testing.T, short []string) {
 		// want are the results expected, in order, as scenario or scenario/transport.
 		want []string
 	}{
-		{name: "sqlite", args: []string{"--database", "sqlite"}, want: []string{"validate/grpc", "validate/connect", "validate/rest", "login"}},
-		{name: "postgres", args: []string{"--scenario", "validate"}, want: []string{"validate/grpc", "validate/connect", "validate/rest"}},
+		// NOTE: propagation prints nothing on SQLite (it needs two nodes); the postgres case runs
+		// it and the other scenario of two nodes, limit-race.
+		{name: "sqlite", args: []string{"--database", "sqlite"}, want: []string{"memory", "validate/grpc", "validate/connect", "validate/rest",
+			"login", "limit-race", "stream-memory", "group-fanout"}},
+		{name: "postgres", args: []string{"--scenario", "validate,propagation,limit-race"}, want: []string{"validate/grpc", "validate/connect", "validate/rest",
+			"propagation/grant", "propagation/terminate", "limit-race"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -76,11 +118,17 @@ func smokeCases(t *testing.T, short []string) {
 					t.Fatalf("a line of stdout is not a JSON object: %v\n%s", err, sc.Text())
 				}
 				name, _ := r["scenario"].(string)
-				want := loginFields
-				if name == "validate" {
-					want = validateFields
+				want, ok := resultFields[name]
+				if !ok {
+					t.Errorf("a result of an unknown scenario: %s", sc.Text())
+				}
+				switch name {
+				case "validate":
 					tr, _ := r["transport"].(string)
 					name += "/" + tr
+				case "propagation":
+					kind, _ := r["kind"].(string)
+					name += "/" + kind
 				}
 				for _, f := range want.strings {
 					if s, ok := r[f].(string); !ok || s == "" {

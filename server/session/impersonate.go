@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
@@ -171,4 +172,26 @@ func endImpersonations(ctx context.Context, tx *store.Tx, ended []string, reason
 	_, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER, note, 0,
 		entsession.ImpersonatorSessionIDIn(ended...))
 	return err
+}
+
+// withinCap refuses an impersonation that would take the user past the store's per-user cap on
+// active sessions (store.Store.MaxSessionsPerUser).
+//
+// NOTE: a login past the cap evicts the user's oldest session (applyCap); an impersonation must
+// not end the user's own sessions, so it is refused instead, which also keeps an impersonator
+// from piling up sessions of one user.
+func withinCap(ctx context.Context, tx *store.Tx, userID string) error {
+	limit := tx.Store().MaxSessionsPerUser()
+	if limit <= 0 {
+		return nil
+	}
+	n, err := tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true)).Count(ctx)
+	if err != nil {
+		return err
+	}
+	if n >= limit {
+		return errs.ResourceExhausted("SESSION_CAP", "the user already holds %d active sessions, the most one user may hold", n).
+			WithMetadata("max_sessions_per_user", strconv.Itoa(limit))
+	}
+	return nil
 }

@@ -196,7 +196,9 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 		} else {
 			// NOTE: an impersonation does not count towards the user's limits (see
 			// notImpersonation) and so evicts none of the user's sessions, nor is refused by them.
-			_, err = endExpired(ctx, tx, now, 0, entsession.UserID(u.ID))
+			if _, err = endExpired(ctx, tx, now, 0, entsession.UserID(u.ID)); err == nil {
+				err = withinCap(ctx, tx, u.ID)
+			}
 		}
 		if err != nil {
 			return err

@@ -120,6 +120,11 @@ func (w *writeBack) flush(ctx context.Context) {
 	for _, a := range batch {
 		w.addLocked(a)
 	}
+	// NOTE: a flush cut short by the node shutting down is not a failure to report: the final
+	// flush (RunWriteBack) writes what is left.
+	if failed != nil && ctx.Err() != nil {
+		return
+	}
 	if failed != nil && !w.failing {
 		w.log.Warn("writing session activity back failed; it is retried at the next flush", "err", failed)
 	}
