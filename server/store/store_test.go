@@ -222,3 +222,27 @@ func TestRoleNamesInByteOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgresPoolKeepsItsConnections: connections that a burst opened stay in the pool when the
+// burst ends (as many idle as open), instead of being closed and opened again by the next burst.
+func TestPostgresPoolKeepsItsConnections(t *testing.T) {
+	st := teststore.Open(t, "postgres")
+	ctx := context.Background()
+	const burst = 32
+	var txs []*sql.Tx
+	for range burst {
+		tx, err := st.DB.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs = append(txs, tx)
+	}
+	for _, tx := range txs {
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := st.DB.Stats(); s.Idle != burst || s.MaxIdleClosed != 0 {
+		t.Errorf("after a burst of %d: %d idle connections, %d closed for the idle bound; want all %d kept", burst, s.Idle, s.MaxIdleClosed, burst)
+	}
+}
