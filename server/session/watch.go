@@ -105,31 +105,46 @@ func (s *Service) Watch(ctx context.Context, send func(*gatehousev1.WatchSession
 			return err
 		}
 		out, ended, rolesCursor, moved := ws.events(recs)
+		var last *gatehousev1.WatchSessionResponse
+		if ended {
+			// NOTE: the terminated message goes last, after a role change that committed before
+			// the session ended in the same batch (a busy tailer reads both in one round). A
+			// termination for the role change itself (a re-authenticate policy) is sent instead
+			// of the roles_changed.
+			out, last = out[:len(out)-1], out[len(out)-1]
+			if last.GetTerminated().GetReason() == gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE {
+				rolesCursor = ""
+			}
+		}
 		for _, m := range out {
 			if err := send(m); err != nil {
 				return err
 			}
 		}
-		if ended {
-			return nil
-		}
 		if rolesCursor != "" {
 			_, now, err := s.userAndRoles(ctx, p.UserID, true)
-			if err != nil {
+			switch {
+			case err != nil && ended:
+				// The user is gone with the session (deleted): the termination says it all.
+			case err != nil:
 				return err
-			}
-			if added, removed := diff(roles, now); len(added) > 0 || len(removed) > 0 {
-				roles = now
-				err = send(&gatehousev1.WatchSessionResponse{
-					Event: &gatehousev1.WatchSessionResponse_RolesChanged_{RolesChanged: &gatehousev1.WatchSessionResponse_RolesChanged{
-						Roles: now, Added: added, Removed: removed,
-					}},
-					ConsistencyToken: rolesCursor,
-				})
-				if err != nil {
-					return err
+			default:
+				if added, removed := diff(roles, now); len(added) > 0 || len(removed) > 0 {
+					roles = now
+					err = send(&gatehousev1.WatchSessionResponse{
+						Event: &gatehousev1.WatchSessionResponse_RolesChanged_{RolesChanged: &gatehousev1.WatchSessionResponse_RolesChanged{
+							Roles: now, Added: added, Removed: removed,
+						}},
+						ConsistencyToken: rolesCursor,
+					})
+					if err != nil {
+						return err
+					}
 				}
 			}
+		}
+		if ended {
+			return send(last)
 		}
 		if w.beat.Swap(false) {
 			if err := send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Heartbeat_{
