@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,8 +68,7 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 	base := "http://" + n.HTTPAddr()
 
 	ends := make(chan streamEnd, 8)
-	opened := make(chan string, 64)
-	rolesSeen := make(chan struct{})
+	opened := make(chan string, 8)
 	// NOTE: each WatchSession stream is known to be open once its snapshot has arrived; the
 	// WatchEvents stream once the server has sent its headers.
 	gs, err := grpcSessions.WatchSession(authed, &gatehousev1.WatchSessionRequest{})
@@ -90,7 +87,18 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 			}
 		}
 	}()
-	ge, err := grpcSessions.WatchEvents(authed, &gatehousev1.WatchEventsRequest{})
+	// NOTE: the WatchEvents stream is known to be open once it has delivered an event: it starts
+	// after the cursor of a role made before it (a consistency token is a cursor of the log), and
+	// catches up with a role made after that.
+	ids := gatehousev1.NewIdentityServiceClient(conn)
+	before, err := ids.CreateRole(authed, &gatehousev1.CreateRoleRequest{Name: "before_the_stream"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ids.CreateRole(authed, &gatehousev1.CreateRoleRequest{Name: "seen_by_the_stream"}); err != nil {
+		t.Fatal(err)
+	}
+	ge, err := grpcSessions.WatchEvents(authed, &gatehousev1.WatchEventsRequest{After: before.ConsistencyToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,23 +109,8 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 				ends <- streamEnd{"grpc WatchEvents", status.Code(err)}
 				return
 			}
-			if m.GetEvent().GetType() == gatehousev1.EventType_EVENT_TYPE_ROLE_CREATED {
+			if m.GetEvent().GetRoleCreated().GetRole().GetName() == "seen_by_the_stream" {
 				opened <- "grpc WatchEvents"
-			}
-		}
-	}()
-	// NOTE: the WatchEvents stream is known to be open once it has delivered an event made after
-	// it was opened; it is from now, so a change made until it has one.
-	go func() {
-		ids := gatehousev1.NewIdentityServiceClient(conn)
-		for i := 0; ; i++ {
-			if _, err := ids.CreateRole(authed, &gatehousev1.CreateRoleRequest{Name: fmt.Sprintf("probe_%d", i)}); err != nil {
-				return
-			}
-			select {
-			case <-rolesSeen:
-				return
-			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}()
@@ -171,14 +164,10 @@ func TestShutdownEndsOpenStreams(t *testing.T) {
 		ends <- end
 	}()
 	seen := map[string]bool{}
-	var stopProbing sync.Once
 	for len(seen) < 5 {
 		select {
 		case name := <-opened:
 			seen[name] = true
-			if name == "grpc WatchEvents" {
-				stopProbing.Do(func() { close(rolesSeen) })
-			}
 		case <-ctx.Done():
 			t.Fatalf("the streams did not all open within a minute: %v", seen)
 		}

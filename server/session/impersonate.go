@@ -185,7 +185,7 @@ func withinCap(ctx context.Context, tx *store.Tx, userID string) error {
 	if limit <= 0 {
 		return nil
 	}
-	n, err := tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true)).Count(ctx)
+	n, err := activeSessions(ctx, tx, userID)
 	if err != nil {
 		return err
 	}

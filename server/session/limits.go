@@ -193,7 +193,7 @@ func applyCap(ctx context.Context, tx *store.Tx, userID string) ([]string, error
 	if limit <= 0 {
 		return nil, nil
 	}
-	n, err := tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true)).Count(ctx)
+	n, err := activeSessions(ctx, tx, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +210,12 @@ func applyCap(ctx context.Context, tx *store.Tx, userID string) ([]string, error
 		return nil, err
 	}
 	return endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, capNote, oldest)
+}
+
+// activeSessions counts the active sessions of a user, of every type, impersonations included:
+// what the per-user cap bounds.
+func activeSessions(ctx context.Context, tx *store.Tx, userID string) (int, error) {
+	return tx.Session.Query().Where(entsession.UserID(userID), entsession.Active(true)).Count(ctx)
 }
 
 // sweepBatch bounds the sessions one sweep transaction ends.

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gatehouse/gatehouse/ent"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -23,6 +24,14 @@ type activity struct {
 	last, idle time.Time
 	now        time.Time
 	newIdle    time.Time
+}
+
+// update is the conditional write of a: it applies only while the row still has the last activity
+// and idle expiry the node read (a policy change, or another node's write, wins).
+func (a activity) update(c *ent.SessionClient) *ent.SessionUpdate {
+	return c.Update().
+		Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
+		SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle)
 }
 
 // writeBack is a node's batcher of last-activity writes, off the request path.
@@ -102,9 +111,7 @@ func (w *writeBack) flush(ctx context.Context) {
 		if w.announced(a) {
 			err = w.extend(ctx, a)
 		} else {
-			err = w.st.Client.Session.Update().
-				Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
-				SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle).Exec(ctx)
+			err = a.update(w.st.Client.Session).Exec(ctx)
 		}
 		if err != nil {
 			failed = err
@@ -139,9 +146,7 @@ func (w *writeBack) flush(ctx context.Context) {
 // session in use happens about once per idle timeout.
 func (w *writeBack) extend(ctx context.Context, a activity) error {
 	_, err := w.st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-		n, err := tx.Session.Update().
-			Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
-			SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle).Save(ctx)
+		n, err := a.update(tx.Session).Save(ctx)
 		if err != nil || n == 0 {
 			return err
 		}
