@@ -92,12 +92,15 @@ func TestLostNotificationCostsOnlyLatency(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+admin), liveWait)
 	defer cancel()
-	stream, err := gatehousev1.NewSessionServiceClient(conn).WatchEvents(ctx, &gatehousev1.WatchEventsRequest{})
+	// NOTE: a change through the node first, received, so that the stream is known to be open
+	// and following before the silent write. The stream starts after a known cursor, not "from
+	// now": the server may open it after the change has committed.
+	start := testnode.MustCall[gatehousev1.CreateRoleResponse](t, g, gatehousev1.IdentityService_CreateRole_FullMethodName, admin,
+		&gatehousev1.CreateRoleRequest{Name: "start"}).GetConsistencyToken()
+	stream, err := gatehousev1.NewSessionServiceClient(conn).WatchEvents(ctx, &gatehousev1.WatchEventsRequest{After: start})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// NOTE: a change through the node first, received, so that the stream is known to be open
-	// and following before the silent write.
 	testnode.MustCall[gatehousev1.CreateRoleResponse](t, g, gatehousev1.IdentityService_CreateRole_FullMethodName, admin,
 		&gatehousev1.CreateRoleRequest{Name: "loud"})
 	for {

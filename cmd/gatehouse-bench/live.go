@@ -183,14 +183,18 @@ func seedSessions(ctx context.Context, e *env, kind string, n int) (users, token
 type memory struct {
 	// rss is the resident set (VmRSS of /proc/self/status), heap the bytes of live heap objects
 	// (runtime.MemStats.HeapAlloc), both after a collection that returned what it could to the OS.
-	rss, heap  uint64
+	rss, heap uint64
+	// stacks is the memory of goroutine stacks (runtime.MemStats.StackInuse).
+	stacks     uint64
 	goroutines int
 }
 
 // measureMemory collects the garbage, returns the freed memory to the OS, and reads the process's
 // memory.
 func measureMemory() (memory, error) {
-	runtime.GC()
+	for range 4 {
+		runtime.GC()
+	}
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -198,7 +202,7 @@ func measureMemory() (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
-	return memory{rss: rss, heap: ms.HeapAlloc, goroutines: runtime.NumGoroutine()}, nil
+	return memory{rss: rss, heap: ms.HeapAlloc, stacks: ms.StackInuse, goroutines: runtime.NumGoroutine()}, nil
 }
 
 // readRSS returns VmRSS of /proc/self/status in bytes.

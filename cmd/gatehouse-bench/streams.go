@@ -21,9 +21,11 @@ type streamMemoryResult struct {
 	Database string `json:"database"`
 	Streams  int    `json:"streams"`
 	// BytesPerStream is the growth of the process's resident memory per open stream;
-	// HeapBytesPerStream that of its live heap, and GoroutinesPerStream that of its goroutines.
+	// HeapBytesPerStream that of its live heap, StackBytesPerStream that of its goroutine stacks,
+	// and GoroutinesPerStream that of its goroutines.
 	BytesPerStream      float64 `json:"bytes_per_stream"`
 	HeapBytesPerStream  float64 `json:"heap_bytes_per_stream"`
+	StackBytesPerStream float64 `json:"stack_bytes_per_stream"`
 	GoroutinesPerStream float64 `json:"goroutines_per_stream"`
 	// RSSBefore and RSSAfter are the process's resident memory without and with the streams.
 	RSSBefore uint64 `json:"rss_before_bytes"`
@@ -83,13 +85,14 @@ func runStreamMemory(ctx context.Context, e *env, o options, emit func(any) erro
 		Streams:             n,
 		BytesPerStream:      round(perItem(after.rss, before.rss, n), 0),
 		HeapBytesPerStream:  round(perItem(after.heap, before.heap, n), 0),
+		StackBytesPerStream: round(perItem(after.stacks, before.stacks, n), 0),
 		GoroutinesPerStream: round(float64(after.goroutines-before.goroutines)/float64(n), 2),
 		RSSBefore:           before.rss,
 		RSSAfter:            after.rss,
 		Measures:            "VmRSS delta of the node's process; the clients run in a child process; sessions cached before",
 	}
-	e.progress("stream-memory: %d streams: %.0f bytes a stream (heap %.0f, goroutines %.2f)", n,
-		res.BytesPerStream, res.HeapBytesPerStream, res.GoroutinesPerStream)
+	e.progress("stream-memory: %d streams: %.0f bytes a stream (heap %.0f, stacks %.0f, goroutines %.2f)", n,
+		res.BytesPerStream, res.HeapBytesPerStream, res.StackBytesPerStream, res.GoroutinesPerStream)
 	return 0, emit(res)
 }
 

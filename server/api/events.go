@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"slices"
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
@@ -108,8 +109,8 @@ func (h *Session) guard(ctx context.Context, cancel context.CancelCauseFunc, sub
 			// shutting down); the client resumes from its cursor and is authorised afresh.
 			cancel(sub.Err())
 			return
-		case batch := <-sub.C():
-			if !concernsCaller(batch, p) {
+		case <-sub.Ready():
+			if !slices.ContainsFunc(sub.Take(), func(batch []events.Record) bool { return concernsCaller(batch, p) }) {
 				continue
 			}
 			now, err := h.svc.Principal(ctx, p)

@@ -67,13 +67,21 @@ func (h *Hub) commit(recs []Record) {
 
 // Subscription receives the events published after it was made, in log order, as batches. A
 // subscription for a user receives only the events whose user_id is that user.
+//
+// NOTE: the batches wait in a queue that grows as they come, not in a channel of the buffer's
+// size: a node holds one subscription per open stream, most of them idle, and a channel of 256
+// batches cost each 6 KiB before its first event.
 type Subscription struct {
 	hub  *Hub
 	user string
-	ch   chan []Record
-	done chan struct{}
-	once sync.Once
-	err  error
+	// ready holds a token while batches wait in queue.
+	ready chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	err   error
+
+	mu    sync.Mutex
+	queue [][]Record
 }
 
 // Subscribe returns a subscription for the events of user (every event when user is empty), and
@@ -81,7 +89,7 @@ type Subscription struct {
 // event from it on will reach the subscription. After Close(err) it returns a subscription that
 // has already ended with err.
 func (h *Hub) Subscribe(user string) (*Subscription, Position) {
-	s := &Subscription{hub: h, user: user, ch: make(chan []Record, h.buffer), done: make(chan struct{})}
+	s := &Subscription{hub: h, user: user, ready: make(chan struct{}, 1), done: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closedErr != nil {
@@ -101,8 +109,17 @@ func (h *Hub) Subscribe(user string) (*Subscription, Position) {
 	return s, h.bound
 }
 
-// C delivers the subscription's batches.
-func (s *Subscription) C() <-chan []Record { return s.ch }
+// Ready receives a value when batches are waiting: Take them.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take returns the waiting batches, oldest first, and empties the queue.
+func (s *Subscription) Take() [][]Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
+}
 
 // Done is closed when the subscription has been ended by the hub; Err then says why.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
@@ -182,12 +199,21 @@ func (h *Hub) publish(recs []Record, bound Position) {
 
 // send delivers to one subscriber without blocking; h.mu is held.
 func (h *Hub) send(s *Subscription, recs []Record) {
-	select {
-	case s.ch <- recs:
-	default:
+	s.mu.Lock()
+	full := len(s.queue) >= h.buffer
+	if !full {
+		s.queue = append(s.queue, recs)
+	}
+	s.mu.Unlock()
+	if full {
 		h.remove(s)
 		s.end(errs.ResourceExhausted(ReasonTooSlow,
 			"the stream fell too far behind and was cut off; resume from the cursor of the last event received"))
+		return
+	}
+	select {
+	case s.ready <- struct{}{}:
+	default:
 	}
 }
 

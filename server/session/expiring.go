@@ -160,11 +160,8 @@ func (w *expiryWarning) update(now, idle, absolute time.Time) (*gatehousev1.Watc
 // active. The idle expiry is the later of the database's and the view's: activity on this node
 // moves the view's copy at once and reaches the database through the write-back.
 func (s *Service) expiries(ctx context.Context, id string) (idle, absolute time.Time, active bool, err error) {
-	row, err := s.store.Client.Session.Get(ctx, id)
-	if ent.IsNotFound(err) {
-		return time.Time{}, time.Time{}, false, nil
-	}
-	if err != nil {
+	row, err := s.streamSession(ctx, id)
+	if err != nil || row == nil {
 		return time.Time{}, time.Time{}, false, err
 	}
 	idle = s.laterIdle(row)

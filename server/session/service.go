@@ -63,6 +63,11 @@ type Service struct {
 	writeBack *writeBack
 	// heartbeat is the period of WatchSession's heartbeats.
 	heartbeat time.Duration
+	// usersBatch, sessionsBatch and impersonationsBatch are the streams' shared reads (see
+	// batcher).
+	usersBatch          *batcher[userRoles]
+	sessionsBatch       *batcher[*ent.Session]
+	impersonationsBatch *batcher[[]*ent.Session]
 }
 
 // New returns the session domain over st.
@@ -73,11 +78,15 @@ func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *
 	if opts.HeartbeatInterval <= 0 {
 		opts.HeartbeatInterval = 15 * time.Second
 	}
-	return &Service{
+	s := &Service{
 		store: st, hasher: hasher, log: log, now: convert.Now,
 		users: newLimiter(opts.FailedLoginsPerUser), addrs: newLimiter(opts.FailedLoginsPerAddress),
 		queueTimeout: opts.QueueTimeout, view: newView(opts.ViewSize), heartbeat: opts.HeartbeatInterval,
 	}
+	s.usersBatch = newBatcher(s.readUsers)
+	s.sessionsBatch = newBatcher(s.readSessions)
+	s.impersonationsBatch = newBatcher(s.readImpersonations)
+	return s
 }
 
 // UseLive makes the service answer validations from the node's view, kept current by live's hub,

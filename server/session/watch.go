@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/ent"
-	entsession "github.com/gatehouse/gatehouse/ent/session"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
@@ -37,141 +36,185 @@ func (s *Service) Watch(ctx context.Context, send func(*gatehousev1.WatchSession
 		return err
 	}
 	defer st.Close()
-	w := newWake()
-	s.view.watchers.add(p.SessionID, w)
-	defer s.view.watchers.remove(p.SessionID, w)
-	if err := s.live.Sync(ctx); err != nil {
-		return err
-	}
-	row, err := s.store.Client.Session.Get(ctx, p.SessionID)
-	if ent.IsNotFound(err) {
-		return errSessionNotFound()
-	}
+	w := &watcher{s: s, p: p, st: st, wake: newWake(), send: send}
+	s.view.watchers.add(p.SessionID, w.wake)
+	defer s.view.watchers.remove(p.SessionID, w.wake)
+	row, err := w.snapshot(ctx)
 	if err != nil {
 		return err
+	}
+	w.beat = time.AfterFunc(s.heartbeat, func() { w.wake.set(&w.wake.beat) })
+	defer w.beat.Stop()
+	w.warn = &expiryWarning{lead: time.Duration(s.view.watchers.lead.Load())}
+	w.timer = time.AfterFunc(time.Hour, func() { w.wake.set(&w.wake.due) })
+	w.timer.Stop()
+	defer w.timer.Stop()
+	if err := w.expiring(s.laterIdle(row), row.AbsoluteExpireTime); err != nil {
+		return err
+	}
+	return w.run(ctx)
+}
+
+// watcher is one WatchSession stream.
+//
+// NOTE: an idle stream's goroutine waits in run, under Watch, in events.Stream.Next: those frames
+// are what the node keeps per idle stream, since the runtime halves a goroutine's stack only when
+// less than a quarter of it is in use. The snapshot's reads and the handling of a batch, which
+// need large frames, are methods of their own that return before the stream waits again.
+type watcher struct {
+	s    *Service
+	p    *auth.Principal
+	st   *events.Stream
+	wake *wake
+	send func(*gatehousev1.WatchSessionResponse) error
+	// state are the impersonations announced; roles the roles the client holds.
+	state *watchState
+	roles []string
+	// beat is the heartbeat's timer, timer that of the next expiry warning.
+	beat, timer *time.Timer
+	warn        *expiryWarning
+}
+
+// snapshot reads and sends the stream's first messages: the snapshot, then the impersonations of
+// the user under way. It returns the session's row.
+func (w *watcher) snapshot(ctx context.Context) (*ent.Session, error) {
+	s, p := w.s, w.p
+	if err := s.live.Sync(ctx); err != nil {
+		return nil, err
+	}
+	row, err := s.streamSession(ctx, p.SessionID)
+	if err != nil {
+		return nil, err
+	}
+	if row == nil {
+		return nil, errSessionNotFound()
 	}
 	if !row.Active {
-		return errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
+		return nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
 			WithMetadata("termination_reason", row.TerminationReason)
 	}
-	_, roles, err := s.userAndRoles(ctx, p.UserID, true)
-	if err != nil {
-		return err
+	if w.roles, err = s.streamRoles(ctx, p.UserID); err != nil {
+		return nil, err
 	}
-	ongoing, err := s.store.Client.Session.Query().
-		Where(entsession.UserID(p.UserID), entsession.Active(true), entsession.ImpersonatorUserIDNEQ("")).All(ctx)
+	ongoing, _, err := s.impersonationsBatch.get(ctx, p.UserID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Snapshot_{
-		Snapshot: &gatehousev1.WatchSessionResponse_Snapshot{Session: convert.Session(row), Roles: roles},
+	err = w.send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Snapshot_{
+		Snapshot: &gatehousev1.WatchSessionResponse_Snapshot{Session: convert.Session(row), Roles: w.roles},
 	}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ws := newWatchState(p.SessionID)
+	w.state = newWatchState(p.SessionID)
 	for _, o := range ongoing {
-		if m := ws.began(convert.Session(o)); m != nil {
-			if err := send(m); err != nil {
-				return err
+		if m := w.state.began(convert.Session(o)); m != nil {
+			if err := w.send(m); err != nil {
+				return nil, err
 			}
 		}
 	}
+	return row, nil
+}
 
-	beat := time.AfterFunc(s.heartbeat, func() { w.set(&w.beat) })
-	defer beat.Stop()
-	warn := &expiryWarning{lead: time.Duration(s.view.watchers.lead.Load())}
-	timer := time.AfterFunc(time.Hour, func() { w.set(&w.due) })
-	timer.Stop()
-	defer timer.Stop()
-	// expiring looks at the session's expiries (idle, absolute) and sends what warn says.
-	expiring := func(idle, absolute time.Time) error {
-		msg, next := warn.update(s.now(), idle, absolute)
-		timer.Stop()
-		if !next.IsZero() {
-			timer.Reset(max(next.Sub(s.now()), 0))
-		}
-		if msg == nil {
-			return nil
-		}
-		return send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Expiring_{Expiring: msg}})
+// expiring looks at the session's expiries (idle, absolute) and sends what the warning says.
+func (w *watcher) expiring(idle, absolute time.Time) error {
+	msg, next := w.warn.update(w.s.now(), idle, absolute)
+	w.timer.Stop()
+	if !next.IsZero() {
+		w.timer.Reset(max(next.Sub(w.s.now()), 0))
 	}
-	if err := expiring(s.laterIdle(row), row.AbsoluteExpireTime); err != nil {
-		return err
+	if msg == nil {
+		return nil
 	}
+	return w.send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Expiring_{Expiring: msg}})
+}
+
+// run follows the stream until the session ends (nil, after terminated) or the stream fails.
+func (w *watcher) run(ctx context.Context) error {
 	for {
-		recs, err := st.Next(ctx, w.C)
+		recs, err := w.st.Next(ctx, w.wake.C)
 		if err != nil {
 			return err
 		}
-		out, ended, rolesCursor, moved := ws.events(recs)
-		var last *gatehousev1.WatchSessionResponse
-		if ended {
-			// NOTE: the terminated message goes last, after a role change that committed before
-			// the session ended in the same batch (a busy tailer reads both in one round). A
-			// termination for the role change itself (a re-authenticate policy) is sent instead
-			// of the roles_changed.
-			out, last = out[:len(out)-1], out[len(out)-1]
-			if last.GetTerminated().GetReason() == gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE {
-				rolesCursor = ""
-			}
+		if ended, err := w.handle(ctx, recs); ended || err != nil {
+			return err
 		}
-		for _, m := range out {
-			if err := send(m); err != nil {
-				return err
-			}
+	}
+}
+
+// handle sends what a batch of the user's events (empty: a wake) means to the client; ended says
+// the stream has sent terminated.
+func (w *watcher) handle(ctx context.Context, recs []events.Record) (ended bool, err error) {
+	s, p := w.s, w.p
+	out, ended, rolesCursor, moved := w.state.events(recs)
+	var last *gatehousev1.WatchSessionResponse
+	if ended {
+		// NOTE: the terminated message goes last, after a role change that committed before
+		// the session ended in the same batch (a busy tailer reads both in one round). A
+		// termination for the role change itself (a re-authenticate policy) is sent instead
+		// of the roles_changed.
+		out, last = out[:len(out)-1], out[len(out)-1]
+		if last.GetTerminated().GetReason() == gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE {
+			rolesCursor = ""
 		}
-		if rolesCursor != "" {
-			_, now, err := s.userAndRoles(ctx, p.UserID, true)
-			switch {
-			case err != nil && ended:
-				// The user is gone with the session (deleted): the termination says it all.
-			case err != nil:
-				return err
-			default:
-				if added, removed := diff(roles, now); len(added) > 0 || len(removed) > 0 {
-					roles = now
-					err = send(&gatehousev1.WatchSessionResponse{
-						Event: &gatehousev1.WatchSessionResponse_RolesChanged_{RolesChanged: &gatehousev1.WatchSessionResponse_RolesChanged{
-							Roles: now, Added: added, Removed: removed,
-						}},
-						ConsistencyToken: rolesCursor,
-					})
-					if err != nil {
-						return err
-					}
+	}
+	for _, m := range out {
+		if err := w.send(m); err != nil {
+			return false, err
+		}
+	}
+	if rolesCursor != "" {
+		now, err := s.streamRoles(ctx, p.UserID)
+		switch {
+		case err != nil && ended:
+			// The user is gone with the session (deleted): the termination says it all.
+		case err != nil:
+			return false, err
+		default:
+			if added, removed := diff(w.roles, now); len(added) > 0 || len(removed) > 0 {
+				w.roles = now
+				err = w.send(&gatehousev1.WatchSessionResponse{
+					Event: &gatehousev1.WatchSessionResponse_RolesChanged_{RolesChanged: &gatehousev1.WatchSessionResponse_RolesChanged{
+						Roles: now, Added: added, Removed: removed,
+					}},
+					ConsistencyToken: rolesCursor,
+				})
+				if err != nil {
+					return false, err
 				}
 			}
 		}
-		if ended {
-			return send(last)
+	}
+	if ended {
+		return true, w.send(last)
+	}
+	if w.wake.beat.Swap(false) {
+		if err := w.send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Heartbeat_{
+			Heartbeat: &gatehousev1.WatchSessionResponse_Heartbeat{},
+		}}); err != nil {
+			return false, err
 		}
-		if w.beat.Swap(false) {
-			if err := send(&gatehousev1.WatchSessionResponse{Event: &gatehousev1.WatchSessionResponse_Heartbeat_{
-				Heartbeat: &gatehousev1.WatchSessionResponse_Heartbeat{},
-			}}); err != nil {
-				return err
-			}
-			beat.Reset(s.heartbeat)
+		w.beat.Reset(s.heartbeat)
+	}
+	// NOTE: activity only moves the idle expiry later, which matters only to a warning in
+	// force: otherwise the timer of the next warning is early, and looks again when it fires.
+	touched := w.wake.touched.Swap(false) && !w.warn.sent.IsZero()
+	if w.wake.due.Swap(false) || w.wake.moved.Swap(false) || touched || moved {
+		idle, absolute, active, err := s.expiries(ctx, p.SessionID)
+		if err != nil {
+			return false, err
 		}
-		// NOTE: activity only moves the idle expiry later, which matters only to a warning in
-		// force: otherwise the timer of the next warning is early, and looks again when it fires.
-		touched := w.touched.Swap(false) && !warn.sent.IsZero()
-		if w.due.Swap(false) || w.moved.Swap(false) || touched || moved {
-			idle, absolute, active, err := s.expiries(ctx, p.SessionID)
-			if err != nil {
-				return err
-			}
-			if !active {
-				// Its termination is on the way.
-				timer.Stop()
-				continue
-			}
-			if err := expiring(idle, absolute); err != nil {
-				return err
-			}
+		if !active {
+			// Its termination is on the way.
+			w.timer.Stop()
+			return false, nil
+		}
+		if err := w.expiring(idle, absolute); err != nil {
+			return false, err
 		}
 	}
+	return false, nil
 }
 
 // watchState is what a WatchSession stream keeps between batches of its user's events: the

@@ -1,0 +1,141 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBatcherCoalescesCallers: calls made while a round reads are answered together by the next
+// round, in reads of at most MaxInList distinct keys, each with its own key's value; a key the
+// read does not find is not ok.
+func TestBatcherCoalescesCallers(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var reads [][]string
+	b := newBatcher(func(ctx context.Context, keys []string) (map[string]string, error) {
+		mu.Lock()
+		reads = append(reads, slices.Clone(keys))
+		first := len(reads) == 1
+		mu.Unlock()
+		if first {
+			<-release
+		}
+		out := map[string]string{}
+		for _, k := range keys {
+			if k != "absent" {
+				out[k] = "value of " + k
+			}
+		}
+		return out, nil
+	})
+	ctx := t.Context()
+	firstDone := make(chan error, 1)
+	go func() {
+		v, ok, err := b.get(ctx, "first")
+		if err == nil && (!ok || v != "value of first") {
+			err = fmt.Errorf("first: got %q, %v", v, ok)
+		}
+		firstDone <- err
+	}()
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(reads) == 1 })
+
+	// 1,200 calls of 600 distinct keys (each twice) and one absent key, all made while the first
+	// round is reading.
+	const keys = 600
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*keys+1)
+	for i := range 2 * keys {
+		wg.Go(func() {
+			k := fmt.Sprintf("k%04d", i%keys)
+			v, ok, err := b.get(ctx, k)
+			if err == nil && (!ok || v != "value of "+k) {
+				err = fmt.Errorf("%s: got %q, %v", k, v, ok)
+			}
+			errs <- err
+		})
+	}
+	wg.Go(func() {
+		_, ok, err := b.get(ctx, "absent")
+		if err == nil && ok {
+			err = fmt.Errorf("absent: found")
+		}
+		errs <- err
+	})
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2*keys+1 })
+	close(release)
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The first round read only its own key; the 601 distinct keys waiting need two rounds of at
+	// most 500.
+	if len(reads) != 3 || !slices.Equal(reads[0], []string{"first"}) {
+		t.Fatalf("rounds read %d times: %v", len(reads), lens(reads))
+	}
+	seen := 0
+	for _, r := range reads[1:] {
+		if len(r) > 500 {
+			t.Fatalf("a round read %d keys", len(r))
+		}
+		seen += len(r)
+	}
+	if seen != keys+1 {
+		t.Fatalf("the rounds after the first read %d keys, want %d", seen, keys+1)
+	}
+}
+
+// TestBatcherErrorAndCancel: a failed read fails every call of its round, and a caller that
+// leaves gets its context's error while the round goes on for the others.
+func TestBatcherErrorAndCancel(t *testing.T) {
+	release := make(chan struct{})
+	b := newBatcher(func(ctx context.Context, keys []string) (map[string]int, error) {
+		<-release
+		return nil, fmt.Errorf("the database is down")
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	left := make(chan error, 1)
+	go func() { _, _, err := b.get(ctx, "a"); left <- err }()
+	cancel()
+	if err := <-left; err != context.Canceled {
+		t.Fatalf("a caller that left got %v", err)
+	}
+	stayed := make(chan error, 1)
+	go func() { _, _, err := b.get(t.Context(), "b"); stayed <- err }()
+	close(release)
+	if err := <-stayed; err == nil || err.Error() != "the database is down" {
+		t.Fatalf("a caller of a failed round got %v", err)
+	}
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return !b.running })
+}
+
+func lens(reads [][]string) []int {
+	out := make([]int, len(reads))
+	for i, r := range reads {
+		out[i] = len(r)
+	}
+	return out
+}
+
+// waitUntil polls cond until it holds, failing the test after a minute.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
