@@ -87,6 +87,8 @@ type options struct {
 	members int
 	// memorySessions is the number of active sessions of the memory scenario.
 	memorySessions int
+	// memoryPerUser is the number of sessions of one user in the memory scenario.
+	memoryPerUser int
 	// debugAddr, when set, is where net/http/pprof is served while the bench runs.
 	debugAddr string
 }
@@ -128,6 +130,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.streams, "streams", 20000, "idle WatchSession streams held by the stream-memory scenario")
 	fs.IntVar(&o.members, "members", 10000, "members of the group the group-fanout scenario grants a role to, each with a watched session")
 	fs.IntVar(&o.memorySessions, "memory-sessions", 100000, "active sessions, each validated once, of the memory scenario")
+	fs.IntVar(&o.memoryPerUser, "memory-sessions-per-user", 100, "sessions of one user in the memory scenario (at most 1000, the per-user cap): "+
+		"the node caches a user's roles once for all its sessions")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) while the bench runs; empty: off")
 	fs.IntVar(&o.runs, "runs", 3, "measured runs of each figure and of each baseline, alternated; the results are their medians")
 	fs.Usage = func() {
@@ -164,6 +168,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, errors.New("--members must be positive")
 	case o.memorySessions <= 0:
 		return options{}, errors.New("--memory-sessions must be positive")
+	case o.memoryPerUser <= 0 || o.memoryPerUser > 1000:
+		return options{}, errors.New("--memory-sessions-per-user must be between 1 and 1000")
 	}
 	return o, nil
 }

@@ -51,7 +51,7 @@ var (
 		"login":    loginFields,
 		"memory": {
 			strings: []string{"scenario", "database", "measures"},
-			numbers: []string{"sessions", "rss_bytes", "rss_before_bytes", "heap_bytes", "errors"},
+			numbers: []string{"sessions", "users", "rss_bytes", "rss_before_bytes", "heap_bytes", "errors"},
 		},
 		"propagation": {
 			strings: []string{"scenario", "kind", "database"},
@@ -63,7 +63,7 @@ var (
 		},
 		"stream-memory": {
 			strings: []string{"scenario", "database", "measures"},
-			numbers: []string{"streams", "bytes_per_stream", "heap_bytes_per_stream", "goroutines_per_stream", "rss_before_bytes", "rss_after_bytes"},
+			numbers: []string{"streams", "bytes_per_stream", "heap_bytes_per_stream", "stack_bytes_per_stream", "goroutines_per_stream", "rss_before_bytes", "rss_after_bytes"},
 		},
 		"group-fanout": {
 			strings: []string{"scenario", "database"},

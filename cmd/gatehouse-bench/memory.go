@@ -15,6 +15,8 @@ type memoryResult struct {
 	Scenario string `json:"scenario"`
 	Database string `json:"database"`
 	Sessions int    `json:"sessions"`
+	// Users is the number of users the sessions belong to.
+	Users int `json:"users"`
 	// RSS is the resident memory of the whole process once every session was validated once;
 	// RSSBefore the same before the sessions were stored.
 	RSS       uint64 `json:"rss_bytes"`
@@ -26,10 +28,6 @@ type memoryResult struct {
 	// Measures says what the figure includes.
 	Measures string `json:"measures"`
 }
-
-// memorySessionsPerUser is the number of sessions of one user in the memory scenario, under the per-user
-// cap (server.Config.MaxSessionsPerUser, 1000).
-const memorySessionsPerUser = 100
 
 // runMemory measures the resident memory of the process with o.memorySessions active sessions,
 // each validated once over native gRPC (so that the node's cache holds them, up to its size).
@@ -45,7 +43,7 @@ func runMemory(ctx context.Context, e *env, o options, emit func(any) error) (in
 	}
 	n := o.memorySessions
 	e.progress("memory: storing %d active sessions", n)
-	names := make([]string, (n+memorySessionsPerUser-1)/memorySessionsPerUser)
+	names := make([]string, (n+o.memoryPerUser-1)/o.memoryPerUser)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-m%06d", e.prefix, i)
 	}
@@ -76,6 +74,7 @@ func runMemory(ctx context.Context, e *env, o options, emit func(any) error) (in
 		Scenario:  "memory",
 		Database:  e.database,
 		Sessions:  n,
+		Users:     len(users),
 		RSS:       after.rss,
 		RSSBefore: before.rss,
 		Heap:      after.heap,
