@@ -42,9 +42,9 @@ import (
 
 // service is one API service that serves every protocol.
 type service interface {
-	RegisterGRPC(*grpc.Server)
+	RegisterGRPC(grpc.ServiceRegistrar)
 	RegisterConnect(...connect.HandlerOption) (string, http.Handler)
-	RegisterGateway(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	RegisterGateway(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
 }
 
 // Node is a running Gatehouse node.
@@ -234,10 +234,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	serviceNames := []string{
 		gatehousev1connect.IdentityServiceName, gatehousev1connect.SessionServiceName, gatehousev1connect.PolicyServiceName,
 	}
+	// NOTE: the gateway runs unary calls in process, behind the gRPC port's interceptor, and
+	// server streams over its connection to the port (transport.LocalConn).
+	local := transport.NewLocalConn(opts, n.gwConn)
 	for _, s := range services {
 		path, h := s.RegisterConnect(connectOpts...)
 		mux.Handle(path, h)
-		if err := s.RegisterGateway(ctx, gw, n.gwConn); err != nil {
+		s.RegisterGRPC(local)
+		if err := s.RegisterGateway(ctx, gw, local); err != nil {
 			return nil, err
 		}
 	}

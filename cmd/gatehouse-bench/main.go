@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -89,6 +90,8 @@ type options struct {
 	memorySessions int
 	// memoryPerUser is the number of sessions of one user in the memory scenario.
 	memoryPerUser int
+	// transports are the transports of the validate scenario.
+	transports []string
 	// debugAddr, when set, is where net/http/pprof is served while the bench runs.
 	debugAddr string
 }
@@ -130,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.streams, "streams", 20000, "idle WatchSession streams held by the stream-memory scenario")
 	fs.IntVar(&o.members, "members", 10000, "members of the group the group-fanout scenario grants a role to, each with a watched session")
 	fs.IntVar(&o.memorySessions, "memory-sessions", 100000, "active sessions, each validated once, of the memory scenario")
+	transports := fs.String("transports", strings.Join(validateTransports, ","), "transports of the validate scenario, separated by commas")
 	fs.IntVar(&o.memoryPerUser, "memory-sessions-per-user", 100, "sessions of one user in the memory scenario (at most 1000, the per-user cap): "+
 		"the node caches a user's roles once for all its sessions")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) while the bench runs; empty: off")
@@ -145,6 +149,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for _, t := range strings.Split(*transports, ",") {
+		if !slices.Contains(validateTransports, t) {
+			return options{}, fmt.Errorf("--transports %q: use %s, several of them separated by commas", *transports, strings.Join(validateTransports, ", "))
+		}
+		if !slices.Contains(o.transports, t) {
+			o.transports = append(o.transports, t)
+		}
 	}
 	if o.scenario != "all" {
 		for _, name := range strings.Split(o.scenario, ",") {

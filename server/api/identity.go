@@ -38,17 +38,19 @@ var (
 	_ gatehousev1connect.IdentityServiceHandler = (*Identity)(nil)
 )
 
-// RegisterGRPC registers the service on a gRPC server.
-func (h *Identity) RegisterGRPC(s *grpc.Server) { gatehousev1.RegisterIdentityServiceServer(s, h) }
+// RegisterGRPC registers the service on a gRPC server (or the gateway's transport.LocalConn).
+func (h *Identity) RegisterGRPC(s grpc.ServiceRegistrar) {
+	gatehousev1.RegisterIdentityServiceServer(s, h)
+}
 
 // RegisterConnect returns the Connect handler and its path prefix.
 func (h *Identity) RegisterConnect(opts ...connect.HandlerOption) (string, http.Handler) {
 	return gatehousev1connect.NewIdentityServiceHandler(h, opts...)
 }
 
-// RegisterGateway registers the REST routes, served through conn.
-func (h *Identity) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return gatehousev1.RegisterIdentityServiceHandler(ctx, mux, conn)
+// RegisterGateway registers the REST routes, served through conn (a transport.LocalConn).
+func (h *Identity) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return gatehousev1.RegisterIdentityServiceHandlerClient(ctx, mux, gatehousev1.NewIdentityServiceClient(conn))
 }
 
 // CreateUser implements IdentityService.CreateUser.

@@ -35,17 +35,17 @@ var (
 	_ gatehousev1connect.PolicyServiceHandler = (*Policy)(nil)
 )
 
-// RegisterGRPC registers the service on a gRPC server.
-func (h *Policy) RegisterGRPC(s *grpc.Server) { gatehousev1.RegisterPolicyServiceServer(s, h) }
+// RegisterGRPC registers the service on a gRPC server (or the gateway's transport.LocalConn).
+func (h *Policy) RegisterGRPC(s grpc.ServiceRegistrar) { gatehousev1.RegisterPolicyServiceServer(s, h) }
 
 // RegisterConnect returns the Connect handler and its path prefix.
 func (h *Policy) RegisterConnect(opts ...connect.HandlerOption) (string, http.Handler) {
 	return gatehousev1connect.NewPolicyServiceHandler(h, opts...)
 }
 
-// RegisterGateway registers the REST routes, served through conn.
-func (h *Policy) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return gatehousev1.RegisterPolicyServiceHandler(ctx, mux, conn)
+// RegisterGateway registers the REST routes, served through conn (a transport.LocalConn).
+func (h *Policy) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return gatehousev1.RegisterPolicyServiceHandlerClient(ctx, mux, gatehousev1.NewPolicyServiceClient(conn))
 }
 
 // CreateSessionPolicy implements PolicyService.CreateSessionPolicy.

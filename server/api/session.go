@@ -36,8 +36,8 @@ var (
 	_ gatehousev1connect.SessionServiceHandler = (*Session)(nil)
 )
 
-// RegisterGRPC registers the service on a gRPC server.
-func (h *Session) RegisterGRPC(s *grpc.Server) {
+// RegisterGRPC registers the service on a gRPC server (or the gateway's transport.LocalConn).
+func (h *Session) RegisterGRPC(s grpc.ServiceRegistrar) {
 	gatehousev1.RegisterSessionServiceServer(s, grpcSession{h})
 }
 
@@ -46,9 +46,9 @@ func (h *Session) RegisterConnect(opts ...connect.HandlerOption) (string, http.H
 	return gatehousev1connect.NewSessionServiceHandler(h, opts...)
 }
 
-// RegisterGateway registers the REST routes, served through conn.
-func (h *Session) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return gatehousev1.RegisterSessionServiceHandler(ctx, mux, conn)
+// RegisterGateway registers the REST routes, served through conn (a transport.LocalConn).
+func (h *Session) RegisterGateway(ctx context.Context, mux *runtime.ServeMux, conn grpc.ClientConnInterface) error {
+	return gatehousev1.RegisterSessionServiceHandlerClient(ctx, mux, gatehousev1.NewSessionServiceClient(conn))
 }
 
 // CreateSession implements SessionService.CreateSession.

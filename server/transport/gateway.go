@@ -61,8 +61,8 @@ import (
 //     (swallowedVerb).
 //
 // It adds two metadata entries to every call: GatewayHeader with o.GatewaySecret (when set) and
-// x-forwarded-for with the address of the HTTP peer. Register the services on it with
-// RegisterGateway, over a connection made by DialSelf with LimitSentMessages.
+// x-forwarded-for with the address of the HTTP peer. Register the services on it over a LocalConn
+// whose streams go over a connection made by DialSelf with LimitSentMessages.
 func NewGatewayMux(o Options) *runtime.ServeMux {
 	limit := int64(o.maxRequestBytes())
 	g := &gateway{rules: o.Rules, authn: o.Authenticator}

@@ -49,8 +49,9 @@ func (r restError) fields() []string {
 	return out
 }
 
-// newGateway serves REST through NewGatewayMux and DialSelf to e's grpc server. The gateway's
-// secret may differ from the node's to show what happens when they do not match.
+// newGateway serves REST as a node does: through NewGatewayMux and a LocalConn with e's options,
+// whose streams go over DialSelf to e's grpc server. The gateway's secret may differ from the
+// node's to show what happens when they do not match.
 func newGateway(t *testing.T, e *env, secret string) http.Handler {
 	t.Helper()
 	ctx := t.Context()
@@ -59,10 +60,12 @@ func newGateway(t *testing.T, e *env, secret string) http.Handler {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
+	local := transport.NewLocalConn(e.opts, conn)
+	gatehousev1.RegisterIdentityServiceServer(local, &fakeIdentity{})
 	o := e.opts
 	o.GatewaySecret = secret
 	mux := transport.NewGatewayMux(o)
-	if err := gatehousev1.RegisterIdentityServiceHandler(ctx, mux, conn); err != nil {
+	if err := gatehousev1.RegisterIdentityServiceHandlerClient(ctx, mux, gatehousev1.NewIdentityServiceClient(local)); err != nil {
 		t.Fatal(err)
 	}
 	return mux

@@ -1,0 +1,84 @@
+package integration_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/internal/testnode"
+	"github.com/gatehouse/gatehouse/server/transport"
+)
+
+// TestConnectCompressesOnlyLargeResponses: a Connect client that accepts gzip gets a small answer
+// (a validated session) as it is, and a large one (a page of users) compressed; both decode.
+func TestConnectCompressesOnlyLargeResponses(t *testing.T) {
+	t.Parallel()
+	n := testnode.Start(t, testnode.SQLite)
+	g := n.Client(testnode.GRPC)
+	admin := testnode.AdminToken(t, g)
+	for i := range 8 {
+		testnode.MustCall[gatehousev1.CreateUserResponse](t, g, gatehousev1.IdentityService_CreateUser_FullMethodName, admin,
+			&gatehousev1.CreateUserRequest{Username: "user" + string(rune('a'+i)), DisplayName: strings.Repeat("A long display name. ", 10)})
+	}
+	call := func(procedure, body string) (encoding string, plain []byte) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, n.BaseURL()+procedure, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept-Encoding", "gzip")
+		req.Header.Set("Authorization", "Bearer "+admin)
+		// NOTE: a transport of its own that leaves Accept-Encoding to the request and the body
+		// as it came.
+		resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s: %s", procedure, resp.Status, raw)
+		}
+		encoding = resp.Header.Get("Content-Encoding")
+		if encoding != "gzip" {
+			return encoding, raw
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err = io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return encoding, plain
+	}
+
+	enc, body := call("/gatehouse.v1.SessionService/ValidateSession", `{"token":"`+admin+`"}`)
+	var v gatehousev1.ValidateSessionResponse
+	if err := protojson.Unmarshal(body, &v); err != nil {
+		t.Fatalf("decoding a validation: %v: %s", err, body)
+	}
+	if enc != "" || len(body) >= transport.CompressMinBytes {
+		t.Fatalf("a %d-byte validation came with Content-Encoding %q, want none under %d bytes", len(body), enc, transport.CompressMinBytes)
+	}
+
+	enc, body = call("/gatehouse.v1.IdentityService/ListUsers", `{"pageSize":100}`)
+	var list gatehousev1.ListUsersResponse
+	if err := protojson.Unmarshal(body, &list); err != nil {
+		t.Fatalf("decoding a page of users: %v", err)
+	}
+	if len(body) < transport.CompressMinBytes || enc != "gzip" {
+		t.Fatalf("a %d-byte page of %d users came with Content-Encoding %q, want gzip", len(body), len(list.Users), enc)
+	}
+}
