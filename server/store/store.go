@@ -20,7 +20,7 @@ import (
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
-	_ "github.com/lib/pq"  // PostgreSQL driver "postgres".
+	"github.com/lib/pq"    // PostgreSQL driver "postgres" (the migration connection opens it by name).
 	_ "modernc.org/sqlite" // SQLite driver "sqlite" (pure Go).
 
 	"github.com/gatehouse/gatehouse/ent"
@@ -147,10 +147,11 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (*Store, err
 	if err != nil {
 		return nil, fmt.Errorf("parsing the postgres URL %s: %w", redact(rawURL), err)
 	}
-	db, err := sql.Open("postgres", poolURL)
+	connector, err := pq.NewConnector(poolURL)
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres %s: %w", redact(rawURL), err)
 	}
+	db := sql.OpenDB(stmtCachingConnector{base: connector})
 	// NOTE: as many idle connections as open ones: with fewer, every burst past the idle bound
 	// closed the extra connections as they came back and opened new backends for the next burst
 	// (127 new backends per 3,000 validations at 64 in flight, issue 16), each costing PostgreSQL
