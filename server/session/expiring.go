@@ -183,8 +183,8 @@ func (s *Service) laterIdle(row *ent.Session) time.Time {
 		w.mu.Lock()
 		a, ok := w.pending[row.ID]
 		w.mu.Unlock()
-		if ok && a.last.Equal(row.LastActiveTime) && a.idle.Equal(row.IdleExpireTime) && a.newIdle.After(idle) {
-			idle = a.newIdle
+		if ok && a.last == row.LastActiveTime.UnixNano() && a.idle == row.IdleExpireTime.UnixNano() && unixNano(a.newIdle).After(idle) {
+			idle = unixNano(a.newIdle)
 		}
 	}
 	return idle

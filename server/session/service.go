@@ -380,8 +380,13 @@ func (s *Service) touch(ctx context.Context, hash string, row *ent.Session, now 
 		idle = row.AbsoluteExpireTime
 	}
 	if s.writeBack != nil {
-		s.writeBack.add(activity{id: row.ID, user: row.UserID, last: row.LastActiveTime, idle: row.IdleExpireTime, now: now, newIdle: idle})
-		s.view.touch(hash, now, idle)
+		// NOTE: the queued activity keeps the view's copies of the ids when it has them, not the
+		// strings of a row just read, each an allocation of its own.
+		id, user, ok := s.view.touch(hash, now, idle)
+		if !ok {
+			id, user = row.ID, row.UserID
+		}
+		s.writeBack.add(newActivity(id, user, row.LastActiveTime, row.IdleExpireTime, now, idle))
 	} else {
 		err := s.store.Client.Session.Update().
 			Where(entsession.ID(row.ID), entsession.Active(true)).

@@ -59,7 +59,12 @@ func TestViewKeepsEveryField(t *testing.T) {
 	if idle, ok := v.idleExpiry("s1"); !ok || !idle.Equal(rows[0].IdleExpireTime) {
 		t.Fatalf("idleExpiry(s1) = %v, %v", idle, ok)
 	}
-	v.touch("a", at.Add(2*time.Minute), at.Add(2*time.Hour))
+	if id, user, ok := v.touch("a", at.Add(2*time.Minute), at.Add(2*time.Hour)); !ok || id != "s1" || user != "u1" {
+		t.Fatalf("touch(a) = %q, %q, %v", id, user, ok)
+	}
+	if _, _, ok := v.touch("nothing", at, at); ok {
+		t.Fatal("touch of an uncached session found it")
+	}
 	if got, _ := v.session("a"); !got.LastActiveTime.Equal(at.Add(2*time.Minute)) || !got.IdleExpireTime.Equal(at.Add(2*time.Hour)) {
 		t.Fatalf("after touch: last active %v, idle expiry %v", got.LastActiveTime, got.IdleExpireTime)
 	}

@@ -19,19 +19,28 @@ const writeBackInterval = 250 * time.Millisecond
 
 // activity is one session's activity to write back: its new last activity and idle expiry, and
 // the values the node read, which the row must still have.
+//
+// The times are Unix nanoseconds: the queue holds one activity per session in use, and four
+// time.Time doubled its size.
 type activity struct {
-	id, user   string
-	last, idle time.Time
-	now        time.Time
-	newIdle    time.Time
+	id, user string
+	// last and idle are the row's last activity and idle expiry as read; now and newIdle what the
+	// write sets them to.
+	last, idle, now, newIdle int64
+}
+
+// newActivity returns the activity at now that moves a session's idle expiry from idle to
+// newIdle, for a row read with last activity last.
+func newActivity(id, user string, last, idle, now, newIdle time.Time) activity {
+	return activity{id: id, user: user, last: last.UnixNano(), idle: idle.UnixNano(), now: now.UnixNano(), newIdle: newIdle.UnixNano()}
 }
 
 // update is the conditional write of a: it applies only while the row still has the last activity
 // and idle expiry the node read (a policy change, or another node's write, wins).
 func (a activity) update(c *ent.SessionClient) *ent.SessionUpdate {
 	return c.Update().
-		Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(a.last), entsession.IdleExpireTime(a.idle)).
-		SetLastActiveTime(a.now).SetIdleExpireTime(a.newIdle)
+		Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(unixNano(a.last)), entsession.IdleExpireTime(unixNano(a.idle))).
+		SetLastActiveTime(unixNano(a.now)).SetIdleExpireTime(unixNano(a.newIdle))
 }
 
 // writeBack is a node's batcher of last-activity writes, off the request path.
@@ -55,7 +64,7 @@ func newWriteBack(st *store.Store, log *slog.Logger, lead func() time.Duration) 
 // the expiry moved.
 func (w *writeBack) announced(a activity) bool {
 	lead := w.lead()
-	return lead > 0 && a.idle.Sub(a.now) <= lead
+	return lead > 0 && time.Duration(a.idle-a.now) <= lead
 }
 
 func (w *writeBack) add(a activity) {
@@ -66,7 +75,7 @@ func (w *writeBack) add(a activity) {
 
 // addLocked records a unless newer activity of the same session is pending; w.mu is held.
 func (w *writeBack) addLocked(a activity) {
-	if p, ok := w.pending[a.id]; ok && !p.now.Before(a.now) {
+	if p, ok := w.pending[a.id]; ok && p.now >= a.now {
 		return
 	}
 	w.pending[a.id] = a
@@ -153,7 +162,7 @@ func (w *writeBack) extend(ctx context.Context, a activity) error {
 		tx.Emit(&gatehousev1.Event{
 			Type: gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED, UserId: a.user, SessionId: a.id,
 			Payload: &gatehousev1.Event_SessionExtended{SessionExtended: &gatehousev1.SessionExtendedPayload{
-				IdleExpireTime: timestamppb.New(a.newIdle)}},
+				IdleExpireTime: timestamppb.New(unixNano(a.newIdle))}},
 		})
 		return nil
 	})
