@@ -64,7 +64,8 @@ func TestEventFilters(t *testing.T) {
 		}
 		roles := testnode.MustCall[gatehousev1.ListEventsResponse](t, c, gatehousev1.SessionService_ListEvents_FullMethodName, admin,
 			&gatehousev1.ListEventsRequest{Types: []gatehousev1.EventType{gatehousev1.EventType_EVENT_TYPE_ROLE_CREATED}, PageSize: 100})
-		if len(roles.Events) != 2 || roles.Events[0].GetRoleCreated().GetRole().GetName() != "role_after_bob" {
+		if len(roles.Events) != 2 || roles.Events[0].GetRoleCreated().GetRole().GetName() != "role_after_bob" ||
+			roles.Events[1].GetRoleCreated().GetRole().GetName() != "role_after_alice" {
 			t.Errorf("ListEvents of ROLE_CREATED = %d events (first %v), want role_after_bob then role_after_alice", len(roles.Events), roles.Events)
 		}
 

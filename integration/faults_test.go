@@ -735,7 +735,8 @@ func TestFaultSlowSubscriber(t *testing.T) {
 	if open < base+3 {
 		t.Fatalf("%d subscribers with the three streams open, %d before", open, base)
 	}
-	waitSubscribers(t, a, "both stalled readers to be cut off", func(n int) bool { return n <= open-2 })
+	// NOTE: polling a gauge: there is no event to wait on.
+	waitFor(t, "both stalled readers to be cut off", func() bool { return subscribers(t, a) <= open-2 })
 	writers.halt()
 	for _, r := range writers.all() {
 		if r.err != nil {
@@ -816,20 +817,4 @@ func subscribers(t *testing.T, n *faultNode) int {
 	}
 	t.Fatalf("/metrics has no gatehouse_stream_subscribers:\n%s", body)
 	return 0
-}
-
-// waitSubscribers polls the node's subscriber count until cond holds, failing after faultWait.
-func waitSubscribers(t *testing.T, n *faultNode, what string, cond func(int) bool) {
-	t.Helper()
-	deadline := time.Now().Add(faultWait)
-	for {
-		got := subscribers(t, n)
-		if cond(got) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %d subscribers after %s", what, got, faultWait)
-		}
-		time.Sleep(20 * time.Millisecond) // NOTE: polling a gauge: there is no event to wait on
-	}
 }

@@ -26,14 +26,14 @@ import (
 
 const impPassword = "imp-password-1"
 
-// impFronts are the fronts the impersonation tests run through (the authorisation matrix covers
-// Connect too).
-var impFronts = []testnode.Protocol{testnode.GRPC, testnode.REST}
+// grpcAndREST are the fronts the impersonation and what-if tests run through: native gRPC and the
+// REST gateway (Connect shares its handlers with gRPC; the authorisation matrix covers it too).
+var grpcAndREST = []testnode.Protocol{testnode.GRPC, testnode.REST}
 
-// impForEach runs f on a fresh node of every backend, through every front of impFronts.
-func impForEach(t *testing.T, f func(t *testing.T, n *testnode.Node, c testnode.Invoker)) {
+// forEachGRPCAndREST runs f on a fresh node of every backend, through each front of grpcAndREST.
+func forEachGRPCAndREST(t *testing.T, f func(t *testing.T, n *testnode.Node, c testnode.Invoker)) {
 	for _, b := range testnode.Backends {
-		for _, p := range impFronts {
+		for _, p := range grpcAndREST {
 			t.Run(string(b)+"/"+string(p), func(t *testing.T) {
 				t.Parallel()
 				n := testnode.Start(t, b)
@@ -111,23 +111,6 @@ func impUser(a *idAdmin, name string, roles ...string) *gatehousev1.User {
 	return u
 }
 
-func impValidate(t *testing.T, c testnode.Invoker, token string) (*gatehousev1.ValidateSessionResponse, error) {
-	t.Helper()
-	return testnode.Call[gatehousev1.ValidateSessionResponse](context.Background(), c, gatehousev1.SessionService_ValidateSession_FullMethodName, "",
-		&gatehousev1.ValidateSessionRequest{Token: token})
-}
-
-// impWantEnded checks that token no longer validates: its session ended with reason.
-func impWantEnded(t *testing.T, c testnode.Invoker, what, token string, reason gatehousev1.TerminationReason) {
-	t.Helper()
-	_, err := impValidate(t, c, token)
-	if status.Code(err) != codes.Unauthenticated || testnode.Reason(err) != "SESSION_TERMINATED" ||
-		testnode.Metadata(err)["termination_reason"] != reason.String() {
-		t.Fatalf("%s: ValidateSession: %v (reason %q, metadata %v), want UNAUTHENTICATED SESSION_TERMINATED with %s",
-			what, err, testnode.Reason(err), testnode.Metadata(err), reason)
-	}
-}
-
 // impWantMarked checks the impersonation markers of a session.
 func impWantMarked(t *testing.T, what string, s *gatehousev1.Session, by *gatehousev1.CreateSessionResponse, reason string) {
 	t.Helper()
@@ -138,7 +121,7 @@ func impWantMarked(t *testing.T, what string, s *gatehousev1.Session, by *gateho
 }
 
 func TestImpersonation(t *testing.T) {
-	impForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+	forEachGRPCAndREST(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
 		a.createRole("imp-reader")
 		target := impUser(a, "imp-target", "imp-reader")
@@ -167,12 +150,12 @@ func TestImpersonation(t *testing.T) {
 		if life := imp.Session.AbsoluteExpireTime.AsTime().Sub(imp.Session.CreateTime.AsTime()); life <= 0 || life > session.ImpersonationTimeout {
 			t.Fatalf("the impersonation's absolute timeout is %s, want at most %s", life, session.ImpersonationTimeout)
 		}
-		if _, err := impValidate(t, c, own.Token); err != nil {
+		if _, err := validate(c, own.Token); err != nil {
 			t.Fatalf("the target's own session after the impersonation: %v", err)
 		}
 
 		// ValidateSession and Check name the impersonator.
-		v, err := impValidate(t, c, imp.Token)
+		v, err := validate(c, imp.Token)
 		if err != nil {
 			t.Fatalf("validating the impersonation: %v", err)
 		}
@@ -224,7 +207,7 @@ func TestImpersonation(t *testing.T) {
 			t.Fatal("the impersonation's watcher got no snapshot")
 		}
 		testnode.MustCall[gatehousev1.LogoutResponse](t, c, gatehousev1.SessionService_Logout_FullMethodName, sup.Token, &gatehousev1.LogoutRequest{})
-		impWantEnded(t, c, "the impersonation after the impersonator's logout", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
+		wantEnded(t, c, "the impersonation after the impersonator's logout", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
 		liveWantTerminated(t, watch, "the impersonation's watcher", gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
 		ended := impWaitEvent(t, evs, gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED, imp.Session.Id)
 		if ended.UserId != target.Id || ended.ImpersonatorUserId != sup.User.Id || ended.ImpersonatorSessionId != sup.Session.Id ||
@@ -238,7 +221,7 @@ func TestImpersonation(t *testing.T) {
 // TestImpersonationEndsWithTheImpersonator: an administrator ending the impersonator's sessions,
 // or disabling the impersonator, ends the impersonations in the same change.
 func TestImpersonationEndsWithTheImpersonator(t *testing.T) {
-	impForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+	forEachGRPCAndREST(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
 		impUser(a, "imp-target")
 		support := impUser(a, "imp-support", auth.RoleImpersonator)
@@ -256,14 +239,14 @@ func TestImpersonationEndsWithTheImpersonator(t *testing.T) {
 		_, imp := impersonate()
 		testnode.MustCall[gatehousev1.TerminateUserSessionsResponse](t, c, gatehousev1.SessionService_TerminateUserSessions_FullMethodName, a.tok,
 			&gatehousev1.TerminateUserSessionsRequest{UserId: support.Id})
-		impWantEnded(t, c, "after an administrator ended the impersonator's sessions", imp.Token,
+		wantEnded(t, c, "after an administrator ended the impersonator's sessions", imp.Token,
 			gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
 
 		_, imp = impersonate()
 		a.mustUpdateUser(&gatehousev1.UpdateUserRequest{
 			User: &gatehousev1.User{Id: support.Id, Disabled: true}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"disabled"}},
 		})
-		impWantEnded(t, c, "after the impersonator was disabled", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
+		wantEnded(t, c, "after the impersonator was disabled", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
 
 		// The sweeper ends an idle impersonator's session, and with it the impersonation, whose own
 		// idle timeout (the target's policy, 30 minutes) is far off.
@@ -289,7 +272,7 @@ func TestImpersonationEndsWithTheImpersonator(t *testing.T) {
 
 // TestImpersonationGuards: who may not be impersonated, and by whom.
 func TestImpersonationGuards(t *testing.T) {
-	impForEach(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+	forEachGRPCAndREST(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
 		impUser(a, "imp-target")
 		impUser(a, "imp-auditor", auth.RoleAuditor)
@@ -323,7 +306,7 @@ func TestImpersonationGuards(t *testing.T) {
 				Policy:     &gatehousev1.SessionPolicy{Id: pol.Id, AbsoluteTimeout: durationpb.New(48 * time.Hour)},
 				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"absolute_timeout"}},
 			})
-		v, err := impValidate(t, c, s.Token)
+		v, err := validate(c, s.Token)
 		if err != nil {
 			t.Fatalf("validating the impersonation after the policy change: %v", err)
 		}
@@ -379,5 +362,45 @@ func TestREADMEImpersonation(t *testing.T) {
 		`\{"user":"erin","roles":\["billing"\],"by":"ticket 42"\}`,
 		`\{"allowed":true,"byDana":true\}`,
 		`\{"reason":"SESSION_TERMINATED","why":\{"termination_reason":"TERMINATION_REASON_REVOKED_BY_USER"\}\}`,
+	})
+}
+
+// TestImpersonationEndsWhenRolesOutgrowIt: an impersonation is allowed when it opens only if the
+// impersonator holds every built-in role of the user; a role change past that ends it
+// (ROLE_CHANGE): the user gaining a built-in role the impersonator lacks (it would otherwise
+// hand that role to the impersonator), or the impersonator losing gatehouse.impersonator.
+func TestImpersonationEndsWhenRolesOutgrowIt(t *testing.T) {
+	forEachGRPCAndREST(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+		a := newIDAdmin(t, n, c)
+		target := impUser(a, "imp-promoted")
+		support := impUser(a, "imp-support", auth.RoleImpersonator)
+		impersonate := func() *gatehousev1.CreateSessionResponse {
+			t.Helper()
+			sup := testnode.Login(t, c, "imp-support", impPassword)
+			imp, err := smTryCreate(c, sup.Token, impReq("imp-promoted", "support"))
+			if err != nil {
+				t.Fatalf("impersonating: %v", err)
+			}
+			return imp
+		}
+		own := testnode.Login(t, c, "imp-promoted", impPassword)
+
+		imp := impersonate()
+		a.grantUser(auth.RoleAdmin, target.Id)
+		wantEnded(t, c, "after the user became an administrator", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE)
+		if v := mustValidate(t, c, "the user's own session", own.Token); !slices.Contains(v.Roles, auth.RoleAdmin) {
+			t.Errorf("the user's own session carries %v, want the new role", v.Roles)
+		}
+		if _, err := smTryCreate(c, testnode.Login(t, c, "imp-support", impPassword).Token, impReq("imp-promoted", "support")); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("impersonating an administrator without being one: %v, want PERMISSION_DENIED", err)
+		}
+
+		testnode.MustCall[gatehousev1.RevokeRoleResponse](t, c, gatehousev1.IdentityService_RevokeRole_FullMethodName, a.tok,
+			&gatehousev1.RevokeRoleRequest{Role: auth.RoleAdmin, Principal: &gatehousev1.RevokeRoleRequest_UserId{UserId: target.Id}})
+		imp = impersonate()
+		testnode.MustCall[gatehousev1.RevokeRoleResponse](t, c, gatehousev1.IdentityService_RevokeRole_FullMethodName, a.tok,
+			&gatehousev1.RevokeRoleRequest{Role: auth.RoleImpersonator, Principal: &gatehousev1.RevokeRoleRequest_UserId{UserId: support.Id}})
+		wantEnded(t, c, "after the impersonator lost gatehouse.impersonator", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE)
+		mustValidate(t, c, "the user's own session after the impersonator's change", own.Token)
 	})
 }

@@ -47,7 +47,7 @@ func TestImpersonationReachesTheTargetsWatchers(t *testing.T) {
 				if ended == nil || ended.Active || ended.SessionId != imp.Session.Id {
 					t.Fatalf("after the impersonator logged out: %v, want impersonation{active: false, session %s}", ended, imp.Session.Id)
 				}
-				impWantEnded(t, c, "the impersonation", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
+				wantEnded(t, c, "the impersonation", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
 
 				// The target's own session goes on, and still hears of its own end.
 				testnode.MustCall[gatehousev1.TerminateSessionResponse](t, c, gatehousev1.SessionService_TerminateSession_FullMethodName, a.tok,

@@ -23,24 +23,6 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 )
 
-// previewFronts are the fronts the what-if tests run through: the REST gateway and native gRPC
-// (Connect shares its handlers with gRPC).
-var previewFronts = []testnode.Protocol{testnode.GRPC, testnode.REST}
-
-// forEachPreviewFront runs f for every backend and every front of previewFronts, each with its own
-// node.
-func forEachPreviewFront(t *testing.T, f func(t *testing.T, n *testnode.Node, c testnode.Invoker)) {
-	for _, b := range testnode.Backends {
-		for _, p := range previewFronts {
-			t.Run(string(b)+"/"+string(p), func(t *testing.T) {
-				t.Parallel()
-				n := testnode.Start(t, b)
-				f(t, n, n.Client(p))
-			})
-		}
-	}
-}
-
 // impacted is a mutating response that reports its ChangeImpact.
 type impacted interface {
 	proto.Message
@@ -171,7 +153,7 @@ func byID(users ...*gatehousev1.UserImpact) []*gatehousev1.UserImpact {
 }
 
 func TestPreviewReportsTheImpactAndChangesNothing(t *testing.T) {
-	forEachPreviewFront(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+	forEachGRPCAndREST(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
 		p := &previewer{t: t, n: n, tok: a.tok}
 		alice := a.createUser("alice", "alice-password-1")
@@ -286,7 +268,7 @@ func TestPreviewReportsTheImpactAndChangesNothing(t *testing.T) {
 }
 
 func TestPreviewOfAnInvalidChangeFailsAsTheChange(t *testing.T) {
-	forEachPreviewFront(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
+	forEachGRPCAndREST(t, func(t *testing.T, n *testnode.Node, c testnode.Invoker) {
 		a := newIDAdmin(t, n, c)
 		p := &previewer{t: t, n: n, tok: a.tok}
 		bob := a.createUser("bob", "bob-password-1")

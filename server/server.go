@@ -224,7 +224,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.gwConn, err = transport.DialSelf(ctx, dialTarget(n.grpcLis.Addr()), clientTLS, transport.LimitSentMessages(opts))
+	n.gwConn, err = transport.DialSelf(ctx, dialTarget(n.grpcLis.Addr()), clientTLS)
 	if err != nil {
 		return nil, fmt.Errorf("connecting the REST gateway to the gRPC port: %w", err)
 	}

@@ -192,9 +192,7 @@ type memory struct {
 // measureMemory collects the garbage, returns the freed memory to the OS, and reads the process's
 // memory.
 func measureMemory() (memory, error) {
-	for range 4 {
-		runtime.GC()
-	}
+	runtime.GC()
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

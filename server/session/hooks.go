@@ -5,9 +5,11 @@ import (
 	"slices"
 
 	"github.com/gatehouse/gatehouse/ent"
+	"github.com/gatehouse/gatehouse/ent/predicate"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	entpolicy "github.com/gatehouse/gatehouse/ent/sessionpolicy"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
@@ -71,6 +73,13 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 		if err != nil {
 			return effect, err
 		}
+		ended, err := endOutgrownImpersonations(ctx, tx, batch)
+		if err != nil {
+			return effect, err
+		}
+		if ended > 0 {
+			effect.Add(policy.SessionEffect{Ended: ended, EndReason: gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE})
+		}
 		var reauth, carry, refresh []string
 		for _, c := range batch {
 			set := base
@@ -107,6 +116,33 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 		}
 	}
 	return effect, nil
+}
+
+// endOutgrownImpersonations ends, with ROLE_CHANGE, the impersonations that a role change may
+// have taken past what their opening allowed: those of a user who gained a built-in role, and those
+// opened by a user who lost one (gatehouse.impersonator among them). It returns how many it ended.
+//
+// NOTE: an impersonator may open a session as a user only while holding every built-in role the
+// user holds (impersonating.mayOpen). The impersonation then carries the user's roles as they
+// change, like any of the user's sessions; without this, a user promoted to gatehouse.admin would
+// hand the admin role to an impersonator who never held it. The impersonator may open a new one
+// if still allowed.
+func endOutgrownImpersonations(ctx context.Context, tx *store.Tx, batch []policy.RoleChange) (int, error) {
+	var where []predicate.Session
+	for _, c := range batch {
+		if slices.ContainsFunc(c.Added, auth.IsBuiltIn) {
+			where = append(where, entsession.And(entsession.UserID(c.UserID), entsession.ImpersonatorUserIDNEQ("")))
+		}
+		if slices.ContainsFunc(c.Removed, auth.IsBuiltIn) {
+			where = append(where, entsession.ImpersonatorUserID(c.UserID))
+		}
+	}
+	if len(where) == 0 {
+		return 0, nil
+	}
+	ended, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE,
+		"a role change took the impersonation past what its impersonator may do", 0, entsession.Or(where...))
+	return len(ended), err
 }
 
 // PolicyChanged re-applies timeouts to the live sessions of every user a created, changed or

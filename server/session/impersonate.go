@@ -109,12 +109,12 @@ func (imp *impersonating) mayOpen(locked *ent.User, err error) error {
 }
 
 // lockImpersonator applies the guards that depend on the target's roles, then locks the
-// impersonator's own session and returns it; it must be active and unexpired.
+// impersonator's own session and returns it; it must be active and unexpired at now.
 //
 // NOTE: the lock orders this transaction with any that ends the impersonator's session: one that
 // commits first is seen here (the impersonation is refused), and one that commits after sees the
 // new impersonation and ends it too (endWhere).
-func (imp *impersonating) lockImpersonator(ctx context.Context, tx *store.Tx, roles []string) (*ent.Session, error) {
+func (imp *impersonating) lockImpersonator(ctx context.Context, tx *store.Tx, roles []string, now time.Time) (*ent.Session, error) {
 	// NOTE: the same guard as a session issuer's (mayIssueFor): an impersonator that could open
 	// a session as a holder of gatehouse.admin would be gatehouse.admin in disguise.
 	if err := imp.by.MayActOn(roles); err != nil {
@@ -124,7 +124,6 @@ func (imp *impersonating) lockImpersonator(ctx context.Context, tx *store.Tx, ro
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
 	}
-	now := convert.Now()
 	if by == nil || !by.Active || !now.Before(by.IdleExpireTime) || !now.Before(by.AbsoluteExpireTime) {
 		return nil, errs.FailedPrecondition("IMPERSONATOR_SESSION_ENDED", "the impersonator's own session has ended")
 	}

@@ -102,7 +102,7 @@ func applyPolicyLimits(ctx context.Context, tx *store.Tx, userID string, typ gat
 	for _, l := range applying {
 		var counted []string
 		for _, a := range active {
-			if slices.Contains(l.CountedTypes, convert.SessionTypeFromStore(a.Type)) {
+			if l.Counts(convert.SessionTypeFromStore(a.Type)) {
 				counted = append(counted, a.ID)
 			}
 		}

@@ -189,12 +189,12 @@ func (s *Service) Check(ctx context.Context, in CheckRequest) (Checked, error) {
 	var out Checked
 	var roles []string
 	if token != "" {
-		v, err := s.Validate(ctx, token, in.FromDatabase)
+		row, u, userRoles, err := s.validate(ctx, token, in.FromDatabase)
 		if err != nil {
 			return out, err
 		}
-		userID, roles = v.User.Id, v.Roles
-		out.ImpersonatorUserID, out.ImpersonatorSessionID = v.Session.ImpersonatorUserId, v.Session.ImpersonatorSessionId
+		userID, roles = u.Id, userRoles
+		out.ImpersonatorUserID, out.ImpersonatorSessionID = row.ImpersonatorUserID, row.ImpersonatorSessionID
 	} else {
 		ok, err := s.store.Client.User.Query().Where(entuser.ID(userID)).Exist(ctx)
 		if err != nil || !ok {

@@ -188,9 +188,10 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 				return err
 			}
 		}
+		now := s.now()
 		var by *ent.Session
 		if imp != nil {
-			if by, err = imp.lockImpersonator(ctx, tx, roles); err != nil {
+			if by, err = imp.lockImpersonator(ctx, tx, roles, now); err != nil {
 				return err
 			}
 		}
@@ -199,7 +200,6 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 			return err
 		}
 		resolved := set.Resolve()
-		now := s.now()
 		if imp == nil {
 			out.Evicted, err = s.admit(ctx, tx, u.ID, typ, resolved, now)
 		} else {
@@ -306,8 +306,18 @@ type Validated struct {
 // like an expiry (another node's activity may have moved it), or when fromDB asks for it. Without
 // it, and with fromDB, it reads the database.
 func (s *Service) Validate(ctx context.Context, token string, fromDB bool) (*Validated, error) {
+	row, u, roles, err := s.validate(ctx, token, fromDB)
+	if err != nil {
+		return nil, err
+	}
+	return &Validated{Session: convert.Session(&row), User: u, Roles: roles}, nil
+}
+
+// validate is Validate without the conversion of the session to its message, which the
+// authentication of every call (Authenticate) and Check do not need.
+func (s *Service) validate(ctx context.Context, token string, fromDB bool) (ent.Session, *gatehousev1.User, []string, error) {
 	if !auth.LooksLikeToken(token) {
-		return nil, errSessionNotFound()
+		return ent.Session{}, nil, nil, errSessionNotFound()
 	}
 	hash := string(auth.HashToken(token))
 	useView := s.live != nil && !fromDB
@@ -316,7 +326,7 @@ func (s *Service) Validate(ctx context.Context, token string, fromDB bool) (*Val
 	cached := false
 	if useView {
 		if err := s.live.Sync(ctx); err != nil {
-			return nil, err
+			return ent.Session{}, nil, nil, err
 		}
 		row, cached = s.view.session(hash)
 		// NOTE: the view's idle expiry is a lower bound: only activity moves it later, and that
@@ -327,10 +337,10 @@ func (s *Service) Validate(ctx context.Context, token string, fromDB bool) (*Val
 		tick := s.view.begin()
 		sess, err := s.store.Client.Session.Query().Where(entsession.TokenHash([]byte(hash))).Only(ctx)
 		if ent.IsNotFound(err) {
-			return nil, errSessionNotFound()
+			return ent.Session{}, nil, nil, errSessionNotFound()
 		}
 		if err != nil {
-			return nil, err
+			return ent.Session{}, nil, nil, err
 		}
 		row = *sess
 		if useView {
@@ -338,28 +348,28 @@ func (s *Service) Validate(ctx context.Context, token string, fromDB bool) (*Val
 		}
 	}
 	if !row.Active {
-		return nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
+		return ent.Session{}, nil, nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
 			WithMetadata("termination_reason", row.TerminationReason)
 	}
 	if !now.Before(row.IdleExpireTime) || !now.Before(row.AbsoluteExpireTime) {
-		return nil, errs.Unauthenticated("SESSION_EXPIRED", "the session has expired")
+		return ent.Session{}, nil, nil, errs.Unauthenticated("SESSION_EXPIRED", "the session has expired")
 	}
 	if !auth.IsPassive(ctx) {
 		if err := s.touch(ctx, hash, &row, now); err != nil {
-			return nil, err
+			return ent.Session{}, nil, nil, err
 		}
 	}
 	u, roles, err := s.userAndRoles(ctx, row.UserID, useView)
 	if ent.IsNotFound(err) {
 		// NOTE: deleting a user ends their sessions in the same transaction, so an active session
 		// without a user can only be read in a race with that deletion.
-		return nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
+		return ent.Session{}, nil, nil, errs.Unauthenticated("SESSION_TERMINATED", "the session has ended").
 			WithMetadata("termination_reason", gatehousev1.TerminationReason_TERMINATION_REASON_USER_DELETED.String())
 	}
 	if err != nil {
-		return nil, err
+		return ent.Session{}, nil, nil, err
 	}
-	return &Validated{Session: convert.Session(&row), User: u, Roles: roles}, nil
+	return row, u, roles, nil
 }
 
 // touch records activity on a session: its last activity and, sliding, its idle expiry.
@@ -429,13 +439,13 @@ func errSessionNotFound() error {
 
 // Authenticate implements auth.Authenticator.
 func (s *Service) Authenticate(ctx context.Context, token string) (*auth.Principal, error) {
-	v, err := s.Validate(ctx, token, false)
+	row, u, roles, err := s.validate(ctx, token, false)
 	if err != nil {
 		return nil, err
 	}
 	return &auth.Principal{
-		UserID: v.User.Id, Username: v.User.Username, SessionID: v.Session.Id, Roles: v.Roles,
-		ImpersonatorUserID: v.Session.ImpersonatorUserId, ImpersonatorSessionID: v.Session.ImpersonatorSessionId,
+		UserID: u.Id, Username: u.Username, SessionID: row.ID, Roles: roles,
+		ImpersonatorUserID: row.ImpersonatorUserID, ImpersonatorSessionID: row.ImpersonatorSessionID,
 	}, nil
 }
 

@@ -62,7 +62,7 @@ import (
 //
 // It adds two metadata entries to every call: GatewayHeader with o.GatewaySecret (when set) and
 // x-forwarded-for with the address of the HTTP peer. Register the services on it over a LocalConn
-// whose streams go over a connection made by DialSelf with LimitSentMessages.
+// whose streams go over a connection made by DialSelf.
 func NewGatewayMux(o Options) *runtime.ServeMux {
 	limit := int64(o.maxRequestBytes())
 	g := &gateway{rules: o.Rules, authn: o.Authenticator}
@@ -336,8 +336,8 @@ func (g *gateway) handleError(ctx context.Context, mux *runtime.ServeMux, m runt
 // gatewayError maps the errors the gateway makes itself, which grpc-gateway returns without
 // details, to typed ones:
 //
-//   - a body refused for its size (LimitRequestBodies), and a message refused for its size on its
-//     way to the gRPC port (LimitSentMessages): HTTP 413 with RESOURCE_EXHAUSTED and the ErrorInfo
+//   - a body refused for its size (LimitRequestBodies), and a message refused for its size before
+//     its handler (LocalConn): HTTP 413 with RESOURCE_EXHAUSTED and the ErrorInfo
 //     RequestTooLargeReason;
 //   - an unknown field or enum value name (strictJSONPb): its jsonProblem error, naming the field
 //     by its path in the request;
@@ -561,9 +561,9 @@ func gatewayMetadata(secret string) func(context.Context, *http.Request) metadat
 // (":9090", "0.0.0.0:9090", "[::]:9090") is dialled on the loopback address. The connection uses
 // TLS with tlsConfig, or no transport security when tlsConfig is nil; with TLS, set
 // tlsConfig.ServerName when the certificate does not name the dialled host. The connection is
-// made lazily; ctx is only checked for being done already. opts are added to the connection's
-// (pass LimitSentMessages). Close the connection when the gateway stops.
-func DialSelf(ctx context.Context, target string, tlsConfig *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+// made lazily; ctx is only checked for being done already. Close the connection when the gateway
+// stops.
+func DialSelf(ctx context.Context, target string, tlsConfig *tls.Config) (*grpc.ClientConn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -571,7 +571,7 @@ func DialSelf(ctx context.Context, target string, tlsConfig *tls.Config, opts ..
 	if tlsConfig != nil {
 		creds = credentials.NewTLS(tlsConfig)
 	}
-	return grpc.NewClient(selfTarget(target), append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
+	return grpc.NewClient(selfTarget(target), grpc.WithTransportCredentials(creds))
 }
 
 // selfTarget turns a listen address into an address to dial.

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,10 +13,8 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // DefaultMaxRequestBytes bounds one request message when Options.MaxRequestBytes is zero: 1 MiB.
@@ -229,20 +226,4 @@ func refusedLimit(r *http.Request) (int64, bool) {
 		return b.limit, true
 	}
 	return 0, false
-}
-
-// LimitSentMessages returns the dial option that makes a client connection refuse, before sending
-// it, a request message larger than o.MaxRequestBytes, with the same RESOURCE_EXHAUSTED status and
-// ErrorInfo as LimitRequestBodies. Give it to the REST gateway's connection (DialSelf): a JSON
-// body under the limit can encode to a larger protobuf message (a list of negative enum numbers
-// takes three bytes of JSON and ten of protobuf each), which the gRPC port, bounded by the same
-// limit (GRPCServerOptions), would otherwise refuse with grpc's own text and no ErrorInfo.
-func LimitSentMessages(o Options) grpc.DialOption {
-	limit := o.maxRequestBytes()
-	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if m, ok := req.(proto.Message); ok && proto.Size(m) > limit {
-			return tooLargeStatus(int64(limit)).Err()
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
-	})
 }

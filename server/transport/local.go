@@ -72,9 +72,8 @@ func (c *LocalConn) Invoke(ctx context.Context, method string, args, reply any, 
 	if !ok {
 		return status.Errorf(codes.Internal, "the reply of %s is a %T, not a protobuf message", method, reply)
 	}
-	// NOTE: the gRPC port's receive limit (GRPCServerOptions), with the answer of LimitSentMessages.
-	if proto.Size(req) > c.limit {
-		return tooLargeStatus(int64(c.limit)).Err()
+	if err := c.checkSize(req); err != nil {
+		return err
 	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	st := &localStream{method: method}
@@ -111,9 +110,41 @@ func (c *LocalConn) Invoke(ctx context.Context, method string, args, reply any, 
 	return nil
 }
 
-// NewStream implements grpc.ClientConnInterface over the connection to the gRPC port.
+// checkSize refuses a request over the gRPC port's receive limit (GRPCServerOptions) as
+// LimitRequestBodies refuses a body: a JSON body under the limit can encode to a larger message (a
+// list of negative enum numbers takes three bytes of JSON and ten of protobuf each), which the port
+// would refuse with grpc's own text and no ErrorInfo.
+func (c *LocalConn) checkSize(m proto.Message) error {
+	if proto.Size(m) > c.limit {
+		return tooLargeStatus(int64(c.limit)).Err()
+	}
+	return nil
+}
+
+// NewStream implements grpc.ClientConnInterface over the connection to the gRPC port; the
+// request is held to the same limit as a unary call's.
 func (c *LocalConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return c.streams.NewStream(ctx, desc, method, opts...)
+	cs, err := c.streams.NewStream(ctx, desc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return sizedClientStream{ClientStream: cs, conn: c}, nil
+}
+
+// sizedClientStream is a stream of the gateway whose messages are held to the port's limit.
+type sizedClientStream struct {
+	grpc.ClientStream
+	conn *LocalConn
+}
+
+// SendMsg sends m unless it is over the limit.
+func (s sizedClientStream) SendMsg(m any) error {
+	if msg, ok := m.(proto.Message); ok {
+		if err := s.conn.checkSize(msg); err != nil {
+			return err
+		}
+	}
+	return s.ClientStream.SendMsg(m)
 }
 
 // localStream is the grpc.ServerTransportStream of an in-process call: it keeps what the handler

@@ -17,7 +17,7 @@ import (
 // interceptor as the gRPC port (authentication, validation, the access log, which records it as a
 // REST call from the address in x-forwarded-for when the gateway's secret is present), is
 // refused as too large before the handler on the port's limit, and a stream goes over the
-// connection to the port.
+// connection to the port, its request held to the same limit.
 func TestLocalConn(t *testing.T) {
 	e := newEnv(t, gwSecret)
 	conn, err := transport.DialSelf(t.Context(), e.grpcAddr, nil)
@@ -76,6 +76,11 @@ func TestLocalConn(t *testing.T) {
 		t.Errorf("unknown method: %s (%v), want UNIMPLEMENTED", got.code, err)
 	}
 
+	_, err = gatehousev1.NewSessionServiceClient(local).WatchEvents(withAuth(testContext(t), bearer(tokenAdmin)),
+		&gatehousev1.WatchEventsRequest{After: strings.Repeat("a", 200)})
+	if got := inspect(t, err); got.code != codes.ResourceExhausted || got.errorInfo().GetReason() != transport.RequestTooLargeReason {
+		t.Errorf("a stream's request over the limit: %s %q (%v), want RESOURCE_EXHAUSTED %s", got.code, got.errorInfo().GetReason(), err, transport.RequestTooLargeReason)
+	}
 	stream, err := gatehousev1.NewSessionServiceClient(local).WatchEvents(withAuth(testContext(t), bearer(tokenAdmin)), &gatehousev1.WatchEventsRequest{})
 	if err != nil {
 		t.Fatal(err)

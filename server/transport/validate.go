@@ -3,10 +3,12 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/gatehouse/gatehouse/server/errs"
 )
@@ -32,6 +34,10 @@ func Validate(msg proto.Message) error {
 	}
 	err = v.Validate(msg)
 	if err == nil {
+		if field, ok := nulString(msg.ProtoReflect(), ""); ok {
+			return errs.InvalidArgument("INVALID_ARGUMENT", "invalid request: "+field+": must not contain NUL characters",
+				errs.FieldViolation{Field: field, Description: "must not contain NUL characters"})
+		}
 		return nil
 	}
 	var verr *protovalidate.ValidationError
@@ -58,4 +64,55 @@ func description(v *protovalidate.Violation) string {
 		return "[" + id + "]"
 	}
 	return "invalid value"
+}
+
+// nulString returns the path of the first string field (in a message, list or map, at any depth)
+// that contains a NUL character.
+//
+// NOTE: protobuf strings may hold U+0000, PostgreSQL text may not (SQLSTATE 22021): without this a
+// NUL in a note, a reason or a name would be a 500 on one backend and stored on the other.
+func nulString(m protoreflect.Message, prefix string) (string, bool) {
+	var path string
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		name := prefix + string(fd.Name())
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := range l.Len() {
+				if p, ok := nulValue(fd, l.Get(i), fmt.Sprintf("%s[%d]", name, i)); ok {
+					path, found = p, true
+					return false
+				}
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				key := k.String()
+				if strings.ContainsRune(key, 0) {
+					path, found = name, true
+					return false
+				}
+				path, found = nulValue(fd.MapValue(), mv, fmt.Sprintf("%s[%q]", name, key))
+				return !found
+			})
+			return !found
+		default:
+			path, found = nulValue(fd, v, name)
+		}
+		return !found
+	})
+	return path, found
+}
+
+// nulValue is nulString for one value of field fd at path.
+func nulValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) (string, bool) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		if strings.ContainsRune(v.String(), 0) {
+			return path, true
+		}
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return nulString(v.Message(), path+".")
+	}
+	return "", false
 }
