@@ -118,8 +118,9 @@ func TestExpiryWarnings(t *testing.T) {
 				})
 			}
 			t.Run("policy", func(t *testing.T) {
-				// A policy change that brings the idle expiry within the lead warns at once: the
-				// change writes no event per session, the node's view wakes the stream.
+				// A policy change that brings the idle expiry within reach warns of the new expiry
+				// (2 s ahead: half the 4 s timeout, under the 3 s lead): the change writes no event
+				// per session, the node's view wakes the stream, which looks again when it is due.
 				t.Parallel()
 				c := n.Client(testnode.GRPC)
 				admin := testnode.AdminToken(t, c)

@@ -63,7 +63,7 @@ type Config struct {
 	// HeartbeatInterval is the period of WatchSession's heartbeat messages. Default 15s.
 	HeartbeatInterval time.Duration
 	// ExpiryWarning is how long before an idle or absolute timeout WatchSession sends an expiring
-	// message. Default 60s; negative sends none.
+	// message (before an idle timeout, at most half the timeout). Default 60s; negative sends none.
 	ExpiryWarning time.Duration
 	// EventPollInterval is how often the node's tailer reads the event log when no notification
 	// woke it: a lost notification costs at most this much delay. Default 500ms.

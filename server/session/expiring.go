@@ -112,6 +112,25 @@ func (w *wake) set(flag *atomic.Bool) {
 	}
 }
 
+// idleLead is how long before an idle expiry a warning of it goes out: lead, but at most half the
+// session's idle window (its idle timeout), so that a session in use is not under a warning all
+// the time. Activity moves the idle expiry as soon as a quarter window (or activityInterval, if
+// shorter) has passed since the last move (Service.touch), so a session in use never comes
+// within half a window of its idle expiry: only one left idle for half its timeout is warned of,
+// and only the activity that ends such a pause moves an announced expiry (writeBack.announced).
+// A window of zero or less (unknown) leaves lead as it is.
+//
+// NOTE: without the bound, a timeout shorter than the lead put every session under a warning from
+// its first moment: each of its streams got a fresh expiring at every activity, and every write-back
+// of its activity was a transaction with a SESSION_EXTENDED event that made every node drop the
+// session from its view.
+func idleLead(lead, window time.Duration) time.Duration {
+	if window <= 0 {
+		return lead
+	}
+	return min(lead, window/2)
+}
+
 // expiryWarning decides one stream's expiring messages from its session's current expiries.
 type expiryWarning struct {
 	lead time.Duration
@@ -120,21 +139,22 @@ type expiryWarning struct {
 	reason gatehousev1.TerminationReason
 }
 
-// update takes the session's current idle and absolute expiries at now, and returns the message
-// to send (nil: none) and when to look again (zero: only when woken). Whichever expiry comes
-// first is warned of, from lead before it; when a warning is in force and the expiry moves, a
-// fresh warning goes out if the new expiry is within lead, else one with no expire_time.
-func (w *expiryWarning) update(now, idle, absolute time.Time) (*gatehousev1.WatchSessionResponse_Expiring, time.Time) {
+// update takes the session's current expiries at now, and returns the message to send (nil:
+// none) and when to look again (zero: only when woken). Whichever expiry comes first is warned of,
+// from lead before it (idleLead before an idle expiry); when a warning is in force and the expiry
+// moves, a fresh warning goes out if the new expiry is within the lead, else one with no
+// expire_time.
+func (w *expiryWarning) update(now time.Time, e expiries) (*gatehousev1.WatchSessionResponse_Expiring, time.Time) {
 	if w.lead <= 0 {
 		return nil, time.Time{}
 	}
-	due, reason := idle, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT
+	due, reason, lead := e.idle, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, idleLead(w.lead, e.window)
 	// NOTE: the idle expiry never slides past the absolute one; when they meet, the sweeper ends
 	// the session as ABSOLUTE_TIMEOUT.
-	if !absolute.After(idle) {
-		due, reason = absolute, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT
+	if !e.absolute.After(e.idle) {
+		due, reason, lead = e.absolute, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, w.lead
 	}
-	if from := due.Add(-w.lead); now.Before(from) {
+	if from := due.Add(-lead); now.Before(from) {
 		if w.sent.IsZero() {
 			return nil, from
 		}
@@ -156,16 +176,30 @@ func (w *expiryWarning) update(now, idle, absolute time.Time) (*gatehousev1.Watc
 	return msg, time.Time{}
 }
 
-// expiries returns a session's current idle and absolute expiries, and whether it is still
-// active. The idle expiry is the later of the database's and the view's: activity on this node
-// moves the view's copy at once and reaches the database through the write-back.
-func (s *Service) expiries(ctx context.Context, id string) (idle, absolute time.Time, active bool, err error) {
+// expiries are a session's expiries as a stream sees them.
+type expiries struct {
+	// idle is the later of the database's idle expiry and this node's (see laterIdle).
+	idle, absolute time.Time
+	// window is the idle window: the idle timeout the idle expiry slides by.
+	window time.Duration
+	active bool
+}
+
+// expiriesOf returns the expiries of row, a session as read.
+func (s *Service) expiriesOf(row *ent.Session) expiries {
+	return expiries{idle: s.laterIdle(row), absolute: row.AbsoluteExpireTime,
+		window: row.IdleExpireTime.Sub(row.LastActiveTime), active: row.Active}
+}
+
+// expiries returns session id's current expiries (the zero value for a session that is gone).
+// The idle expiry is the later of the database's and the view's: activity on this node moves
+// the view's copy at once and reaches the database through the write-back.
+func (s *Service) expiries(ctx context.Context, id string) (expiries, error) {
 	row, err := s.streamSession(ctx, id)
 	if err != nil || row == nil {
-		return time.Time{}, time.Time{}, false, err
+		return expiries{}, err
 	}
-	idle = s.laterIdle(row)
-	return idle, row.AbsoluteExpireTime, row.Active, nil
+	return s.expiriesOf(row), nil
 }
 
 // laterIdle returns the latest of row's idle expiry, the view's copy of it and the activity

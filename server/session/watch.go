@@ -49,7 +49,7 @@ func (s *Service) Watch(ctx context.Context, send func(*gatehousev1.WatchSession
 	w.timer = time.AfterFunc(time.Hour, func() { w.wake.set(&w.wake.due) })
 	w.timer.Stop()
 	defer w.timer.Stop()
-	if err := w.expiring(s.laterIdle(row), row.AbsoluteExpireTime); err != nil {
+	if err := w.expiring(s.expiriesOf(row)); err != nil {
 		return err
 	}
 	return w.run(ctx)
@@ -118,8 +118,8 @@ func (w *watcher) snapshot(ctx context.Context) (*ent.Session, error) {
 }
 
 // expiring looks at the session's expiries (idle, absolute) and sends what the warning says.
-func (w *watcher) expiring(idle, absolute time.Time) error {
-	msg, next := w.warn.update(w.s.now(), idle, absolute)
+func (w *watcher) expiring(e expiries) error {
+	msg, next := w.warn.update(w.s.now(), e)
 	w.timer.Stop()
 	if !next.IsZero() {
 		w.timer.Reset(max(next.Sub(w.s.now()), 0))
@@ -201,16 +201,16 @@ func (w *watcher) handle(ctx context.Context, recs []events.Record) (ended bool,
 	// force: otherwise the timer of the next warning is early, and looks again when it fires.
 	touched := w.wake.touched.Swap(false) && !w.warn.sent.IsZero()
 	if w.wake.due.Swap(false) || w.wake.moved.Swap(false) || touched || moved {
-		idle, absolute, active, err := s.expiries(ctx, p.SessionID)
+		e, err := s.expiries(ctx, p.SessionID)
 		if err != nil {
 			return false, err
 		}
-		if !active {
+		if !e.active {
 			// Its termination is on the way.
 			w.timer.Stop()
 			return false, nil
 		}
-		if err := w.expiring(idle, absolute); err != nil {
+		if err := w.expiring(e); err != nil {
 			return false, err
 		}
 	}

@@ -157,7 +157,7 @@ func TestExpiryWarning(t *testing.T) {
 		{"past the grace, waits for the end", 3603, 3600, 3600, nil, time.Time{}},
 	}
 	for _, s := range steps {
-		got, next := w.update(at(s.now), at(s.idle), at(s.abs))
+		got, next := w.update(at(s.now), expiries{idle: at(s.idle), absolute: at(s.abs), window: 10 * time.Minute})
 		if !proto.Equal(got, s.want) || (got == nil) != (s.want == nil) {
 			t.Errorf("%s: got %v, want %v", s.name, got, s.want)
 		}
@@ -166,7 +166,24 @@ func TestExpiryWarning(t *testing.T) {
 		}
 	}
 	off := &expiryWarning{}
-	if got, next := off.update(at(599), at(600), at(600)); got != nil || !next.IsZero() {
+	if got, next := off.update(at(599), expiries{idle: at(600), absolute: at(600), window: time.Minute}); got != nil || !next.IsZero() {
 		t.Errorf("with no lead: got %v, next %v", got, next)
+	}
+
+	// An idle timeout shorter than twice the lead is warned of half a timeout ahead; the absolute
+	// expiry still a whole lead ahead.
+	short := &expiryWarning{lead: 60 * time.Second}
+	if got, next := short.update(at(0), expiries{idle: at(30), absolute: at(3600), window: 30 * time.Second}); got != nil || !next.Equal(at(15)) {
+		t.Errorf("30s idle timeout, at its start: got %v, next look at %v, want nothing until %v", got, next, at(15))
+	}
+	if got, next := short.update(at(7), expiries{idle: at(37), absolute: at(3600), window: 30 * time.Second}); got != nil || !next.Equal(at(22)) {
+		t.Errorf("30s idle timeout, in use: got %v, next look at %v, want nothing until %v", got, next, at(22))
+	}
+	if got, _ := short.update(at(22), expiries{idle: at(37), absolute: at(3600), window: 30 * time.Second}); !proto.Equal(got, warning(37, idleR)) {
+		t.Errorf("30s idle timeout, idle for half of it: got %v, want %v", got, warning(37, idleR))
+	}
+	abs := &expiryWarning{lead: 60 * time.Second}
+	if got, _ := abs.update(at(3550), expiries{idle: at(3600), absolute: at(3600), window: 30 * time.Second}); !proto.Equal(got, warning(3600, absR)) {
+		t.Errorf("absolute expiry with a 30s idle timeout: got %v, want %v", got, warning(3600, absR))
 	}
 }

@@ -60,10 +60,10 @@ func newWriteBack(st *store.Store, log *slog.Logger, lead func() time.Duration) 
 }
 
 // announced reports whether a's session was, when the activity happened, close enough to its idle
-// expiry for WatchSession to have warned of it: its streams, on whichever node, must then hear that
-// the expiry moved.
+// expiry for WatchSession to have warned of it (idleLead, over the idle window the row was read
+// with): its streams, on whichever node, must then hear that the expiry moved.
 func (w *writeBack) announced(a activity) bool {
-	lead := w.lead()
+	lead := idleLead(w.lead(), time.Duration(a.idle-a.last))
 	return lead > 0 && time.Duration(a.idle-a.now) <= lead
 }
 
@@ -151,8 +151,8 @@ func (w *writeBack) flush(ctx context.Context) {
 // so that every node's streams of the session hear that its announced expiry moved.
 //
 // NOTE: activity writes no event as a rule (a session validated on every request would flood the
-// log); only activity close enough to the idle expiry to have been announced does, which for a
-// session in use happens about once per idle timeout.
+// log); only activity close enough to the idle expiry to have been announced does: activity after
+// a pause of at least half the idle timeout (idleLead), never that of a session in constant use.
 func (w *writeBack) extend(ctx context.Context, a activity) error {
 	_, err := w.st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		n, err := a.update(tx.Session).Save(ctx)
