@@ -76,6 +76,11 @@ func rules(method string) (auth.Rule, bool) {
 			return p.UserID == req.(*gatehousev1.GetUserRequest).GetUserId() ||
 				p.HasAny(auth.RoleIdentityAdmin, auth.RoleAuditor)
 		}}, true
+	case id + "GetEffectiveRoles":
+		return auth.Rule{Allow: func(p *auth.Principal, req any) bool {
+			return p.UserID == req.(*gatehousev1.GetEffectiveRolesRequest).GetUserId() ||
+				p.HasAny(auth.RoleIdentityAdmin, auth.RoleAuditor)
+		}}, true
 	case id + "LookupUser":
 		return auth.Rule{Public: true}, true
 	case id + "UpdateUser", id + "DeleteUser", id + "SetPassword":

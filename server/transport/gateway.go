@@ -104,9 +104,9 @@ type gateway struct {
 }
 
 // admit returns the error the interceptors would refuse the caller of r's route with before they
-// look at the request (core.admit): a malformed authorization header; no token, or one that does
-// not authenticate, for a method that needs one. It returns nil for a caller they would let
-// through, and for a request that matched no route.
+// look at the request (core.admit): a method without a rule; a malformed authorization header;
+// no token, or one that does not authenticate, for a method that needs one. It returns nil for a
+// caller they would let through, and for a request that matched no route.
 //
 // The gateway parses the body and query into the request message before it makes the call, so
 // without this an anonymous caller would learn from parse errors what the interceptors keep from
@@ -122,22 +122,10 @@ func (g *gateway) admit(ctx context.Context, r *http.Request) error {
 	}
 	rule, ok := g.rules(route.method)
 	if !ok {
-		// The interceptors deny a method without a rule to everyone, after they authenticate.
-		rule = auth.Rule{}
+		// As the interceptors: denied to everyone, before any authentication.
+		return errs.PermissionDenied("PERMISSION_DENIED", "the caller may not do this")
 	}
-	token, present, err := bearerToken(r.Header.Get("Authorization"))
-	switch {
-	case err != nil:
-		return err
-	case rule.Public:
-		return nil
-	case !present:
-		return rule.Authorize(nil, nil)
-	}
-	p, err := g.authn.Authenticate(auth.Passive(ctx), token)
-	if err == nil && p == nil {
-		err = errs.Unauthenticated("UNAUTHENTICATED", "the session token is not valid")
-	}
+	_, err := authorizeCaller(auth.Passive(ctx), rule, g.authn, r.Header.Get("Authorization"))
 	return err
 }
 

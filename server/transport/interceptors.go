@@ -151,38 +151,53 @@ func (k *core) admit(ctx context.Context, c *call, authorization string) (contex
 		return ctx, errs.PermissionDenied("PERMISSION_DENIED", "the caller may not do this")
 	}
 	c.rule = rule
+	p, err := authorizeCaller(ctx, rule, k.authn, authorization)
+	if err != nil {
+		return ctx, err
+	}
+	if p != nil {
+		c.principal = p
+		ctx = auth.WithPrincipal(ctx, p)
+	}
+	return ctx, nil
+}
 
+// authorizeCaller authenticates the bearer token of the authorization header, if there is one,
+// for a method with rule, and returns the caller (nil: anonymous). It turns away anonymous
+// callers of non-public methods. Both the interceptors (core.admit) and the REST gateway's parse
+// error path (gateway.admit) admit callers with it.
+func authorizeCaller(ctx context.Context, rule auth.Rule, authn auth.Authenticator, authorization string) (*auth.Principal, error) {
 	// NOTE: a malformed header is rejected even on public methods: it is a client bug, and
 	// silently treating it as anonymous would hide it.
 	token, present, err := bearerToken(authorization)
 	if err != nil {
-		return ctx, err
+		return nil, err
 	}
+	var p *auth.Principal
 	if present {
-		p, err := k.authn.Authenticate(ctx, token)
+		p, err = authn.Authenticate(ctx, token)
 		if err == nil && p == nil {
 			err = errs.Unauthenticated("UNAUTHENTICATED", "the session token is not valid")
 		}
 		switch {
 		case err == nil:
-			c.principal = p
-			ctx = auth.WithPrincipal(ctx, p)
 		case rule.Public && errs.KindOf(err) == errs.KindUnauthenticated:
 			// A stale or unknown token does not block a public call: it proceeds as anonymous.
 			// NOTE: other failures (the session store being down) are returned even here, so
 			// that an outage is not mistaken for an anonymous call.
+			p = nil
 		default:
-			return ctx, err
+			return nil, err
 		}
 	}
 
 	// NOTE: anonymous callers of non-public methods are turned away before validation, so that
 	// they learn nothing about the request shape and cost no validation work. Rule.Authorize
 	// would give the same answer after validation.
-	if c.principal == nil && !rule.Public {
-		return ctx, rule.Authorize(nil, nil)
+	if p == nil && !rule.Public {
+		return nil, rule.Authorize(nil, nil)
 	}
-	return ctx, nil
+	return p, nil
 }
 
 // validate refuses a request message the Connect JSON codec found an unknown field in
