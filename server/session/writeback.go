@@ -159,8 +159,16 @@ func (w *writeBack) extend(ctx context.Context, a activity) error {
 		if err != nil || n == 0 {
 			return err
 		}
+		// NOTE: the extension of an impersonation names its impersonator, as its creation and
+		// its end do.
+		row, err := tx.Session.Query().Where(entsession.ID(a.id)).
+			Select(entsession.FieldImpersonatorUserID, entsession.FieldImpersonatorSessionID).Only(ctx)
+		if err != nil {
+			return err
+		}
 		tx.Emit(&gatehousev1.Event{
 			Type: gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED, UserId: a.user, SessionId: a.id,
+			ImpersonatorUserId: row.ImpersonatorUserID, ImpersonatorSessionId: row.ImpersonatorSessionID,
 			Payload: &gatehousev1.Event_SessionExtended{SessionExtended: &gatehousev1.SessionExtendedPayload{
 				IdleExpireTime: timestamppb.New(unixNano(a.newIdle))}},
 		})
