@@ -16,11 +16,18 @@ import (
 // directory; "postgres": a new database on the throwaway cluster), closed when t ends.
 func Open(t testing.TB, backend string) *store.Store {
 	t.Helper()
-	ctx := context.Background()
 	url := "sqlite://" + filepath.Join(t.TempDir(), "g.db")
 	if backend == "postgres" {
 		url = testpg.NewDatabase(t)
 	}
+	return OpenURL(t, url)
+}
+
+// OpenURL returns a migrated store on the database url names (several stores on one database
+// are several nodes), closed when t ends.
+func OpenURL(t testing.TB, url string) *store.Store {
+	t.Helper()
+	ctx := context.Background()
 	st, err := store.Open(ctx, url)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 
 	"github.com/gatehouse/gatehouse/ent"
-	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/errs"
@@ -109,11 +108,6 @@ func notFound(err error, reason, format string, args ...any) error {
 		return errs.NotFound(reason, format, args...)
 	}
 	return err
-}
-
-// lookupUser finds a user by username, case-insensitively.
-func lookupUser(ctx context.Context, c *ent.UserClient, username string) (*ent.User, error) {
-	return c.Query().Where(entuser.UsernameKey(keyOf(username))).Only(ctx)
 }
 
 // isConstraint reports a unique or foreign-key violation.

@@ -84,7 +84,7 @@ func (s *Service) GetUser(ctx context.Context, id string) (*gatehousev1.User, er
 
 // LookupUser finds a user by username, case-insensitively.
 func (s *Service) LookupUser(ctx context.Context, username string) (*gatehousev1.User, error) {
-	u, err := lookupUser(ctx, s.store.Client.User, username)
+	u, err := s.store.UserByName(ctx, username)
 	if err != nil {
 		return nil, notFound(err, "USER_NOT_FOUND", "no user named %q", username)
 	}

@@ -8,10 +8,8 @@ import (
 	"github.com/gatehouse/gatehouse/ent"
 	"github.com/gatehouse/gatehouse/ent/predicate"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
-	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
-	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -74,7 +72,7 @@ func (s *Service) CreateImpersonation(ctx context.Context, in Impersonation) (*C
 		return nil, errs.InvalidArgument("INVALID_ARGUMENT", "an impersonation needs a reason",
 			errs.FieldViolation{Field: "impersonate.reason", Description: "must not be empty"})
 	}
-	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(in.Username))).Only(ctx)
+	u, err := s.store.UserByName(ctx, in.Username)
 	if ent.IsNotFound(err) {
 		return nil, errUserNotFound(in.Username)
 	}

@@ -224,16 +224,36 @@ const sweepBatch = 500
 // endExpired ends the active sessions that match where and whose absolute or idle expiry has
 // passed, with ABSOLUTE_TIMEOUT or IDLE_TIMEOUT, at most limit of them when limit is positive. It
 // returns how many it ended.
+//
+// NOTE: one statement finds and locks both kinds (a login runs this for its user every time); a
+// session past both expiries ends as ABSOLUTE_TIMEOUT.
 func endExpired(ctx context.Context, tx *store.Tx, now time.Time, limit int, where ...predicate.Session) (int, error) {
-	absolute, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, "", limit,
-		append(where, entsession.AbsoluteExpireTimeLTE(now))...)
-	if err != nil {
+	expired, err := lockActive(ctx, tx, limit, []string{entsession.FieldAbsoluteExpireTime},
+		append(where, entsession.Or(entsession.AbsoluteExpireTimeLTE(now), entsession.IdleExpireTimeLTE(now)))...)
+	if err != nil || len(expired) == 0 {
 		return 0, err
 	}
-	if limit > 0 && len(absolute) >= limit {
-		return len(absolute), nil
+	var absolute, idle []*ent.Session
+	for _, s := range expired {
+		if s.AbsoluteExpireTime.After(now) {
+			idle = append(idle, s)
+		} else {
+			absolute = append(absolute, s)
+		}
 	}
-	idle, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", max(limit-len(absolute), 0),
-		append(where, entsession.IdleExpireTimeLTE(now))...)
-	return len(absolute) + len(idle), err
+	if _, err := endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, "", absolute); err != nil {
+		return 0, err
+	}
+	if len(absolute) == 0 {
+		_, err = endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", idle)
+		return len(idle), err
+	}
+	// NOTE: ending the absolute ones ended the impersonations opened from them, which may be among
+	// the idle ones: those are looked up again, and only the ones still active end here.
+	ids := make([]string, len(idle))
+	for i, s := range idle {
+		ids[i] = s.ID
+	}
+	ended, err := endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", ids)
+	return len(absolute) + len(ended), err
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gatehouse/gatehouse/ent"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
-	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
@@ -123,7 +122,7 @@ type Created struct {
 // username and per client address (LOGIN_RATE_LIMITED, also recorded); see checkPassword. A
 // successful login re-hashes a password stored with other parameters than the hasher's.
 func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, error) {
-	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(in.Username))).Only(ctx)
+	u, err := s.store.UserByName(ctx, in.Username)
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
 	}
@@ -159,12 +158,10 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 	ci := s.clientInfo(ctx, client)
 	out := &Created{Token: token}
 	out.Pos, err = s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-		if err := tx.ShareRoleGraph(ctx); err != nil {
-			return err
-		}
-		// NOTE: the user's row lock serialises logins of one user across nodes, so that racing
-		// logins cannot both see room under the limit.
-		locked, err := LockUser(ctx, tx, u.ID)
+		// NOTE: the shared role-graph lock keeps the roles and policies read below from changing
+		// until the session is stored; the user's row lock serialises logins of one user across
+		// nodes, so that racing logins cannot both see room under the limit.
+		locked, err := LockUserSharingRoleGraph(ctx, tx, u.ID)
 		if imp != nil {
 			err = imp.mayOpen(locked, err)
 		} else if ent.IsNotFound(err) || (err == nil && locked.Disabled) {
@@ -262,7 +259,7 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 // (SAML, OIDC, LDAP). Unknown and disabled users get the same INVALID_CREDENTIALS as a failed
 // password; a user holding a built-in role the issuer does not hold is PERMISSION_DENIED.
 func (s *Service) CreateTrusted(ctx context.Context, username string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo) (*Created, error) {
-	u, err := s.store.Client.User.Query().Where(entuser.UsernameKey(convert.Key(username))).Only(ctx)
+	u, err := s.store.UserByName(ctx, username)
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, err
 	}

@@ -34,15 +34,30 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 // races to end it (a logout, an administrator, the sweeper, an eviction). SQLite write transactions
 // are exclusive already.
 func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, limit int, where ...predicate.Session) ([]string, error) {
+	live, err := lockActive(ctx, tx, limit, nil, where...)
+	if err != nil {
+		return nil, err
+	}
+	return endLocked(ctx, tx, reason, note, live)
+}
+
+// lockActive locks and returns the active sessions that match where (at most limit of them,
+// oldest first, when limit is positive), with the fields endLocked needs and the extra ones.
+func lockActive(ctx context.Context, tx *store.Tx, limit int, extra []string, where ...predicate.Session) ([]*ent.Session, error) {
 	q := tx.SessionsForUpdate().
 		Where(append(where, entsession.Active(true))...).
 		Order(ent.Asc(entsession.FieldID))
 	if limit > 0 {
 		q = q.Limit(limit)
 	}
-	live, err := q.Select(entsession.FieldID, entsession.FieldUserID, entsession.FieldImpersonatorUserID, entsession.FieldImpersonatorSessionID).All(ctx)
-	if err != nil || len(live) == 0 {
-		return nil, err
+	fields := append([]string{entsession.FieldID, entsession.FieldUserID, entsession.FieldImpersonatorUserID, entsession.FieldImpersonatorSessionID}, extra...)
+	return q.Select(fields...).All(ctx)
+}
+
+// endLocked ends the sessions live, locked by lockActive, as endWhere does.
+func endLocked(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, live []*ent.Session) ([]string, error) {
+	if len(live) == 0 {
+		return nil, nil
 	}
 	ids := make([]string, len(live))
 	for i, s := range live {
@@ -50,7 +65,7 @@ func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationR
 	}
 	now := convert.Now()
 	for batch := range slices.Chunk(ids, store.MaxInList) {
-		err = tx.Session.Update().
+		err := tx.Session.Update().
 			Where(entsession.IDIn(batch...)).
 			SetActive(false).
 			SetTerminationReason(reason.String()).

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"google.golang.org/protobuf/proto"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/internal/testpg"
 	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -211,5 +213,45 @@ func TestLogOrderIsNumeric(t *testing.T) {
 		return err
 	}); err != nil || n != 0 {
 		t.Errorf("PruneEvents deleted %d recent events (%v), want none", n, err)
+	}
+}
+
+// TestNodeKnowsItsOwnNotifications: each node sends its commits' NOTIFYs over a connection whose
+// backend it knows, so that its listener skips its own (its tailer was woken in-process by the
+// commit) and is woken by every other node's.
+func TestNodeKnowsItsOwnNotifications(t *testing.T) {
+	url := testpg.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, b := teststore.OpenURL(t, url), teststore.OpenURL(t, url)
+	l := pq.NewListener(url, 10*time.Millisecond, time.Second, nil)
+	defer l.Close()
+	if err := l.Listen("gatehouse_events"); err != nil {
+		t.Fatal(err)
+	}
+	next := func(what string) *pq.Notification {
+		t.Helper()
+		for {
+			select {
+			case n := <-l.Notify:
+				if n != nil {
+					return n
+				}
+			case <-ctx.Done():
+				t.Fatalf("no NOTIFY after %s", what)
+			}
+		}
+	}
+	for round := range 3 {
+		emit(t, a, "u")
+		n := next("a commit on node a")
+		if !a.Own(n) || b.Own(n) {
+			t.Fatalf("round %d: node a's NOTIFY (pid %d): own to a %v, to b %v; want only a", round, n.BePid, a.Own(n), b.Own(n))
+		}
+		emit(t, b, "u")
+		n = next("a commit on node b")
+		if a.Own(n) || !b.Own(n) {
+			t.Fatalf("round %d: node b's NOTIFY (pid %d): own to a %v, to b %v; want only b", round, n.BePid, a.Own(n), b.Own(n))
+		}
 	}
 }

@@ -48,8 +48,10 @@ type Store struct {
 	logID atomic.Uint64
 	// commitHook runs after a transaction with events commits (SetCommitHook).
 	commitHook atomic.Pointer[func()]
-	// notifyKick, notifyStop and notifyDone drive notifyLoop on PostgreSQL.
+	// notifyKick, notifyStop and notifyDone drive notifyLoop on PostgreSQL; notifyPID is the
+	// backend pid of the connection it sends its NOTIFYs over (zero: none yet).
 	notifyKick, notifyStop, notifyDone chan struct{}
+	notifyPID                          atomic.Int32
 }
 
 // Open opens the database named by rawURL with the default Options. See OpenWith.
