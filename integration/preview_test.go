@@ -169,6 +169,7 @@ func TestPreviewReportsTheImpactAndChangesNothing(t *testing.T) {
 				Scope:        &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Role{Role: "payroll"}},
 				OnRoleChange: gatehousev1.RoleChangeAction_ROLE_CHANGE_ACTION_REAUTHENTICATE,
 			}})
+		a.grantUser(auth.RoleImpersonator, bob.Id)
 		aliceTok := testnode.Login(t, c, "alice", "alice-password-1").Token
 		bobToks := []string{testnode.Login(t, c, "bob", "bob-password-1").Token, testnode.Login(t, c, "bob", "bob-password-1").Token}
 
@@ -195,7 +196,12 @@ func TestPreviewReportsTheImpactAndChangesNothing(t *testing.T) {
 			t.Errorf("alice's session lacks deployer after the grant: %v", v.Roles)
 		}
 
-		// A re-authenticate role: the preview says bob's two sessions end, and they do not.
+		// A re-authenticate role: the preview says bob's two sessions end, with the impersonation
+		// of alice opened from one of them, and they do not.
+		imp, err := smTryCreate(c, bobToks[0], impReq("alice", "support ticket"))
+		if err != nil {
+			t.Fatalf("bob impersonating alice: %v", err)
+		}
 		grantPayroll := &gatehousev1.GrantRoleRequest{Role: "payroll", Principal: &gatehousev1.GrantRoleRequest_UserId{UserId: bob.Id}}
 		mark := lastEventID(t, n)
 		impact, err := p.previewThenApply(c, "granting payroll", gatehousev1.IdentityService_GrantRole_FullMethodName, grantPayroll)
@@ -205,14 +211,15 @@ func TestPreviewReportsTheImpactAndChangesNothing(t *testing.T) {
 		wantImpact(t, "granting payroll", impact, &gatehousev1.ChangeImpact{
 			UsersAffected: 1,
 			Users:         []*gatehousev1.UserImpact{userImpact(bob.Id, []string{"payroll"}, nil)},
-			SessionsEnded: 2,
+			SessionsEnded: 3,
 			EndReason:     gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE,
 		})
 		for _, tok := range bobToks {
 			wantEnded(t, c, "bob after the grant of payroll", tok, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE)
 		}
-		if got := len(ofType(eventsAfter(t, n, mark), gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED)); got != 2 {
-			t.Errorf("the grant of payroll logged %d SESSION_TERMINATED events, want 2 (and the preview none)", got)
+		wantEnded(t, c, "bob's impersonation of alice after the grant of payroll", imp.Token, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER)
+		if got := len(ofType(eventsAfter(t, n, mark), gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED)); got != 3 {
+			t.Errorf("the grant of payroll logged %d SESSION_TERMINATED events, want 3 (and the preview none)", got)
 		}
 
 		// A policy change: no roles change, alice's one live session gets the new idle timeout.

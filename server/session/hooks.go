@@ -94,12 +94,18 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 			}
 		}
 		if len(reauth) > 0 {
-			ended, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", 0, entsession.UserIDIn(reauth...))
+			// NOTE: the impersonations opened from the sessions that end, end with them (as
+			// REVOKED_BY_USER): the change ends those too, and the impact counts them.
+			live, err := lockActive(ctx, tx, 0, nil, entsession.UserIDIn(reauth...))
 			if err != nil {
 				return effect, err
 			}
-			if len(ended) > 0 {
-				effect.Add(policy.SessionEffect{Ended: len(ended), EndReason: gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE})
+			ended, impersonations, err := endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", live)
+			if err != nil {
+				return effect, err
+			}
+			if n := len(ended) + impersonations; n > 0 {
+				effect.Add(policy.SessionEffect{Ended: n, EndReason: gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE})
 			}
 		}
 		// NOTE: every live session of a user who keeps it carries the new roles from now on, so

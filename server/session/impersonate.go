@@ -164,11 +164,11 @@ func notImpersonation() predicate.Session { return entsession.ImpersonatorSessio
 // endImpersonations ends the active impersonation sessions opened from the sessions ended (at most
 // store.MaxInList ids, which ended with reason) with REVOKED_BY_USER and impersonatorEndedNote,
 // inside tx.
-func endImpersonations(ctx context.Context, tx *store.Tx, ended []string, reason gatehousev1.TerminationReason) error {
+func endImpersonations(ctx context.Context, tx *store.Tx, ended []string, reason gatehousev1.TerminationReason) (int, error) {
 	note := impersonatorEndedNote + " (" + reason.String() + ")"
-	_, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER, note, 0,
+	ids, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER, note, 0,
 		entsession.ImpersonatorSessionIDIn(ended...))
-	return err
+	return len(ids), err
 }
 
 // withinCap refuses an impersonation that would take the user past the store's per-user cap on

@@ -241,11 +241,11 @@ func endExpired(ctx context.Context, tx *store.Tx, now time.Time, limit int, whe
 			absolute = append(absolute, s)
 		}
 	}
-	if _, err := endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, "", absolute); err != nil {
+	if _, _, err := endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, "", absolute); err != nil {
 		return 0, err
 	}
 	if len(absolute) == 0 {
-		_, err = endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", idle)
+		_, _, err = endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", idle)
 		return len(idle), err
 	}
 	// NOTE: ending the absolute ones ended the impersonations opened from them, which may be among

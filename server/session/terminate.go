@@ -38,7 +38,8 @@ func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationR
 	if err != nil {
 		return nil, err
 	}
-	return endLocked(ctx, tx, reason, note, live)
+	ids, _, err := endLocked(ctx, tx, reason, note, live)
+	return ids, err
 }
 
 // lockActive locks and returns the active sessions that match where (at most limit of them,
@@ -54,10 +55,11 @@ func lockActive(ctx context.Context, tx *store.Tx, limit int, extra []string, wh
 	return q.Select(fields...).All(ctx)
 }
 
-// endLocked ends the sessions live, locked by lockActive, as endWhere does.
-func endLocked(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, live []*ent.Session) ([]string, error) {
+// endLocked ends the sessions live, locked by lockActive, as endWhere does. It also returns how
+// many impersonations opened from them ended with them.
+func endLocked(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, live []*ent.Session) ([]string, int, error) {
 	if len(live) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	ids := make([]string, len(live))
 	for i, s := range live {
@@ -73,7 +75,7 @@ func endLocked(ctx context.Context, tx *store.Tx, reason gatehousev1.Termination
 			SetNote(note).
 			Exec(ctx)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	for _, s := range live {
@@ -101,12 +103,15 @@ func endLocked(ctx context.Context, tx *store.Tx, reason gatehousev1.Termination
 			impersonators = append(impersonators, s.ID)
 		}
 	}
+	cascaded := 0
 	for batch := range slices.Chunk(impersonators, store.MaxInList) {
-		if err := endImpersonations(ctx, tx, batch, reason); err != nil {
-			return nil, err
+		n, err := endImpersonations(ctx, tx, batch, reason)
+		if err != nil {
+			return nil, 0, err
 		}
+		cascaded += n
 	}
-	return ids, nil
+	return ids, cascaded, nil
 }
 
 // endIDs ends the active sessions among ids with reason, as endWhere does, in statements of at
