@@ -396,10 +396,14 @@ func (v *view) fillUser(tick uint64, u *gatehousev1.User, roles []string) {
 	if !v.fresh(tick, "u:"+u.Id) {
 		return
 	}
+	// NOTE: the map's key is the entry's own copy of the id, never u.Id, a string of its own that
+	// the map would keep alive next to the copy (3.5 MiB for 100,000 users); when the entry is set
+	// again, the key moves to the new copy, so that the old one can go.
 	if e, ok := v.byUser[u.Id]; ok {
 		if e.v.load < tick {
 			e.v.load = tick
 			e.v.set(u, v.internRoles(roles))
+			v.byUser[e.v.id()] = e
 		}
 		v.users.moveToFront(e)
 		return
@@ -407,7 +411,7 @@ func (v *view) fillUser(tick uint64, u *gatehousev1.User, roles []string) {
 	e := &entry[viewUser]{v: viewUser{load: tick}}
 	e.v.set(u, v.internRoles(roles))
 	v.users.pushFront(e)
-	v.byUser[u.Id] = e
+	v.byUser[e.v.id()] = e
 	for v.users.n > v.max {
 		v.removeUser(v.users.tail)
 	}

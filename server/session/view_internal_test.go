@@ -3,8 +3,10 @@ package session
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -137,6 +139,15 @@ func TestViewKeepsUsers(t *testing.T) {
 	}
 	if &roles[0] != &roles2[0] {
 		t.Fatal("two users with the same roles hold two copies of them")
+	}
+	// The map holds the entries' own copies of the ids, after a refill too: never the strings
+	// given, which it would keep alive next to the copies.
+	given := &gatehousev1.User{Id: strings.Clone("u2"), Username: "bob", Email: "bob@example.com"}
+	v.fillUser(v.begin(), given, nil)
+	for id, e := range v.byUser {
+		if unsafe.StringData(id) != unsafe.StringData(e.v.id()) {
+			t.Errorf("user %s: the map's key is not the entry's copy of the id", id)
+		}
 	}
 	v.apply([]events.Record{{Event: &gatehousev1.Event{Type: gatehousev1.EventType_EVENT_TYPE_USER_UPDATED, UserId: "u1"}}})
 	if _, _, ok := v.user("u1"); ok {
