@@ -24,25 +24,12 @@ import (
 // expiringNext returns the next message that is not a heartbeat, failing the test after liveWait.
 func expiringNext(t testing.TB, ch <-chan liveMsg, what string) *gatehousev1.WatchSessionResponse {
 	t.Helper()
-	deadline := time.After(liveWait)
-	for {
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				t.Fatalf("%s: the stream is closed", what)
-			}
-			if m.resp != nil && m.resp.GetHeartbeat() != nil {
-				continue
-			}
-			if m.resp == nil {
-				t.Fatalf("%s: the stream ended (%v)", what, m.err)
-			}
-			t.Logf("%s: %v %v", what, time.Now().Format("05.000"), m.resp)
-			return m.resp
-		case <-deadline:
-			t.Fatalf("%s: nothing arrived within %s", what, liveWait)
-		}
+	m := nextWhere(t, ch, what, func(r *gatehousev1.WatchSessionResponse) bool { return r.GetHeartbeat() != nil })
+	if m.resp == nil {
+		t.Fatalf("%s: the stream ended (%v)", what, m.err)
 	}
+	t.Logf("%s: %v %v", what, time.Now().Format("05.000"), m.resp)
+	return m.resp
 }
 
 // wantExpiring expects a warning of reason for expire.

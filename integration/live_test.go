@@ -147,6 +147,15 @@ func liveWatch(t testing.TB, n *testnode.Node, front, token string) <-chan liveM
 // test after liveWait.
 func liveNext(t testing.TB, ch <-chan liveMsg, what string) liveMsg {
 	t.Helper()
+	return nextWhere(t, ch, what, func(r *gatehousev1.WatchSessionResponse) bool {
+		return r.GetHeartbeat() != nil || r.GetExpiring() != nil
+	})
+}
+
+// nextWhere returns the next message of ch that skip does not pass over (a stream's end is never
+// passed over), failing the test after liveWait.
+func nextWhere(t testing.TB, ch <-chan liveMsg, what string, skip func(*gatehousev1.WatchSessionResponse) bool) liveMsg {
+	t.Helper()
 	deadline := time.After(liveWait)
 	for {
 		select {
@@ -154,7 +163,7 @@ func liveNext(t testing.TB, ch <-chan liveMsg, what string) liveMsg {
 			if !ok {
 				t.Fatalf("%s: the stream is closed", what)
 			}
-			if m.resp != nil && (m.resp.GetHeartbeat() != nil || m.resp.GetExpiring() != nil) {
+			if m.resp != nil && skip(m.resp) {
 				continue
 			}
 			return m
