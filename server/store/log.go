@@ -81,8 +81,8 @@ func (s *Store) committed() {
 //
 // NOTE: never inside the write transaction: NOTIFY in a transaction takes a database-wide lock at
 // commit, which would serialise every writer of the cluster. A NOTIFY that fails (the database
-// is down) is not retried: the tailers' polling picks the events up. The connection is dropped on
-// any failure and taken again at the next commit.
+// is down) is not retried further: the tailers' polling picks the events up. The connection is
+// dropped on any failure and taken again.
 func (s *Store) notifyLoop() {
 	defer close(s.notifyDone)
 	var conn *sql.Conn
@@ -98,15 +98,20 @@ func (s *Store) notifyLoop() {
 		case <-s.notifyKick:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if conn == nil {
-			conn = s.notifyConn(ctx)
-		}
-		if conn != nil {
-			if _, err := conn.ExecContext(ctx, "SELECT pg_notify($1, '')", notifyChannel); err != nil {
-				s.notifyPID.Store(0)
-				_ = conn.Close()
-				conn = nil
+		// NOTE: a connection that broke since the last NOTIFY (the database restarted) fails
+		// only when used: the NOTIFY is then sent once more on a fresh one.
+		for attempt := 0; attempt < 2; attempt++ {
+			if conn == nil {
+				if conn = s.notifyConn(ctx); conn == nil {
+					break
+				}
 			}
+			if _, err := conn.ExecContext(ctx, "SELECT pg_notify($1, '')", notifyChannel); err == nil {
+				break
+			}
+			s.notifyPID.Store(0)
+			_ = conn.Close()
+			conn = nil
 		}
 		cancel()
 	}
