@@ -40,14 +40,16 @@ type loginResult struct {
 	P99  float64 `json:"p99_ms"`
 	// BaselineRate is the bare argon2id derivations per second at the same parameters, median
 	// over the runs.
-	BaselineRate   float64 `json:"baseline_rate"`
-	Ratio          float64 `json:"ratio"`
-	Errors         int     `json:"errors"`
-	BaselineErrors int     `json:"baseline_errors"`
-	Runs           int     `json:"runs"`
-	Duration       float64 `json:"duration_s"`
-	Database       string  `json:"database"`
-	Concurrency    int     `json:"concurrency"`
+	BaselineRate float64 `json:"baseline_rate"`
+	Ratio        float64 `json:"ratio"`
+	// RunRatios are each run's rate over the baseline measured just before it, in run order.
+	RunRatios      []float64 `json:"run_ratios"`
+	Errors         int       `json:"errors"`
+	BaselineErrors int       `json:"baseline_errors"`
+	Runs           int       `json:"runs"`
+	Duration       float64   `json:"duration_s"`
+	Database       string    `json:"database"`
+	Concurrency    int       `json:"concurrency"`
 	// HashGoroutines are the goroutines of the bare argon2id baseline.
 	HashGoroutines int `json:"hash_goroutines"`
 	// Argon2id are the parameters, as in an encoded hash ("m=19456,t=2,p=1").
@@ -114,6 +116,7 @@ func runLogin(ctx context.Context, e *env, o options, emit func(any) error) (int
 		P99:            round(sum.p99, 3),
 		BaselineRate:   round(sum.baselineRate, 1),
 		Ratio:          round(sum.ratio, 3),
+		RunRatios:      sum.runRatios,
 		Errors:         sum.errors,
 		BaselineErrors: sum.baselineErrors,
 		Runs:           o.runs,

@@ -34,16 +34,20 @@ func TestMain(m *testing.M) {
 // fields are the fields a result must have, by kind.
 type fields struct {
 	strings, numbers []string
+	// lists are fields holding a non-empty list of numbers.
+	lists []string
 }
 
 var (
 	validateFields = fields{
 		strings: []string{"scenario", "transport", "database"},
 		numbers: []string{"rate", "p50_ms", "p99_ms", "baseline_rate", "ratio", "errors", "baseline_errors", "runs", "duration_s", "sessions", "concurrency"},
+		lists:   []string{"run_ratios"},
 	}
 	loginFields = fields{
 		strings: []string{"scenario", "database", "argon2id"},
 		numbers: []string{"rate", "p50_ms", "p99_ms", "baseline_rate", "ratio", "errors", "baseline_errors", "runs", "duration_s", "concurrency", "hash_goroutines"},
+		lists:   []string{"run_ratios"},
 	}
 	// resultFields are the fields of each scenario's results.
 	resultFields = map[string]fields{
@@ -133,6 +137,17 @@ func smokeCases(t *testing.T, short []string) {
 				for _, f := range want.strings {
 					if s, ok := r[f].(string); !ok || s == "" {
 						t.Errorf("%s: %s = %#v, want a string", name, f, r[f])
+					}
+				}
+				for _, f := range want.lists {
+					l, ok := r[f].([]any)
+					if !ok || len(l) == 0 {
+						t.Errorf("%s: %s = %#v, want a list of numbers", name, f, r[f])
+					}
+					for _, x := range l {
+						if _, ok := x.(float64); !ok {
+							t.Errorf("%s: %s holds %#v, want numbers", name, f, x)
+						}
 					}
 				}
 				for _, f := range want.numbers {

@@ -187,8 +187,11 @@ func failures(b, f sample) string {
 // summary are the medians of a series.
 type summary struct {
 	rate, baselineRate, ratio float64
-	p50, p99                  float64 // milliseconds
-	errors, baselineErrors    int
+	// runRatios are each run's figure over the baseline measured just before it, in run order:
+	// their spread is the machine's noise, which the medians hide.
+	runRatios              []float64
+	p50, p99               float64 // milliseconds
+	errors, baselineErrors int
 	// badRuns counts the runs, of the figure or the baseline, that failed too often.
 	badRuns int
 }
@@ -212,6 +215,13 @@ func (s series) summarize() summary {
 		if b.failedTooOften() {
 			out.badRuns++
 		}
+	}
+	for i := range min(len(rates), len(baseRates)) {
+		r := 0.0
+		if baseRates[i] > 0 {
+			r = round(rates[i]/baseRates[i], 3)
+		}
+		out.runRatios = append(out.runRatios, r)
 	}
 	out.rate, out.baselineRate = median(rates), median(baseRates)
 	out.p50, out.p99 = median(p50s), median(p99s)

@@ -40,6 +40,8 @@ type validateResult struct {
 	// BaselineRate is the bare grpc-go echo's calls per second, median over its runs.
 	BaselineRate float64 `json:"baseline_rate"`
 	Ratio        float64 `json:"ratio"`
+	// RunRatios are each run's rate over the baseline measured just before it, in run order.
+	RunRatios []float64 `json:"run_ratios"`
 	// Errors and BaselineErrors are the failed calls of all measured runs.
 	Errors         int     `json:"errors"`
 	BaselineErrors int     `json:"baseline_errors"`
@@ -99,6 +101,7 @@ func runValidate(ctx context.Context, e *env, o options, emit func(any) error) (
 			P99:            round(sum.p99, 3),
 			BaselineRate:   round(sum.baselineRate, 1),
 			Ratio:          round(sum.ratio, 3),
+			RunRatios:      sum.runRatios,
 			Errors:         sum.errors,
 			BaselineErrors: sum.baselineErrors,
 			Runs:           o.runs,
