@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -143,9 +144,24 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// waitHealthy polls /healthz until it answers 200, the process exits, or a deadline passes.
+// waitHealthy polls /healthz until it answers 200 from the process's own listener, the process
+// exits, or a deadline passes.
 func waitHealthy(t *testing.T, p *proc, httpAddr string) {
 	t.Helper()
+	if err := healthy(p, httpAddr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errPortTaken is healthy's error when the process exited because one of its ports was taken.
+var errPortTaken = errors.New("a port was taken")
+
+// healthy is waitHealthy's wait, returning its failure.
+//
+// NOTE: the port freeAddr found free may be taken by another test's node before this process
+// binds it: the process then exits (errPortTaken), and the other node answers /healthz on that
+// address. Only an answer while this process holds the listening socket counts (listens).
+func healthy(p *proc, httpAddr string) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(60 * time.Second)
 	backoff := 5 * time.Millisecond
@@ -153,30 +169,79 @@ func waitHealthy(t *testing.T, p *proc, httpAddr string) {
 		resp, err := hc.Get("http://" + httpAddr + "/healthz")
 		if err == nil {
 			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
+			if resp.StatusCode == http.StatusOK && listens(p.cmd.Process.Pid, httpAddr) {
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the node did not become healthy on %s within 60s (last: %v); output:\n%s", httpAddr, err, p.out.String())
+			return fmt.Errorf("the node did not become healthy on %s within 60s (last: %v); output:\n%s", httpAddr, err, p.out.String())
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("the node exited with code %d before becoming healthy; output:\n%s", p.cmd.ProcessState.ExitCode(), p.out.String())
+			out := p.out.String()
+			if strings.Contains(out, "address already in use") {
+				return fmt.Errorf("%w: %s", errPortTaken, out)
+			}
+			return fmt.Errorf("the node exited with code %d before becoming healthy; output:\n%s", p.cmd.ProcessState.ExitCode(), out)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
 
-// serve starts `gatehouse serve` on a database with fresh ports and waits until it is healthy. It
-// returns the process and its HTTP address.
+// listens reports whether process pid holds a socket listening on addr (a loopback host:port),
+// from /proc/net/tcp and the process's open files.
+func listens(pid int, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false
+	}
+	// Each line: sl local_address rem_address st ... inode; a listener has st 0A.
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" || !strings.HasSuffix(f[1], fmt.Sprintf(":%04X", n)) {
+			continue
+		}
+		inodes["socket:["+f[9]+"]"] = true
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[link] {
+			return true
+		}
+	}
+	return false
+}
+
+// serve starts `gatehouse serve` on a database with fresh ports and waits until it is healthy,
+// starting it again on other ports when one was taken meanwhile (see healthy). It returns the
+// process and its HTTP address.
 func serve(t *testing.T, bin, database string, env []string) (*proc, string) {
 	t.Helper()
-	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
-	p := startProc(t, bin, env, "serve", "--database", database, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)
-	waitHealthy(t, p, httpAddr)
-	return p, httpAddr
+	for attempt := 1; ; attempt++ {
+		grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+		p := startProc(t, bin, env, "serve", "--database", database, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)
+		err := healthy(p, httpAddr)
+		if err == nil {
+			return p, httpAddr
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("starting again on other ports: %v", err)
+	}
 }
 
 // stop sends SIGTERM and checks that the node shuts down cleanly, with exit code 0.
