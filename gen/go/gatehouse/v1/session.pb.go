@@ -1698,8 +1698,9 @@ func (*WatchSessionResponse_Heartbeat) Descriptor() ([]byte, []int) {
 	return file_gatehouse_v1_session_proto_rawDescGZIP(), []int{18, 3}
 }
 
-// Expiring warns ahead of a timeout (by --expiry-warning); activity that moves the idle expiry
-// sends a fresh one, or one with no expire_time when the warning no longer holds.
+// Expiring warns ahead of a timeout (by --expiry-warning, and before an idle timeout by at most
+// half the timeout); activity that moves the idle expiry sends a fresh one, or one with no
+// expire_time when the warning no longer holds.
 type WatchSessionResponse_Expiring struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// expire_time is when the session will end unless it is used (idle) or at all (absolute).

@@ -652,8 +652,9 @@ class WatchSessionResponse(_message.Message):
 
     @_typing.final
     class Expiring(_message.Message):
-        """Expiring warns ahead of a timeout (by --expiry-warning); activity that moves the idle expiry
-        sends a fresh one, or one with no expire_time when the warning no longer holds.
+        """Expiring warns ahead of a timeout (by --expiry-warning, and before an idle timeout by at most
+        half the timeout); activity that moves the idle expiry sends a fresh one, or one with no
+        expire_time when the warning no longer holds.
         """
 
         DESCRIPTOR: _descriptor.Descriptor

@@ -751,8 +751,9 @@ export const WatchSessionResponse_HeartbeatSchema: GenMessage<WatchSessionRespon
   messageDesc(file_gatehouse_v1_session, 18, 3);
 
 /**
- * Expiring warns ahead of a timeout (by --expiry-warning); activity that moves the idle expiry
- * sends a fresh one, or one with no expire_time when the warning no longer holds.
+ * Expiring warns ahead of a timeout (by --expiry-warning, and before an idle timeout by at most
+ * half the timeout); activity that moves the idle expiry sends a fresh one, or one with no
+ * expire_time when the warning no longer holds.
  *
  * @generated from message gatehouse.v1.WatchSessionResponse.Expiring
  */
