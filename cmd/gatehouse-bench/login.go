@@ -34,22 +34,10 @@ const (
 // loginResult is the result of the login scenario.
 type loginResult struct {
 	Scenario string `json:"scenario"`
-	// Rate is the successful logins per second, median over the runs.
-	Rate float64 `json:"rate"`
-	P50  float64 `json:"p50_ms"`
-	P99  float64 `json:"p99_ms"`
-	// BaselineRate is the bare argon2id derivations per second at the same parameters, median
-	// over the runs.
-	BaselineRate float64 `json:"baseline_rate"`
-	Ratio        float64 `json:"ratio"`
-	// RunRatios are each run's rate over the baseline measured just before it, in run order.
-	RunRatios      []float64 `json:"run_ratios"`
-	Errors         int       `json:"errors"`
-	BaselineErrors int       `json:"baseline_errors"`
-	Runs           int       `json:"runs"`
-	Duration       float64   `json:"duration_s"`
-	Database       string    `json:"database"`
-	Concurrency    int       `json:"concurrency"`
+	// versus is against bare argon2id derivations at the same parameters (BaselineRate).
+	versus
+	Database    string `json:"database"`
+	Concurrency int    `json:"concurrency"`
 	// HashGoroutines are the goroutines of the bare argon2id baseline.
 	HashGoroutines int `json:"hash_goroutines"`
 	// Argon2id are the parameters, as in an encoded hash ("m=19456,t=2,p=1").
@@ -111,16 +99,7 @@ func runLogin(ctx context.Context, e *env, o options, emit func(any) error) (int
 	sum := s.summarize()
 	return sum.badRuns, emit(loginResult{
 		Scenario:       "login",
-		Rate:           round(sum.rate, 1),
-		P50:            round(sum.p50, 3),
-		P99:            round(sum.p99, 3),
-		BaselineRate:   round(sum.baselineRate, 1),
-		Ratio:          round(sum.ratio, 3),
-		RunRatios:      sum.runRatios,
-		Errors:         sum.errors,
-		BaselineErrors: sum.baselineErrors,
-		Runs:           o.runs,
-		Duration:       o.duration.Seconds(),
+		versus:         sum.versus(o),
 		Database:       e.database,
 		Concurrency:    loginConcurrency,
 		HashGoroutines: hashGoroutines,

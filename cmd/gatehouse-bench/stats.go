@@ -184,6 +184,35 @@ func failures(b, f sample) string {
 	return out
 }
 
+// versus are the fields of a result measured against a baseline (validate, login), from the
+// medians of its runs. It is embedded in the results, whose JSON holds its fields flat.
+type versus struct {
+	// Rate is the figure's successful calls per second, and BaselineRate the baseline's, medians
+	// over the runs; Ratio is Rate over BaselineRate.
+	Rate float64 `json:"rate"`
+	// P50 and P99 are the medians over the runs of each run's latency percentiles.
+	P50          float64 `json:"p50_ms"`
+	P99          float64 `json:"p99_ms"`
+	BaselineRate float64 `json:"baseline_rate"`
+	Ratio        float64 `json:"ratio"`
+	// RunRatios are each run's rate over the baseline measured just before it, in run order.
+	RunRatios []float64 `json:"run_ratios"`
+	// Errors and BaselineErrors are the failed calls of all measured runs.
+	Errors         int     `json:"errors"`
+	BaselineErrors int     `json:"baseline_errors"`
+	Runs           int     `json:"runs"`
+	Duration       float64 `json:"duration_s"`
+}
+
+// versus returns the result fields of s, measured with o.
+func (s summary) versus(o options) versus {
+	return versus{
+		Rate: round(s.rate, 1), P50: round(s.p50, 3), P99: round(s.p99, 3),
+		BaselineRate: round(s.baselineRate, 1), Ratio: round(s.ratio, 3), RunRatios: s.runRatios,
+		Errors: s.errors, BaselineErrors: s.baselineErrors, Runs: o.runs, Duration: o.duration.Seconds(),
+	}
+}
+
 // summary are the medians of a series.
 type summary struct {
 	rate, baselineRate, ratio float64

@@ -32,24 +32,11 @@ const validateUsers = 100
 type validateResult struct {
 	Scenario  string `json:"scenario"`
 	Transport string `json:"transport"`
-	// Rate is the successful validations per second, median over the runs.
-	Rate float64 `json:"rate"`
-	// P50 and P99 are the medians over the runs of each run's latency percentiles.
-	P50 float64 `json:"p50_ms"`
-	P99 float64 `json:"p99_ms"`
-	// BaselineRate is the bare grpc-go echo's calls per second, median over its runs.
-	BaselineRate float64 `json:"baseline_rate"`
-	Ratio        float64 `json:"ratio"`
-	// RunRatios are each run's rate over the baseline measured just before it, in run order.
-	RunRatios []float64 `json:"run_ratios"`
-	// Errors and BaselineErrors are the failed calls of all measured runs.
-	Errors         int     `json:"errors"`
-	BaselineErrors int     `json:"baseline_errors"`
-	Runs           int     `json:"runs"`
-	Duration       float64 `json:"duration_s"`
-	Database       string  `json:"database"`
-	Sessions       int     `json:"sessions"`
-	Concurrency    int     `json:"concurrency"`
+	// versus is against a bare grpc-go unary echo server (BaselineRate).
+	versus
+	Database    string `json:"database"`
+	Sessions    int    `json:"sessions"`
+	Concurrency int    `json:"concurrency"`
 }
 
 // runValidate measures ValidateSession with o.sessions active sessions, validated round-robin with
@@ -94,21 +81,12 @@ func runValidate(ctx context.Context, e *env, o options, emit func(any) error) (
 		sum := s.summarize()
 		bad += sum.badRuns
 		if err := emit(validateResult{
-			Scenario:       "validate",
-			Transport:      t.name,
-			Rate:           round(sum.rate, 1),
-			P50:            round(sum.p50, 3),
-			P99:            round(sum.p99, 3),
-			BaselineRate:   round(sum.baselineRate, 1),
-			Ratio:          round(sum.ratio, 3),
-			RunRatios:      sum.runRatios,
-			Errors:         sum.errors,
-			BaselineErrors: sum.baselineErrors,
-			Runs:           o.runs,
-			Duration:       o.duration.Seconds(),
-			Database:       e.database,
-			Sessions:       o.sessions,
-			Concurrency:    o.concurrency,
+			Scenario:    "validate",
+			Transport:   t.name,
+			versus:      sum.versus(o),
+			Database:    e.database,
+			Sessions:    o.sessions,
+			Concurrency: o.concurrency,
 		}); err != nil {
 			return 0, err
 		}
