@@ -176,7 +176,9 @@ func (s *Service) readImpersonations(ctx context.Context, users []string) (map[s
 // round shared with the other streams asking at the same moment (and filled into the view). A
 // deleted user gives ent's not-found error.
 func (s *Service) streamRoles(ctx context.Context, userID string) ([]string, error) {
-	if _, roles, ok := s.view.user(userID); ok {
+	// NOTE: every stream of a user whose roles changed asks at once; the view's roles alone,
+	// without the user's message and its timestamps for each.
+	if roles, ok := s.view.roles(userID); ok {
 		return roles, nil
 	}
 	u, ok, err := s.usersBatch.get(ctx, userID)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/server/store"
 )
 
 // TestBatcherCoalescesCallers: calls made while a round reads are answered together by the next
@@ -45,7 +47,7 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 
 	// 1,200 calls of 600 distinct keys (each twice) and one absent key, all made while the first
 	// round is reading.
-	const keys = 600
+	const keys = store.MaxInList + 100
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*keys+1)
 	for i := range 2 * keys {
@@ -79,14 +81,14 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// The first round read only its own key; the 601 distinct keys waiting need two rounds of at
-	// most 500.
+	// The first round read only its own key; the MaxInList+101 distinct keys waiting need two rounds of at
+	// most MaxInList.
 	if len(reads) != 3 || !slices.Equal(reads[0], []string{"first"}) {
 		t.Fatalf("rounds read %d times: %v", len(reads), lens(reads))
 	}
 	seen := 0
 	for _, r := range reads[1:] {
-		if len(r) > 500 {
+		if len(r) > store.MaxInList {
 			t.Fatalf("a round read %d keys", len(r))
 		}
 		seen += len(r)
@@ -96,24 +98,33 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 	}
 }
 
-// TestBatcherErrorAndCancel: a failed read fails every call of its round, and a caller that
-// leaves gets its context's error while the round goes on for the others.
+// TestBatcherErrorAndCancel: a caller that leaves during its round gets its context's error while
+// the round goes on; a caller that comes during a round joins the next one; a failed read fails
+// every call of its round.
 func TestBatcherErrorAndCancel(t *testing.T) {
 	release := make(chan struct{})
+	rounds := make(chan []string, 2)
 	b := newBatcher(func(ctx context.Context, keys []string) (map[string]int, error) {
+		rounds <- slices.Clone(keys)
 		<-release
 		return nil, fmt.Errorf("the database is down")
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	left := make(chan error, 1)
 	go func() { _, _, err := b.get(ctx, "a"); left <- err }()
+	if keys := <-rounds; !slices.Equal(keys, []string{"a"}) {
+		t.Fatalf("the first round read %v, want [a]", keys)
+	}
 	cancel()
 	if err := <-left; err != context.Canceled {
-		t.Fatalf("a caller that left got %v", err)
+		t.Fatalf("a caller that left during its round got %v", err)
 	}
 	stayed := make(chan error, 1)
 	go func() { _, _, err := b.get(t.Context(), "b"); stayed <- err }()
 	close(release)
+	if keys := <-rounds; !slices.Equal(keys, []string{"b"}) {
+		t.Fatalf("the round after it read %v, want [b]", keys)
+	}
 	if err := <-stayed; err == nil || err.Error() != "the database is down" {
 		t.Fatalf("a caller of a failed round got %v", err)
 	}

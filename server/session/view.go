@@ -343,6 +343,19 @@ func (v *view) user(id string) (*gatehousev1.User, []string, bool) {
 	return e.v.user(), e.v.roles, true
 }
 
+// roles returns a cached user's effective roles (the view's interned, shared slice: read only),
+// without building the user's message as user does.
+func (v *view) roles(id string) ([]string, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.byUser[id]
+	if !ok {
+		return nil, false
+	}
+	v.users.moveToFront(e)
+	return e.v.roles, true
+}
+
 // fresh reports whether a load that began at tick may fill key; v.mu is held.
 func (v *view) fresh(tick uint64, keys ...string) bool {
 	if tick < v.floor {
