@@ -18,7 +18,7 @@ import (
 const hookBatch = 500
 
 // NOTE: the hooks below run inside transactions that hold the role-graph lock (tx.LockRoleGraph),
-// and every login takes that lock shared (tx.ShareRoleGraph) before it reads the user's roles and
+// and every login takes that lock shared (store.Tx.LockUserSharingRoleGraph) before it reads the user's roles and
 // policy. So a login either commits before the change, and the hook sees its session, or starts
 // after it, and sees the new roles and policies: no session escapes a re-authentication or keeps
 // outdated timeouts.

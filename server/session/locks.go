@@ -18,9 +18,3 @@ import (
 func LockUser(ctx context.Context, tx *store.Tx, userID string) (*ent.User, error) {
 	return tx.LockUser(ctx, userID)
 }
-
-// LockUserSharingRoleGraph takes the role-graph lock shared (store.Tx.ShareRoleGraph) and then
-// locks the user's row as LockUser does, in one statement. A missing user takes no role-graph lock.
-func LockUserSharingRoleGraph(ctx context.Context, tx *store.Tx, userID string) (*ent.User, error) {
-	return tx.LockUserSharingRoleGraph(ctx, userID)
-}

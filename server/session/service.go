@@ -161,7 +161,7 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 		// NOTE: the shared role-graph lock keeps the roles and policies read below from changing
 		// until the session is stored; the user's row lock serialises logins of one user across
 		// nodes, so that racing logins cannot both see room under the limit.
-		locked, err := LockUserSharingRoleGraph(ctx, tx, u.ID)
+		locked, err := tx.LockUserSharingRoleGraph(ctx, u.ID)
 		if imp != nil {
 			err = imp.mayOpen(locked, err)
 		} else if ent.IsNotFound(err) || (err == nil && locked.Disabled) {

@@ -44,33 +44,37 @@ func (s *Store) UserByName(ctx context.Context, username string) (*ent.User, err
 // SQLite, whose write transactions are exclusive already, it is a plain read. A missing user gives
 // ent's not-found error.
 func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
-	q := t.User.Query().Where(entuser.ID(userID))
-	if t.store.IsPostgres() {
-		q = q.ForUpdate()
-	}
-	return q.Only(ctx)
+	return t.lockUser(ctx, userID, false)
 }
 
-// LockUserSharingRoleGraph is ShareRoleGraph then LockUser, in one statement on PostgreSQL: the
-// shared role-graph lock is taken in the row filter of the user's SELECT ... FOR UPDATE, so before
-// the row lock, in the code base's one lock order. When the user does not exist it takes no
-// role-graph lock and fails as LockUser does; the caller must then read nothing that the lock
-// guards.
+// LockUserSharingRoleGraph is LockUser that first takes the role-graph lock shared: transactions
+// that share it run concurrently with each other but never with one that holds it by
+// LockRoleGraph. A login takes it so that it reads the roles and policies of its user either
+// entirely before or entirely after any change to them, and that change's hooks see the session it
+// opens. When the user does not exist it takes no role-graph lock and fails as LockUser does; the
+// caller must then read nothing that the lock guards.
 //
-// NOTE: a login runs this for every password it accepts; one round trip instead of two is a
-// fifteenth of the statements of a login.
+// NOTE: one statement on PostgreSQL, a login's first: the shared lock is taken in the row filter
+// of the user's SELECT ... FOR UPDATE, so before the row lock, in the code base's one lock order.
 func (t *Tx) LockUserSharingRoleGraph(ctx context.Context, userID string) (*ent.User, error) {
+	return t.lockUser(ctx, userID, true)
+}
+
+func (t *Tx) lockUser(ctx context.Context, userID string, shareRoleGraph bool) (*ent.User, error) {
 	q := t.User.Query().Where(entuser.ID(userID))
-	if t.store.IsPostgres() {
+	if !t.store.IsPostgres() {
+		return q.Only(ctx)
+	}
+	if shareRoleGraph {
 		// NOTE: a filter with a volatile function is evaluated for each row the index finds,
-		// never folded into a one-time test before the scan.
+		// after the cheaper id test, never folded into a one-time test before the scan.
 		q = q.Where(predicate.User(func(s *sql.Selector) {
 			s.Where(sql.P(func(b *sql.Builder) {
 				b.WriteString("pg_advisory_xact_lock_shared(").Arg(roleGraphLockKey).WriteString(") IS NOT NULL")
 			}))
-		})).ForUpdate()
+		}))
 	}
-	return q.Only(ctx)
+	return q.ForUpdate().Only(ctx)
 }
 
 // SessionsForUpdate returns a query of sessions that, on PostgreSQL, locks the rows it selects until

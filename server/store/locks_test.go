@@ -43,11 +43,14 @@ func TestLockUserSharingRoleGraph(t *testing.T) {
 		}
 		return true
 	}
-	// advisory returns the modes of the advisory locks held ("ShareLock", "ExclusiveLock") and
-	// how many are awaited.
+	// advisory returns the modes in which the role-graph lock is held ("ShareLock",
+	// "ExclusiveLock") and how many wait for it.
 	advisory := func() (held []string, waiting int) {
 		t.Helper()
-		rows, err := st.DB.QueryContext(ctx, "SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory'")
+		// NOTE: only the role-graph key (7,240,002: class 0, object 7240002) in this database;
+		// the cluster is shared with other tests.
+		rows, err := st.DB.QueryContext(ctx, "SELECT mode, granted FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = 7240002 "+
+			"AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,8 +22,8 @@ import (
 
 var _ events.Source = (*Store)(nil)
 
-// notifyChannel is the PostgreSQL channel of commit notifications. Notifications carry no
-// payload: they only wake the tailers, which read the log themselves.
+// notifyChannel is the PostgreSQL channel of commit notifications. A notification only wakes the
+// tailers, which read the log themselves; its payload is the sending node's tag (notifyTag).
 const notifyChannel = "gatehouse_events"
 
 // migrateLog creates the table that names the log (a random id, part of every cursor, so that a
@@ -75,22 +75,14 @@ func (s *Store) committed() {
 }
 
 // notifyLoop sends the NOTIFY of committed transactions, coalesced: commits that happen while one
-// NOTIFY is on its way share the next one. It sends them over one connection of its own, whose
-// backend pid the node's listener knows (notifyPID), so that the node's tailer, which its own
-// commits already woke in-process (committed), is not woken a second time by their NOTIFY.
+// NOTIFY is on its way share the next one. Its payload is the node's tag (notifyTag), so that the
+// node's listener skips its own: its commits already woke its tailer in-process (committed).
 //
 // NOTE: never inside the write transaction: NOTIFY in a transaction takes a database-wide lock at
 // commit, which would serialise every writer of the cluster. A NOTIFY that fails (the database
-// is down) is not retried further: the tailers' polling picks the events up. The connection is
-// dropped on any failure and taken again.
+// is down) is not retried: the tailers' polling picks the events up.
 func (s *Store) notifyLoop() {
 	defer close(s.notifyDone)
-	var conn *sql.Conn
-	defer func() {
-		if conn != nil {
-			_ = conn.Close()
-		}
-	}()
 	for {
 		select {
 		case <-s.notifyStop:
@@ -98,50 +90,14 @@ func (s *Store) notifyLoop() {
 		case <-s.notifyKick:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		// NOTE: a connection that broke since the last NOTIFY (the database restarted) fails
-		// only when used: the NOTIFY is then sent once more on a fresh one.
-		for attempt := 0; attempt < 2; attempt++ {
-			if conn == nil {
-				if conn = s.notifyConn(ctx); conn == nil {
-					break
-				}
-			}
-			if _, err := conn.ExecContext(ctx, "SELECT pg_notify($1, '')", notifyChannel); err == nil {
-				break
-			}
-			s.notifyPID.Store(0)
-			_ = conn.Close()
-			conn = nil
-		}
+		_, _ = s.DB.ExecContext(ctx, "SELECT pg_notify($1, $2)", notifyChannel, s.notifyTag)
 		cancel()
 	}
 }
 
-// notifyConn takes a connection of the pool for notifyLoop and records its backend pid; nil when
-// the database cannot be reached.
-func (s *Store) notifyConn(ctx context.Context) *sql.Conn {
-	conn, err := s.DB.Conn(ctx)
-	if err != nil {
-		return nil
-	}
-	var pid int32
-	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		_ = conn.Close()
-		return nil
-	}
-	s.notifyPID.Store(pid)
-	return conn
-}
-
 // own reports whether n is a NOTIFY this node sent (notifyLoop).
-//
-// NOTE: a pid names a backend only while it lives; notifyLoop forgets its connection's pid as soon
-// as a statement on it fails, and a later backend with the same pid (which the kernel reuses only
-// after cycling through the pid space) would at worst have its NOTIFY ignored here, costing this
-// node's tailer one poll interval of delay for it.
 func (s *Store) own(n *pq.Notification) bool {
-	pid := s.notifyPID.Load()
-	return n != nil && pid != 0 && int32(n.BePid) == pid
+	return n != nil && n.Extra == s.notifyTag
 }
 
 // Listen implements events.Source: one LISTEN connection per node, reconnected with backoff.

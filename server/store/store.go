@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -48,10 +49,10 @@ type Store struct {
 	logID atomic.Uint64
 	// commitHook runs after a transaction with events commits (SetCommitHook).
 	commitHook atomic.Pointer[func()]
-	// notifyKick, notifyStop and notifyDone drive notifyLoop on PostgreSQL; notifyPID is the
-	// backend pid of the connection it sends its NOTIFYs over (zero: none yet).
+	// notifyKick, notifyStop and notifyDone drive notifyLoop on PostgreSQL; notifyTag, random
+	// for each store, is the payload of its NOTIFYs.
 	notifyKick, notifyStop, notifyDone chan struct{}
-	notifyPID                          atomic.Int32
+	notifyTag                          string
 }
 
 // Open opens the database named by rawURL with the default Options. See OpenWith.
@@ -174,6 +175,7 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (*Store, err
 	}
 	st.poolURL = poolURL
 	st.notifyKick, st.notifyStop, st.notifyDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	st.notifyTag = rand.Text()
 	go st.notifyLoop()
 	return st, nil
 }

@@ -74,19 +74,6 @@ func (t *Tx) LockRoleGraph(ctx context.Context) error {
 	return err
 }
 
-// ShareRoleGraph takes the role-graph lock shared: transactions that share it run concurrently with
-// each other but never with one that holds it by LockRoleGraph. A login takes it so that it reads
-// the roles and policies of its user either entirely before or entirely after any change to them,
-// and that change's hooks see the session it opens. On SQLite every write transaction is already
-// exclusive.
-func (t *Tx) ShareRoleGraph(ctx context.Context) error {
-	if !t.store.IsPostgres() {
-		return nil
-	}
-	_, err := t.ExecContext(ctx, "SELECT pg_advisory_xact_lock_shared($1)", roleGraphLockKey)
-	return err
-}
-
 // InTx runs fn in a transaction and commits it together with the events fn emitted. It returns the
 // position of the last event (the consistency token of the mutation), or the zero position when fn
 // emitted none. If fn fails, nothing is written.
