@@ -112,10 +112,20 @@ func (c *cachingConn) failed(query string, err error) {
 	if !ok || (pe.Code != "0A000" && pe.Code != "26000") {
 		return
 	}
-	if el, ok := c.stmts[query]; ok {
+	el, ok := c.stmts[query]
+	if !ok {
+		return
+	}
+	if pe.Code == "26000" {
+		// The server no longer has it: nothing to close.
 		delete(c.stmts, query)
 		c.lru.Remove(el)
+		return
 	}
+	// NOTE: after 0A000 the server still holds the statement: it is closed, not only forgotten,
+	// or it would stay on the backend for the connection's life. A failure to close is left to
+	// the next statement on the connection to find.
+	_ = c.evict(el)
 }
 
 // QueryContext implements driver.QueryerContext.

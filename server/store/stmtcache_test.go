@@ -84,4 +84,8 @@ func TestPreparedStatementsPerConnection(t *testing.T) {
 	if err := conn.QueryRowContext(ctx, "SELECT * FROM cache_probe WHERE a = $1", 1).Scan(&a, &d, &b); err != nil {
 		t.Fatalf("after the table changed: %v", err)
 	}
+	// The failed statement was closed, not left on the backend beside its replacement.
+	if n := prepared("SELECT * FROM cache_probe WHERE a = %"); n != 1 {
+		t.Errorf("the connection holds %d prepared statements of the changed query, want 1", n)
+	}
 }
