@@ -28,6 +28,12 @@ func (r Rule) Authorize(p *Principal, req any) error {
 	if p == nil {
 		return errs.Unauthenticated("UNAUTHENTICATED", "this call needs an authorization: Bearer <session token> header")
 	}
+	return Denied()
+}
+
+// Denied is the error of a caller that may not make a call: PERMISSION_DENIED, saying no more (a
+// denial names neither the rule nor what was missing).
+func Denied() error {
 	return errs.PermissionDenied("PERMISSION_DENIED", "the caller may not do this")
 }
 

@@ -123,7 +123,7 @@ func (g *gateway) admit(ctx context.Context, r *http.Request) error {
 	rule, ok := g.rules(route.method)
 	if !ok {
 		// As the interceptors: denied to everyone, before any authentication.
-		return errs.PermissionDenied("PERMISSION_DENIED", "the caller may not do this")
+		return auth.Denied()
 	}
 	_, err := authorizeCaller(auth.Passive(ctx), rule, g.authn, r.Header.Get("Authorization"))
 	return err

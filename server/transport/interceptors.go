@@ -148,7 +148,7 @@ func (k *core) admit(ctx context.Context, c *call, authorization string) (contex
 	if !ok {
 		k.log.LogAttrs(ctx, slog.LevelError, "no authorization rule for method; denying the call",
 			slog.String("protocol", c.protocol), slog.String("method", c.method))
-		return ctx, errs.PermissionDenied("PERMISSION_DENIED", "the caller may not do this")
+		return ctx, auth.Denied()
 	}
 	c.rule = rule
 	p, err := authorizeCaller(ctx, rule, k.authn, authorization)
