@@ -96,11 +96,7 @@ func (s *Service) RolesChanged(ctx context.Context, tx *store.Tx, changes []poli
 		if len(reauth) > 0 {
 			// NOTE: the impersonations opened from the sessions that end, end with them (as
 			// REVOKED_BY_USER): the change ends those too, and the impact counts them.
-			live, err := lockActive(ctx, tx, 0, nil, entsession.UserIDIn(reauth...))
-			if err != nil {
-				return effect, err
-			}
-			ended, impersonations, err := endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", live)
+			ended, impersonations, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE, "", 0, entsession.UserIDIn(reauth...))
 			if err != nil {
 				return effect, err
 			}
@@ -146,7 +142,7 @@ func endOutgrownImpersonations(ctx context.Context, tx *store.Tx, batch []policy
 	if len(where) == 0 {
 		return 0, nil
 	}
-	ended, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE,
+	ended, _, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ROLE_CHANGE,
 		"a role change took the impersonation past what its impersonator may do", 0, entsession.Or(where...))
 	return len(ended), err
 }

@@ -166,7 +166,7 @@ func notImpersonation() predicate.Session { return entsession.ImpersonatorSessio
 // inside tx.
 func endImpersonations(ctx context.Context, tx *store.Tx, ended []string, reason gatehousev1.TerminationReason) (int, error) {
 	note := impersonatorEndedNote + " (" + reason.String() + ")"
-	ids, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER, note, 0,
+	ids, _, err := endWhere(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_REVOKED_BY_USER, note, 0,
 		entsession.ImpersonatorSessionIDIn(ended...))
 	return len(ids), err
 }

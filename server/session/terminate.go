@@ -19,13 +19,14 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 	if exceptID != "" {
 		where = append(where, entsession.IDNEQ(exceptID))
 	}
-	return endWhere(ctx, tx, reason, note, 0, where...)
+	ids, _, err := endWhere(ctx, tx, reason, note, 0, where...)
+	return ids, err
 }
 
 // endWhere ends the active sessions that match where (at most limit of them, oldest first, when
 // limit is positive) with reason, and emits one SESSION_TERMINATED event for each; the
 // impersonation sessions opened from them end too (endImpersonations). It returns the ids that
-// matched and ended. However many sessions match, no statement binds more than store.MaxInList ids; where
+// matched and ended, and how many impersonations ended with them. However many sessions match, no statement binds more than store.MaxInList ids; where
 // itself must not hold a longer list (see endIDs).
 //
 // NOTE: on PostgreSQL the sessions are locked before they are ended (store.Tx.SessionsForUpdate),
@@ -33,13 +34,12 @@ func EndUserSessions(ctx context.Context, tx *store.Tx, userID, exceptID string,
 // transaction commits, so every session ends exactly once, with one event and one reason, whoever
 // races to end it (a logout, an administrator, the sweeper, an eviction). SQLite write transactions
 // are exclusive already.
-func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, limit int, where ...predicate.Session) ([]string, error) {
+func endWhere(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, limit int, where ...predicate.Session) (ids []string, impersonations int, err error) {
 	live, err := lockActive(ctx, tx, limit, nil, where...)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	ids, _, err := endLocked(ctx, tx, reason, note, live)
-	return ids, err
+	return endLocked(ctx, tx, reason, note, live)
 }
 
 // lockActive locks and returns the active sessions that match where (at most limit of them,
@@ -119,7 +119,7 @@ func endLocked(ctx context.Context, tx *store.Tx, reason gatehousev1.Termination
 func endIDs(ctx context.Context, tx *store.Tx, reason gatehousev1.TerminationReason, note string, ids []string) ([]string, error) {
 	var ended []string
 	for batch := range slices.Chunk(ids, store.MaxInList) {
-		e, err := endWhere(ctx, tx, reason, note, 0, entsession.IDIn(batch...))
+		e, _, err := endWhere(ctx, tx, reason, note, 0, entsession.IDIn(batch...))
 		if err != nil {
 			return nil, err
 		}
@@ -135,7 +135,7 @@ func EndSession(ctx context.Context, tx *store.Tx, s *ent.Session, reason gateho
 	if !s.Active {
 		return s, nil
 	}
-	if _, err := endWhere(ctx, tx, reason, note, 0, entsession.ID(s.ID)); err != nil {
+	if _, _, err := endWhere(ctx, tx, reason, note, 0, entsession.ID(s.ID)); err != nil {
 		return nil, err
 	}
 	return tx.Session.Get(ctx, s.ID)
