@@ -3,12 +3,12 @@ package session
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/gatehouse/gatehouse/ent"
 	entsession "github.com/gatehouse/gatehouse/ent/session"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/store"
@@ -35,12 +35,9 @@ func newActivity(id, user string, last, idle, now, newIdle time.Time) activity {
 	return activity{id: id, user: user, last: last.UnixNano(), idle: idle.UnixNano(), now: now.UnixNano(), newIdle: newIdle.UnixNano()}
 }
 
-// update is the conditional write of a: it applies only while the row still has the last activity
-// and idle expiry the node read (a policy change, or another node's write, wins).
-func (a activity) update(c *ent.SessionClient) *ent.SessionUpdate {
-	return c.Update().
-		Where(entsession.ID(a.id), entsession.Active(true), entsession.LastActiveTime(unixNano(a.last)), entsession.IdleExpireTime(unixNano(a.idle))).
-		SetLastActiveTime(unixNano(a.now)).SetIdleExpireTime(unixNano(a.newIdle))
+// stored is a as the store writes it.
+func (a activity) stored() store.Activity {
+	return store.Activity{ID: a.id, Last: unixNano(a.last), Idle: unixNano(a.idle), Now: unixNano(a.now), NewIdle: unixNano(a.newIdle)}
 }
 
 // writeBack is a node's batcher of last-activity writes, off the request path.
@@ -102,31 +99,48 @@ func (s *Service) RunWriteBack(ctx context.Context) error {
 	}
 }
 
-// flush writes what is pending, one single-row statement per session.
-//
-// NOTE: one row per statement, outside any transaction, so that the write-back never holds one
-// session's lock while waiting for another's, and cannot deadlock with the transactions that lock
-// a user and then its sessions. Each update applies only if the row still has the last activity
-// and idle expiry the node read: a policy change (which moved the idle expiry) or another node's
-// write wins, and the node's view of that session was dropped or is a lower bound anyway.
+// flush writes what is pending: an activity WatchSession announced in a transaction of its own
+// with its event (extend), the others in batches of store.MaxInList rows (store.WriteActivity),
+// each of which never waits for a row lock and so cannot deadlock with the transactions that lock
+// a user and then its sessions. Each write applies only if the row still has the last activity and
+// idle expiry the node read: a policy change (which moved the idle expiry) or another node's write
+// wins, and the node's view of that session was dropped or is a lower bound anyway. What a batch
+// skipped because another transaction held the row stays pending for the next flush.
 func (w *writeBack) flush(ctx context.Context) {
 	w.mu.Lock()
 	batch := w.pending
 	w.pending = map[string]activity{}
 	w.mu.Unlock()
 	var failed error
+	quiet := make([]store.Activity, 0, len(batch))
 	for id, a := range batch {
-		var err error
-		if w.announced(a) {
-			err = w.extend(ctx, a)
-		} else {
-			err = a.update(w.st.Client.Session).Exec(ctx)
+		if !w.announced(a) {
+			quiet = append(quiet, a.stored())
+			continue
 		}
-		if err != nil {
-			failed = err
+		if failed = w.extend(ctx, a); failed != nil {
 			break
 		}
 		delete(batch, id)
+	}
+	for chunk := range slices.Chunk(quiet, store.MaxInList) {
+		if failed != nil {
+			break
+		}
+		var skipped []string
+		skipped, failed = w.st.WriteActivity(ctx, chunk)
+		if failed != nil {
+			break
+		}
+		held := make(map[string]bool, len(skipped))
+		for _, id := range skipped {
+			held[id] = true
+		}
+		for _, a := range chunk {
+			if !held[a.ID] {
+				delete(batch, a.ID)
+			}
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -155,7 +169,7 @@ func (w *writeBack) flush(ctx context.Context) {
 // a pause of at least half the idle timeout (idleLead), never that of a session in constant use.
 func (w *writeBack) extend(ctx context.Context, a activity) error {
 	_, err := w.st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
-		n, err := a.update(tx.Session).Save(ctx)
+		n, err := a.stored().Update(tx.Session).Save(ctx)
 		if err != nil || n == 0 {
 			return err
 		}
