@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,6 +97,8 @@ func smokeCases(t *testing.T, short []string) {
 		args []string
 		// want are the results expected, in order, as scenario or scenario/transport.
 		want []string
+		// check, when set, checks each result further.
+		check func(t *testing.T, name string, r map[string]any)
 	}{
 		// NOTE: propagation prints nothing on SQLite (it needs two nodes); the postgres case runs
 		// it and the other scenario of two nodes, limit-race.
@@ -102,6 +106,15 @@ func smokeCases(t *testing.T, short []string) {
 			"login", "limit-race", "stream-memory", "group-fanout"}},
 		{name: "postgres", args: []string{"--scenario", "validate,propagation,limit-race"}, want: []string{"validate/grpc", "validate/connect", "validate/rest",
 			"propagation/grant", "propagation/terminate", "limit-race"}},
+		// The flags that shape the scenarios rather than their size: only the transports asked
+		// for, in the program's order; one session per user, so as many users as sessions.
+		{name: "flags", args: []string{"--database", "sqlite", "--scenario", "validate,memory", "--transports", "rest,grpc,rest",
+			"--memory-sessions-per-user", "1"}, want: []string{"validate/grpc", "validate/rest", "memory"},
+			check: func(t *testing.T, name string, r map[string]any) {
+				if name == "memory" && (r["users"] != r["sessions"] || r["sessions"] != float64(300)) {
+					t.Errorf("memory: %v users of %v sessions, want 300 of 300", r["users"], r["sessions"])
+				}
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -155,12 +168,45 @@ func smokeCases(t *testing.T, short []string) {
 						t.Errorf("%s: %s = %#v, want a number", name, f, r[f])
 					}
 				}
+				if tc.check != nil {
+					tc.check(t, name, r)
+				}
 				got = append(got, name)
 			}
 			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 				t.Errorf("results %q, want %q\nstderr:\n%s", got, tc.want, stderr.String())
 			}
 		})
+	}
+}
+
+// TestParseFlags: bad values are refused with an error naming the flag, before anything starts.
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--transports", "grpc,soap"}, "--transports"},
+		{[]string{"--transports", ""}, "--transports"},
+		{[]string{"--scenario", "validate,nap"}, "--scenario"},
+		{[]string{"--memory-sessions-per-user", "0"}, "--memory-sessions-per-user"},
+		{[]string{"--memory-sessions-per-user", "1001"}, "--memory-sessions-per-user"},
+		{[]string{"--duration", "0s"}, "--duration"},
+		{[]string{"--runs", "-1"}, "--runs"},
+		{[]string{"stray"}, "unexpected arguments"},
+	} {
+		var stderr bytes.Buffer
+		_, err := parseFlags(tc.args, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseFlags(%q) = %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+	o, err := parseFlags([]string{"--transports", "rest,connect,rest", "--memory-sessions-per-user", "1000"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.transports, []string{"rest", "connect"}) || o.memoryPerUser != 1000 {
+		t.Errorf("transports %q, sessions per user %d; want [rest connect], 1000", o.transports, o.memoryPerUser)
 	}
 }
 
