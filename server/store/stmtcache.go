@@ -56,11 +56,48 @@ type pqConn interface {
 	driver.NamedValueChecker
 }
 
+// pqRows are the interfaces lib/pq's rows implement, which guardedRows passes through.
+type pqRows interface {
+	driver.Rows
+	driver.RowsNextResultSet
+	driver.RowsColumnTypeScanType
+	driver.RowsColumnTypeDatabaseTypeName
+	driver.RowsColumnTypeLength
+	driver.RowsColumnTypePrecisionScale
+}
+
+// errRowsOpen is the error of a statement started on a connection whose previous query's rows
+// are still open.
+var errRowsOpen = errors.New("store: a statement was started while the rows of another were open on the same connection; close them first")
+
 // cachingConn is a lib/pq connection with its prepared statements, least recently used last.
 type cachingConn struct {
 	pqConn
 	stmts map[string]*list.Element // of *cachedStmt
 	lru   *list.List
+	// rows are the rows of the last query run through a cached statement, and open whether they
+	// are still open.
+	//
+	// NOTE: lib/pq refuses a query on a connection whose rows are still being read
+	// ("there is already a query being processed"), but only for the calls on the connection
+	// itself, not for those on a prepared statement. Without the refusal, the second query's
+	// messages would go out while the first's answer is unread, and each would read the other's.
+	// Only one query's rows can be open at a time, so one value per connection serves them all.
+	rows guardedRows
+	open bool
+}
+
+// guardedRows are the rows of a query through a cached statement: closing them lets the
+// connection run the next statement.
+type guardedRows struct {
+	pqRows
+	conn *cachingConn
+}
+
+// Close implements driver.Rows.
+func (r *guardedRows) Close() error {
+	r.conn.open = false
+	return r.pqRows.Close()
 }
 
 type cachedStmt struct {
@@ -74,7 +111,9 @@ func newCachingConn(conn driver.Conn) (driver.Conn, error) {
 		_ = conn.Close()
 		return nil, errors.New("store: the PostgreSQL driver's connection lacks a method the statement cache needs")
 	}
-	return &cachingConn{pqConn: pc, stmts: map[string]*list.Element{}, lru: list.New()}, nil
+	c := &cachingConn{pqConn: pc, stmts: map[string]*list.Element{}, lru: list.New()}
+	c.rows.conn = c
+	return c, nil
 }
 
 // stmt returns the connection's prepared statement of query, preparing it on first use.
@@ -130,6 +169,9 @@ func (c *cachingConn) failed(query string, err error) {
 
 // QueryContext implements driver.QueryerContext.
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if c.open {
+		return nil, errRowsOpen
+	}
 	if len(args) == 0 || len(args) > maxCachedArgs {
 		return c.pqConn.QueryContext(ctx, query, args)
 	}
@@ -140,12 +182,22 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 	rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, args)
 	if err != nil {
 		c.failed(query, err)
+		return nil, err
 	}
-	return rows, err
+	pr, ok := rows.(pqRows)
+	if !ok {
+		_ = rows.Close()
+		return nil, errors.New("store: the PostgreSQL driver's rows lack a method the statement cache needs")
+	}
+	c.rows.pqRows, c.open = pr, true
+	return &c.rows, nil
 }
 
 // ExecContext implements driver.ExecerContext.
 func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if c.open {
+		return nil, errRowsOpen
+	}
 	if len(args) == 0 || len(args) > maxCachedArgs {
 		return c.pqConn.ExecContext(ctx, query, args)
 	}

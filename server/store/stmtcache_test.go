@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/internal/teststore"
 )
@@ -87,5 +88,56 @@ func TestPreparedStatementsPerConnection(t *testing.T) {
 	// The failed statement was closed, not left on the backend beside its replacement.
 	if n := prepared("SELECT * FROM cache_probe WHERE a = %"); n != 1 {
 		t.Errorf("the connection holds %d prepared statements of the changed query, want 1", n)
+	}
+}
+
+// TestStatementWhileRowsOpen: a statement started on a connection while another's rows are still
+// being read is refused with an error, through a cached statement or not, instead of interleaving
+// the two on the wire; once the rows are closed the connection works, and the rows of a cached
+// statement still describe their columns.
+func TestStatementWhileRowsOpen(t *testing.T) {
+	st := teststore.Open(t, "postgres")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := st.DB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows, err := conn.QueryContext(ctx, "SELECT g FROM generate_series(1, $1::int) g", 100_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types, err := rows.ColumnTypes()
+	if err != nil || len(types) != 1 || types[0].DatabaseTypeName() != "INT4" {
+		t.Fatalf("column types %v, %v; want one INT4", types, err)
+	}
+	if !rows.Next() {
+		t.Fatalf("no first row: %v", rows.Err())
+	}
+	var got int
+	for _, q := range []struct {
+		query string
+		args  []any
+	}{
+		{"SELECT $1::int + 1", []any{1}},
+		{"SELECT 2", nil},
+	} {
+		if err := conn.QueryRowContext(ctx, q.query, q.args...).Scan(&got); err == nil || !strings.Contains(err.Error(), "rows of another were open") {
+			t.Errorf("%s while rows were open: %d, %v; want the refusal", q.query, got, err)
+		}
+		if _, err := conn.ExecContext(ctx, q.query, q.args...); err == nil || !strings.Contains(err.Error(), "rows of another were open") {
+			t.Errorf("exec %s while rows were open: %v; want the refusal", q.query, err)
+		}
+	}
+	n := 1
+	for rows.Next() {
+		n++
+	}
+	if err := rows.Close(); err != nil || n != 100_000 {
+		t.Fatalf("read %d rows (%v), want 100000", n, err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT $1::int + 1", 41).Scan(&got); err != nil || got != 42 {
+		t.Fatalf("after the rows were closed: %d, %v", got, err)
 	}
 }
