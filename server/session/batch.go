@@ -38,6 +38,9 @@ type batchCall[V any] struct {
 	v    V
 	ok   bool
 	err  error
+	// left is set, under the batcher's mu, when the caller stopped waiting before its round
+	// began: the round leaves its key out.
+	left bool
 }
 
 // batchTimeout bounds one round's read (its callers may have gone).
@@ -64,6 +67,9 @@ func (b *batcher[V]) get(ctx context.Context, key string) (v V, ok bool, err err
 	case <-c.done:
 		return c.v, c.ok, c.err
 	case <-ctx.Done():
+		b.mu.Lock()
+		c.left = true
+		b.mu.Unlock()
 		return v, false, ctx.Err()
 	}
 }
@@ -100,11 +106,14 @@ func (b *batcher[V]) run(ctx context.Context) {
 }
 
 // take removes the calls of the next round from the waiting ones: those of the oldest
-// store.MaxInList distinct keys; b.mu is held.
+// store.MaxInList distinct keys. Calls whose caller left are dropped. b.mu is held.
 func (b *batcher[V]) take() []*batchCall[V] {
 	keys := map[string]bool{}
 	var calls, rest []*batchCall[V]
 	for _, c := range b.waiting {
+		if c.left {
+			continue
+		}
 		if !keys[c.key] && len(keys) < store.MaxInList {
 			keys[c.key] = true
 		}

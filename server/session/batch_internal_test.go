@@ -99,8 +99,9 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 }
 
 // TestBatcherErrorAndCancel: a caller that leaves during its round gets its context's error while
-// the round goes on; a caller that comes during a round joins the next one; a failed read fails
-// every call of its round.
+// the round goes on; one that leaves before its round begins gets it too, and its key is not read;
+// a caller that comes during a round joins the next one; a failed read fails every call of its
+// round.
 func TestBatcherErrorAndCancel(t *testing.T) {
 	release := make(chan struct{})
 	rounds := make(chan []string, 2)
@@ -119,8 +120,17 @@ func TestBatcherErrorAndCancel(t *testing.T) {
 	if err := <-left; err != context.Canceled {
 		t.Fatalf("a caller that left during its round got %v", err)
 	}
+	goneCtx, goneCancel := context.WithCancel(t.Context())
+	gone := make(chan error, 1)
+	go func() { _, _, err := b.get(goneCtx, "gone"); gone <- err }()
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 1 })
+	goneCancel()
+	if err := <-gone; err != context.Canceled {
+		t.Fatalf("a caller that left before its round got %v", err)
+	}
 	stayed := make(chan error, 1)
 	go func() { _, _, err := b.get(t.Context(), "b"); stayed <- err }()
+	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2 })
 	close(release)
 	if keys := <-rounds; !slices.Equal(keys, []string{"b"}) {
 		t.Fatalf("the round after it read %v, want [b]", keys)
