@@ -17,6 +17,10 @@ import (
 // writeBackInterval is how often a node writes the activity of its sessions back.
 const writeBackInterval = 250 * time.Millisecond
 
+// writeBackRetry is how often the node's last flush, on shutdown, tries again what it could not
+// write.
+const writeBackRetry = 20 * time.Millisecond
+
 // activity is one session's activity to write back: its new last activity and idle expiry, and
 // the values the node read, which the row must still have.
 //
@@ -50,6 +54,9 @@ type writeBack struct {
 	mu      sync.Mutex
 	pending map[string]activity
 	failing bool
+
+	// flushed is a test hook, nil otherwise: called after each flush with what it left pending.
+	flushed func(left int)
 }
 
 func newWriteBack(st *store.Store, log *slog.Logger, lead func() time.Duration) *writeBack {
@@ -70,12 +77,31 @@ func (w *writeBack) add(a activity) {
 	w.addLocked(a)
 }
 
-// addLocked records a unless newer activity of the same session is pending; w.mu is held.
+// addLocked records a, or keeps the newer activity of the same session already pending; w.mu is
+// held.
+//
+// NOTE: the view builds an activity from its own copy of the session, which the previous activity
+// moved: the newer one's condition (the last activity and idle expiry read) is what the older one
+// writes. When the older one was not written (a batch skipped its row, or a write failed), the
+// newer one alone would never match the row, and the database would keep an idle expiry the
+// session has long passed, for a sweeper to end it while it is in use. So a newer activity that
+// follows from an unwritten older one takes over the older one's condition: one write moves the
+// row from what the database has to the latest activity. Whichever of the two comes first (the
+// newer one may arrive while the older one's flush runs, and the older one be put back after it).
 func (w *writeBack) addLocked(a activity) {
-	if p, ok := w.pending[a.id]; ok && p.now >= a.now {
+	p, ok := w.pending[a.id]
+	if !ok {
+		w.pending[a.id] = a
 		return
 	}
-	w.pending[a.id] = a
+	older, newer := a, p
+	if a.now > p.now {
+		older, newer = p, a
+	}
+	if newer.last == older.now && newer.idle == older.newIdle {
+		newer.last, newer.idle = older.last, older.idle
+	}
+	w.pending[a.id] = newer
 }
 
 // RunWriteBack writes the activity of the node's sessions back every writeBackInterval until
@@ -89,9 +115,19 @@ func (s *Service) RunWriteBack(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// NOTE: the last flush tries again, for as long as its bound allows, what it could
+			// not write (a row another transaction held, a failed write): the node is going.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			s.writeBack.flush(fctx)
-			cancel()
+			defer cancel()
+			retry := time.NewTicker(writeBackRetry)
+			defer retry.Stop()
+			for s.writeBack.flush(fctx) > 0 {
+				select {
+				case <-fctx.Done():
+					return nil
+				case <-retry.C:
+				}
+			}
 			return nil
 		case <-t.C:
 			s.writeBack.flush(ctx)
@@ -99,37 +135,33 @@ func (s *Service) RunWriteBack(ctx context.Context) error {
 	}
 }
 
-// flush writes what is pending: an activity WatchSession announced in a transaction of its own
-// with its event (extend), the others in batches of store.MaxInList rows (store.WriteActivity),
-// each of which never waits for a row lock and so cannot deadlock with the transactions that lock
-// a user and then its sessions. Each write applies only if the row still has the last activity and
-// idle expiry the node read: a policy change (which moved the idle expiry) or another node's write
-// wins, and the node's view of that session was dropped or is a lower bound anyway. What a batch
-// skipped because another transaction held the row stays pending for the next flush.
-func (w *writeBack) flush(ctx context.Context) {
+// flush writes what is pending, and returns how many activities it left pending (new ones
+// included). The activities no stream can have been warned about go first, in batches of
+// store.MaxInList rows (store.WriteActivity), each of which never waits for a row lock and so
+// cannot deadlock with the transactions that lock a user and then its sessions; then those
+// WatchSession announced, each in a transaction of its own with its event (extend), which may wait
+// for its row. Each write applies only if the row still has the last activity and idle expiry the
+// node read: a policy change (which moved the idle expiry) or another node's write wins, and the
+// node's view of that session was dropped or is a lower bound anyway. What a batch skipped because
+// another transaction held the row, and what a failure stopped, stays pending for the next flush.
+func (w *writeBack) flush(ctx context.Context) int {
 	w.mu.Lock()
 	batch := w.pending
 	w.pending = map[string]activity{}
 	w.mu.Unlock()
 	var failed error
 	quiet := make([]store.Activity, 0, len(batch))
-	for id, a := range batch {
-		if !w.announced(a) {
+	var announced []activity
+	for _, a := range batch {
+		if w.announced(a) {
+			announced = append(announced, a)
+		} else {
 			quiet = append(quiet, a.stored())
-			continue
 		}
-		if failed = w.extend(ctx, a); failed != nil {
-			break
-		}
-		delete(batch, id)
 	}
 	for chunk := range slices.Chunk(quiet, store.MaxInList) {
-		if failed != nil {
-			break
-		}
 		var skipped []string
-		skipped, failed = w.st.WriteActivity(ctx, chunk)
-		if failed != nil {
+		if skipped, failed = w.st.WriteActivity(ctx, chunk); failed != nil {
 			break
 		}
 		held := make(map[string]bool, len(skipped))
@@ -140,6 +172,14 @@ func (w *writeBack) flush(ctx context.Context) {
 			if !held[a.ID] {
 				delete(batch, a.ID)
 			}
+		}
+	}
+	for _, a := range announced {
+		if failed != nil {
+			break
+		}
+		if failed = w.extend(ctx, a); failed == nil {
+			delete(batch, a.id)
 		}
 	}
 	w.mu.Lock()
@@ -153,12 +193,21 @@ func (w *writeBack) flush(ctx context.Context) {
 	// NOTE: a flush cut short by the node shutting down is not a failure to report: the final
 	// flush (RunWriteBack) writes what is left.
 	if failed != nil && ctx.Err() != nil {
-		return
+		return w.left()
 	}
 	if failed != nil && !w.failing {
 		w.log.Warn("writing session activity back failed; it is retried at the next flush", "err", failed)
 	}
 	w.failing = failed != nil
+	return w.left()
+}
+
+// left reports what a flush left pending (to the test hook too); w.mu is held.
+func (w *writeBack) left() int {
+	if w.flushed != nil {
+		w.flushed(len(w.pending))
+	}
+	return len(w.pending)
 }
 
 // extend writes a's activity and, in the same transaction, an EVENT_TYPE_SESSION_EXTENDED event,

@@ -186,9 +186,32 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 				t.Fatalf("pending after the flush: %v (failing %v), want %v", pending, w.failing, wantPending)
 			}
 
+			// Newer activity of the skipped session, read from the view that the skipped one
+			// moved: one write takes the row from what it has to the newer activity.
+			later := now.Add(time.Second)
+			w.add(newActivity(held, u.ID, now, now.Add(time.Hour), later, later.Add(time.Hour)))
 			release()
 			w.flush(ctx)
+			got, err := st.Client.Session.Get(ctx, held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.LastActiveTime.Equal(later) || !got.IdleExpireTime.Equal(later.Add(time.Hour)) {
+				t.Fatalf("the held session, once free, has last activity %v, idle expiry %v; want %v, %v",
+					got.LastActiveTime, got.IdleExpireTime, later, later.Add(time.Hour))
+			}
 			held = ""
+			want = func(id string) (time.Time, time.Time) {
+				switch id {
+				case moved:
+					return start, policyIdle
+				case ended:
+					return start, start.Add(time.Hour)
+				case rows[2].ID:
+					return later, later.Add(time.Hour)
+				}
+				return now, now.Add(time.Hour)
+			}
 			check()
 			if len(w.pending) != 0 || w.failing {
 				t.Fatalf("pending after the lock was released: %v (failing %v)", slices.Collect(maps.Keys(w.pending)), w.failing)
@@ -203,7 +226,7 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 			w.flush(ctx)
 			w.add(newActivity(r.ID, r.UserID, t1, t1.Add(time.Hour), t2, t2.Add(time.Hour)))
 			w.flush(ctx)
-			got, err := st.Client.Session.Get(ctx, r.ID)
+			got, err = st.Client.Session.Get(ctx, r.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,6 +234,86 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 				t.Fatalf("after two writes the row's last activity is %v, want %v (pending %d, failing %v)", got.LastActiveTime, t2, len(w.pending), w.failing)
 			}
 		})
+	}
+}
+
+// TestWriteBackMergesChainedActivity: newer activity of a session whose older activity was not
+// written yet (pending, or put back after a skipped or failed write) follows from it, so the one
+// write kept moves the row from the older one's condition to the newer one's values, whichever of
+// the two is added first; newer activity that does not follow (read afresh from the database)
+// replaces the older one as it is; older activity never replaces newer.
+func TestWriteBackMergesChainedActivity(t *testing.T) {
+	older := activity{id: "s", last: 0, idle: 100, now: 10, newIdle: 110}
+	newer := activity{id: "s", last: 10, idle: 110, now: 20, newIdle: 120}
+	merged := activity{id: "s", last: 0, idle: 100, now: 20, newIdle: 120}
+	afresh := activity{id: "s", last: 15, idle: 115, now: 30, newIdle: 130}
+	for _, tc := range []struct {
+		name string
+		adds []activity
+		want activity
+	}{
+		{"newer after older", []activity{older, newer}, merged},
+		{"older put back after newer", []activity{newer, older}, merged},
+		{"afresh after older", []activity{older, afresh}, afresh},
+		{"older after afresh", []activity{afresh, older}, afresh},
+		{"the same twice", []activity{older, older}, older},
+	} {
+		w := newWriteBack(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return 0 })
+		for _, a := range tc.adds {
+			w.add(a)
+		}
+		if got := w.pending["s"]; got != tc.want || len(w.pending) != 1 {
+			t.Errorf("%s: pending %+v, want %+v", tc.name, w.pending, tc.want)
+		}
+	}
+}
+
+// TestWriteBackLastFlushRetries: on shutdown, the node's last flush tries again the activity of a
+// session another transaction held, and writes it once the row is free, within its bound.
+func TestWriteBackLastFlushRetries(t *testing.T) {
+	ctx := context.Background()
+	st := teststore.Open(t, "postgres")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(st, auth.NewHasher(1), log, Options{})
+	s.writeBack = newWriteBack(st, log, func() time.Duration { return 0 })
+	u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("leaving").SetUsernameKey("leaving").Save(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Second)
+	teststore.AddSessions(t, st, u.ID, 1, start, start.Add(time.Hour))
+	r, err := st.Client.Session.Query().Only(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := st.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, "SELECT id FROM sessions WHERE id = $1 FOR UPDATE", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	now := start.Add(time.Second)
+	s.writeBack.add(newActivity(r.ID, r.UserID, r.LastActiveTime, r.IdleExpireTime, now, now.Add(time.Hour)))
+	skipped := 0
+	s.writeBack.flushed = func(left int) {
+		if left > 0 {
+			skipped++
+			_ = tx.Rollback()
+		}
+	}
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	if err := s.RunWriteBack(stopped); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Client.Session.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skipped == 0 || !got.LastActiveTime.Equal(now) {
+		t.Fatalf("after the last flush (%d skipped) the row has last activity %v, want %v", skipped, got.LastActiveTime, now)
 	}
 }
 

@@ -33,12 +33,13 @@ func (a Activity) Update(c *ent.SessionClient) *ent.SessionUpdate {
 // for the caller to try again.
 //
 // NOTE: on PostgreSQL the rows are written by one statement that first locks those it can with
-// SKIP LOCKED. The transactions that lock a user and then its sessions (logins, role changes,
-// terminations) may hold several of the batch's rows; a batch that waited for one while holding
-// another could deadlock with them, which is why the write-back used to write one row per
-// statement: one commit, and one WAL flush, per row. A statement that never waits cannot be part
-// of a deadlock, so a batch is one round trip and one commit. On SQLite a write transaction is
-// exclusive, so the batch is one transaction of single-row updates and nothing is skipped.
+// SKIP LOCKED (FOR NO KEY UPDATE, the lock an UPDATE of these columns takes). The transactions that
+// lock a user and then its sessions (logins, role changes, terminations) may hold several of the
+// batch's rows; a batch that waited for one while holding another could deadlock with them, which
+// is why the write-back used to write one row per statement: one commit, and one WAL flush, per
+// row. A statement that never waits cannot be part of a deadlock, so a batch is one round trip and
+// one commit. On SQLite a write transaction is exclusive, so the batch is one transaction of
+// single-row updates and nothing is skipped.
 func (s *Store) WriteActivity(ctx context.Context, acts []Activity) (skipped []string, err error) {
 	if len(acts) > MaxInList {
 		return nil, fmt.Errorf("store: %d activities in one write, at most %d", len(acts), MaxInList)
@@ -73,7 +74,7 @@ func (s *Store) WriteActivity(ctx context.Context, acts []Activity) (skipped []s
 const writeActivityQuery = `WITH v (id, last, idle, now, new_idle) AS (
 	SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
 ), l AS (
-	SELECT s.id FROM sessions s WHERE s.id = ANY($1::text[]) AND s.active FOR UPDATE SKIP LOCKED
+	SELECT s.id FROM sessions s WHERE s.id = ANY($1::text[]) AND s.active FOR NO KEY UPDATE SKIP LOCKED
 ), u AS (
 	UPDATE sessions s SET last_active_time = v.now, idle_expire_time = v.new_idle
 	FROM v WHERE s.id = v.id AND s.id IN (SELECT id FROM l) AND s.active

@@ -75,20 +75,19 @@ type cachingConn struct {
 	pqConn
 	stmts map[string]*list.Element // of *cachedStmt
 	lru   *list.List
-	// rows are the rows of the last query run through a cached statement, and open whether they
-	// are still open.
+	// rows are the rows of the connection's last query, and open whether they are still open.
 	//
-	// NOTE: lib/pq refuses a query on a connection whose rows are still being read
-	// ("there is already a query being processed"), but only for the calls on the connection
-	// itself, not for those on a prepared statement. Without the refusal, the second query's
-	// messages would go out while the first's answer is unread, and each would read the other's.
-	// Only one query's rows can be open at a time, so one value per connection serves them all.
+	// NOTE: lib/pq refuses some queries on a connection whose rows are still being read
+	// ("there is already a query being processed"), but not those on a prepared statement, nor
+	// any after a query with arguments. Without the refusal, the second query's messages would go
+	// out while the first's answer is unread, and each would read the other's. Only one query's
+	// rows can be open at a time, so one value per connection serves them all.
 	rows guardedRows
 	open bool
 }
 
-// guardedRows are the rows of a query through a cached statement: closing them lets the
-// connection run the next statement.
+// guardedRows are the rows of a query on a caching connection: closing them lets the connection
+// run the next statement.
 type guardedRows struct {
 	pqRows
 	conn *cachingConn
@@ -172,18 +171,25 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 	if c.open {
 		return nil, errRowsOpen
 	}
+	var rows driver.Rows
+	var err error
 	if len(args) == 0 || len(args) > maxCachedArgs {
-		return c.pqConn.QueryContext(ctx, query, args)
+		rows, err = c.pqConn.QueryContext(ctx, query, args)
+	} else {
+		var st driver.Stmt
+		if st, err = c.stmt(ctx, query); err != nil {
+			return nil, err
+		}
+		if rows, err = st.(driver.StmtQueryContext).QueryContext(ctx, args); err != nil {
+			c.failed(query, err)
+		}
 	}
-	st, err := c.stmt(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, args)
-	if err != nil {
-		c.failed(query, err)
-		return nil, err
-	}
+	// NOTE: the rows of every query are guarded, not only those of cached statements: lib/pq's
+	// own check does not cover a query with arguments (its prepare step clears it before the rows
+	// are read), nor a cached statement run while a query's rows are open.
 	pr, ok := rows.(pqRows)
 	if !ok {
 		_ = rows.Close()

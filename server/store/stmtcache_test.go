@@ -92,9 +92,10 @@ func TestPreparedStatementsPerConnection(t *testing.T) {
 }
 
 // TestStatementWhileRowsOpen: a statement started on a connection while another's rows are still
-// being read is refused with an error, through a cached statement or not, instead of interleaving
-// the two on the wire; once the rows are closed the connection works, and the rows of a cached
-// statement still describe their columns.
+// being read is refused with an error, whichever path either takes (a cached statement, a query
+// without arguments, one with more arguments than the cache keeps), instead of interleaving the two
+// on the wire; once the rows are closed the connection works, and the rows still describe their
+// columns.
 func TestStatementWhileRowsOpen(t *testing.T) {
 	st := teststore.Open(t, "postgres")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -104,40 +105,55 @@ func TestStatementWhileRowsOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	rows, err := conn.QueryContext(ctx, "SELECT g FROM generate_series(1, $1::int) g", 100_000)
-	if err != nil {
-		t.Fatal(err)
+	const n = 100_000
+	many := make([]any, 33)
+	marks := make([]string, len(many))
+	for i := range many {
+		many[i], marks[i] = -i, fmt.Sprintf("$%d", i+1)
 	}
-	types, err := rows.ColumnTypes()
-	if err != nil || len(types) != 1 || types[0].DatabaseTypeName() != "INT4" {
-		t.Fatalf("column types %v, %v; want one INT4", types, err)
-	}
-	if !rows.Next() {
-		t.Fatalf("no first row: %v", rows.Err())
-	}
-	var got int
-	for _, q := range []struct {
-		query string
-		args  []any
+	for _, first := range []struct {
+		name, query string
+		args        []any
 	}{
-		{"SELECT $1::int + 1", []any{1}},
-		{"SELECT 2", nil},
+		{"cached", "SELECT g FROM generate_series(1, $1::int) g", []any{n}},
+		{"without arguments", fmt.Sprintf("SELECT g FROM generate_series(1, %d) g", n), nil},
+		{"with 33 arguments", fmt.Sprintf("SELECT g FROM generate_series(1, %d) g WHERE g NOT IN (%s)", n, strings.Join(marks, ", ")), many},
 	} {
-		if err := conn.QueryRowContext(ctx, q.query, q.args...).Scan(&got); err == nil || !strings.Contains(err.Error(), "rows of another were open") {
-			t.Errorf("%s while rows were open: %d, %v; want the refusal", q.query, got, err)
+		rows, err := conn.QueryContext(ctx, first.query, first.args...)
+		if err != nil {
+			t.Fatalf("%s: %v", first.name, err)
 		}
-		if _, err := conn.ExecContext(ctx, q.query, q.args...); err == nil || !strings.Contains(err.Error(), "rows of another were open") {
-			t.Errorf("exec %s while rows were open: %v; want the refusal", q.query, err)
+		types, err := rows.ColumnTypes()
+		if err != nil || len(types) != 1 || types[0].DatabaseTypeName() != "INT4" {
+			t.Fatalf("%s: column types %v, %v; want one INT4", first.name, types, err)
 		}
-	}
-	n := 1
-	for rows.Next() {
-		n++
-	}
-	if err := rows.Close(); err != nil || n != 100_000 {
-		t.Fatalf("read %d rows (%v), want 100000", n, err)
-	}
-	if err := conn.QueryRowContext(ctx, "SELECT $1::int + 1", 41).Scan(&got); err != nil || got != 42 {
-		t.Fatalf("after the rows were closed: %d, %v", got, err)
+		if !rows.Next() {
+			t.Fatalf("%s: no first row: %v", first.name, rows.Err())
+		}
+		var got int
+		for _, q := range []struct {
+			query string
+			args  []any
+		}{
+			{"SELECT $1::int + 1", []any{1}},
+			{"SELECT 2", nil},
+		} {
+			if err := conn.QueryRowContext(ctx, q.query, q.args...).Scan(&got); err == nil || !strings.Contains(err.Error(), "rows of another were open") {
+				t.Errorf("%s, then %s while its rows were open: %d, %v; want the refusal", first.name, q.query, got, err)
+			}
+			if _, err := conn.ExecContext(ctx, q.query, q.args...); err == nil || !strings.Contains(err.Error(), "rows of another were open") {
+				t.Errorf("%s, then exec %s while its rows were open: %v; want the refusal", first.name, q.query, err)
+			}
+		}
+		read := 1
+		for rows.Next() {
+			read++
+		}
+		if err := rows.Close(); err != nil || read != n {
+			t.Fatalf("%s: read %d rows (%v), want %d", first.name, read, err, n)
+		}
+		if err := conn.QueryRowContext(ctx, "SELECT $1::int + 1", 41).Scan(&got); err != nil || got != 42 {
+			t.Fatalf("%s: after the rows were closed: %d, %v", first.name, got, err)
+		}
 	}
 }
