@@ -29,6 +29,10 @@ type batcher[V any] struct {
 	mu      sync.Mutex
 	waiting []*batchCall[V]
 	running bool
+
+	// changed is a test hook, nil otherwise: called, with b.mu held, after the waiting calls or
+	// the running state changed.
+	changed func()
 }
 
 // batchCall is one caller's key and, once its round has read, the answer.
@@ -62,6 +66,7 @@ func (b *batcher[V]) get(ctx context.Context, key string) (v V, ok bool, err err
 		// they keep the first caller's values (logger, trace), not its cancellation.
 		go b.run(context.WithoutCancel(ctx))
 	}
+	b.change()
 	b.mu.Unlock()
 	select {
 	case <-c.done:
@@ -69,6 +74,7 @@ func (b *batcher[V]) get(ctx context.Context, key string) (v V, ok bool, err err
 	case <-ctx.Done():
 		b.mu.Lock()
 		c.left = true
+		b.change()
 		b.mu.Unlock()
 		return v, false, ctx.Err()
 	}
@@ -81,10 +87,12 @@ func (b *batcher[V]) run(ctx context.Context) {
 		calls := b.take()
 		if len(calls) == 0 {
 			b.running = false
-			b.mu.Unlock()
+		}
+		b.change()
+		b.mu.Unlock()
+		if len(calls) == 0 {
 			return
 		}
-		b.mu.Unlock()
 		keys := make([]string, 0, len(calls))
 		for _, c := range calls {
 			keys = append(keys, c.key)
@@ -102,6 +110,13 @@ func (b *batcher[V]) run(ctx context.Context) {
 			}
 			close(c.done)
 		}
+	}
+}
+
+// change calls the test hook; b.mu is held.
+func (b *batcher[V]) change() {
+	if b.changed != nil {
+		b.changed()
 	}
 }
 

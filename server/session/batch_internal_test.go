@@ -34,6 +34,7 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 		}
 		return out, nil
 	})
+	changed := watch(b)
 	ctx := t.Context()
 	firstDone := make(chan error, 1)
 	go func() {
@@ -43,7 +44,7 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 		}
 		firstDone <- err
 	}()
-	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(reads) == 1 })
+	waitFor(t, changed, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.running && len(b.waiting) == 0 })
 
 	// 1,200 calls of 600 distinct keys (each twice) and one absent key, all made while the first
 	// round is reading.
@@ -67,7 +68,7 @@ func TestBatcherCoalescesCallers(t *testing.T) {
 		}
 		errs <- err
 	})
-	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2*keys+1 })
+	waitFor(t, changed, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2*keys+1 })
 	close(release)
 	if err := <-firstDone; err != nil {
 		t.Fatal(err)
@@ -110,6 +111,7 @@ func TestBatcherErrorAndCancel(t *testing.T) {
 		<-release
 		return nil, fmt.Errorf("the database is down")
 	})
+	changed := watch(b)
 	ctx, cancel := context.WithCancel(t.Context())
 	left := make(chan error, 1)
 	go func() { _, _, err := b.get(ctx, "a"); left <- err }()
@@ -123,14 +125,14 @@ func TestBatcherErrorAndCancel(t *testing.T) {
 	goneCtx, goneCancel := context.WithCancel(t.Context())
 	gone := make(chan error, 1)
 	go func() { _, _, err := b.get(goneCtx, "gone"); gone <- err }()
-	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 1 })
+	waitFor(t, changed, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 1 })
 	goneCancel()
 	if err := <-gone; err != context.Canceled {
 		t.Fatalf("a caller that left before its round got %v", err)
 	}
 	stayed := make(chan error, 1)
 	go func() { _, _, err := b.get(t.Context(), "b"); stayed <- err }()
-	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2 })
+	waitFor(t, changed, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiting) == 2 })
 	close(release)
 	if keys := <-rounds; !slices.Equal(keys, []string{"b"}) {
 		t.Fatalf("the round after it read %v, want [b]", keys)
@@ -138,7 +140,7 @@ func TestBatcherErrorAndCancel(t *testing.T) {
 	if err := <-stayed; err == nil || err.Error() != "the database is down" {
 		t.Fatalf("a caller of a failed round got %v", err)
 	}
-	waitUntil(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return !b.running })
+	waitFor(t, changed, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return !b.running })
 }
 
 func lens(reads [][]string) []int {
@@ -149,14 +151,31 @@ func lens(reads [][]string) []int {
 	return out
 }
 
-// waitUntil polls cond until it holds, failing the test after a minute.
-func waitUntil(t *testing.T, cond func() bool) {
+// watch sets b's test hook and returns the channel it signals on each change.
+func watch[V any](b *batcher[V]) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	b.changed = func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	return ch
+}
+
+// waitFor waits for the batcher's changes until cond holds, failing the test after a minute.
+//
+// NOTE: a change signalled while cond is being checked stays in the channel (capacity one), so
+// none is missed.
+func waitFor(t *testing.T, changed <-chan struct{}, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.NewTimer(time.Minute)
+	defer deadline.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline.C:
 			t.Fatal("condition not met within a minute")
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
