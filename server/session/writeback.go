@@ -139,8 +139,8 @@ func (s *Service) RunWriteBack(ctx context.Context) error {
 // included). The activities no stream can have been warned about go first, in batches of
 // store.MaxInList rows (store.WriteActivity), each of which never waits for a row lock and so
 // cannot deadlock with the transactions that lock a user and then its sessions; then those
-// WatchSession announced, each in a transaction of its own with its event (extend), which may wait
-// for its row. Each write applies only if the row still has the last activity and idle expiry the
+// WatchSession announced, each in a transaction of its own with its event (extend), which does not
+// wait for its row either. Each write applies only if the row still has the last activity and idle expiry the
 // node read: a policy change (which moved the idle expiry) or another node's write wins, and the
 // node's view of that session was dropped or is a lower bound anyway. What a batch skipped because
 // another transaction held the row, and what a failure stopped, stays pending for the next flush.
@@ -178,7 +178,8 @@ func (w *writeBack) flush(ctx context.Context) int {
 		if failed != nil {
 			break
 		}
-		if failed = w.extend(ctx, a); failed == nil {
+		var held bool
+		if held, failed = w.extend(ctx, a); failed == nil && !held {
 			delete(batch, a.id)
 		}
 	}
@@ -211,13 +212,20 @@ func (w *writeBack) left() int {
 }
 
 // extend writes a's activity and, in the same transaction, an EVENT_TYPE_SESSION_EXTENDED event,
-// so that every node's streams of the session hear that its announced expiry moved.
+// so that every node's streams of the session hear that its announced expiry moved. held reports
+// that another transaction held the session's row, so that nothing was written.
 //
 // NOTE: activity writes no event as a rule (a session validated on every request would flood the
 // log); only activity close enough to the idle expiry to have been announced does: activity after
 // a pause of at least half the idle timeout (idleLead), never that of a session in constant use.
-func (w *writeBack) extend(ctx context.Context, a activity) error {
-	_, err := w.st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+func (w *writeBack) extend(ctx context.Context, a activity) (held bool, err error) {
+	_, err = w.st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		// NOTE: like the batches, it never waits for the row: a row another transaction holds
+		// waits for the next flush, and holds up no other write.
+		locked, h, err := tx.LockSessionNoWait(ctx, a.id)
+		if held = h; err != nil || !locked {
+			return err
+		}
 		n, err := a.stored().Update(tx.Session).Save(ctx)
 		if err != nil || n == 0 {
 			return err
@@ -237,5 +245,5 @@ func (w *writeBack) extend(ctx context.Context, a activity) error {
 		})
 		return nil
 	})
-	return err
+	return held, err
 }

@@ -268,6 +268,69 @@ func TestWriteBackMergesChainedActivity(t *testing.T) {
 	}
 }
 
+// TestWriteBackAnnouncedSkipsAHeldRow: on PostgreSQL, activity that WatchSession may have
+// announced (written with a SESSION_EXTENDED event) is skipped without waiting when another
+// transaction holds the session's row, with no event, and written with its one event by the first
+// flush after the lock is gone.
+func TestWriteBackAnnouncedSkipsAHeldRow(t *testing.T) {
+	ctx := context.Background()
+	st := teststore.Open(t, "postgres")
+	w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return time.Minute })
+	u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("near").SetUsernameKey("near").Save(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Second)
+	teststore.AddSessions(t, st, u.ID, 1, start, start.Add(time.Hour))
+	r, err := st.Client.Session.Query().Only(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := start.Add(time.Hour - 30*time.Second)
+	a := newActivity(r.ID, r.UserID, r.LastActiveTime, r.IdleExpireTime, now, now.Add(time.Hour))
+	if !w.announced(a) {
+		t.Fatal("the activity 30 s before the idle expiry is not one a stream may have been warned of")
+	}
+	w.add(a)
+	tx, err := st.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, "SELECT id FROM sessions WHERE id = $1 FOR UPDATE", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	extended := func() int {
+		t.Helper()
+		n, err := st.Client.Event.Query().Where(entevent.Type(gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED.String())).Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	left := w.flush(fctx)
+	waited := fctx.Err() != nil
+	cancel()
+	if waited || left != 1 || w.failing || extended() != 0 {
+		t.Fatalf("with the row held: waited %v, %d left pending (failing %v), %d SESSION_EXTENDED events; want no wait, 1, none",
+			waited, left, w.failing, extended())
+	}
+
+	_ = tx.Rollback()
+	if left := w.flush(ctx); left != 0 || w.failing {
+		t.Fatalf("once the row was free: %d left pending (failing %v)", left, w.failing)
+	}
+	got, err := st.Client.Session.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.LastActiveTime.Equal(now) || extended() != 1 {
+		t.Fatalf("once the row was free: last activity %v (want %v), %d SESSION_EXTENDED events (want 1)", got.LastActiveTime, now, extended())
+	}
+}
+
 // TestWriteBackLastFlushRetries: on shutdown, the node's last flush tries again the activity of a
 // session another transaction held, and writes it once the row is free, within its bound.
 func TestWriteBackLastFlushRetries(t *testing.T) {

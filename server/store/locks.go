@@ -7,6 +7,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/ent"
 	"github.com/gatehouse/gatehouse/ent/predicate"
+	entsession "github.com/gatehouse/gatehouse/ent/session"
 	entuser "github.com/gatehouse/gatehouse/ent/user"
 	"github.com/gatehouse/gatehouse/server/convert"
 )
@@ -87,4 +88,33 @@ func (t *Tx) SessionsForUpdate() *ent.SessionQuery {
 		q = q.ForUpdate()
 	}
 	return q
+}
+
+// LockSessionNoWait locks the row of the active session id until the transaction ends, without
+// waiting for it: on PostgreSQL with SELECT ... FOR NO KEY UPDATE SKIP LOCKED (the lock an UPDATE
+// of the session's times takes); on SQLite, whose write transactions are exclusive already, by a
+// plain read. held reports that another transaction holds the row, which is then not locked;
+// neither locked nor held means there is no such active session.
+func (t *Tx) LockSessionNoWait(ctx context.Context, id string) (locked, held bool, err error) {
+	if !t.store.IsPostgres() {
+		locked, err = t.Session.Query().Where(entsession.ID(id), entsession.Active(true)).Exist(ctx)
+		return locked, false, err
+	}
+	if locked, err = t.exists(ctx, "SELECT 1 FROM sessions WHERE id = ? AND active FOR NO KEY UPDATE SKIP LOCKED", id); err != nil || locked {
+		return locked, false, err
+	}
+	// NOTE: a plain read does not wait for the lock either: it sees the row as last committed.
+	held, err = t.exists(ctx, "SELECT 1 FROM sessions WHERE id = ? AND active", id)
+	return false, held, err
+}
+
+// exists reports whether the query returns a row.
+func (t *Tx) exists(ctx context.Context, query string, args ...any) (bool, error) {
+	rows, err := t.Query(ctx, query, args...)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	found := rows.Next()
+	return found, rows.Err()
 }
