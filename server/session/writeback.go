@@ -22,26 +22,41 @@ const writeBackInterval = 250 * time.Millisecond
 const writeBackRetry = 20 * time.Millisecond
 
 // activity is one session's activity to write back: its new last activity and idle expiry, and
-// the values the node read, which the row must still have.
+// the values the row must have for the write to apply: those the node read, or an alternative
+// (see addLocked).
 //
-// The times are Unix nanoseconds: the queue holds one activity per session in use, and four
-// time.Time doubled its size.
+// The times are Unix nanoseconds: the queue holds one activity per session in use, and time.Time
+// would double its size.
 type activity struct {
 	id, user string
-	// last and idle are the row's last activity and idle expiry as read; now and newIdle what the
-	// write sets them to.
-	last, idle, now, newIdle int64
+	// last and idle are the row's last activity and idle expiry as read; last2 and idle2 another
+	// state the row may be in instead (last and idle when there is none); now and newIdle what
+	// the write sets them to.
+	last, idle, last2, idle2, now, newIdle int64
 }
 
 // newActivity returns the activity at now that moves a session's idle expiry from idle to
 // newIdle, for a row read with last activity last.
 func newActivity(id, user string, last, idle, now, newIdle time.Time) activity {
-	return activity{id: id, user: user, last: last.UnixNano(), idle: idle.UnixNano(), now: now.UnixNano(), newIdle: newIdle.UnixNano()}
+	a := activity{id: id, user: user, last: last.UnixNano(), idle: idle.UnixNano(), now: now.UnixNano(), newIdle: newIdle.UnixNano()}
+	a.last2, a.idle2 = a.last, a.idle
+	return a
 }
 
 // stored is a as the store writes it.
 func (a activity) stored() store.Activity {
-	return store.Activity{ID: a.id, Last: unixNano(a.last), Idle: unixNano(a.idle), Now: unixNano(a.now), NewIdle: unixNano(a.newIdle)}
+	return store.Activity{ID: a.id, Last: unixNano(a.last), Idle: unixNano(a.idle), Last2: unixNano(a.last2), Idle2: unixNano(a.idle2),
+		Now: unixNano(a.now), NewIdle: unixNano(a.newIdle)}
+}
+
+// accepts reports whether a's write applies to a row with last activity last and idle expiry
+// idle, as read from the database.
+//
+// NOTE: within a microsecond: the view keeps the times it wrote to the nanosecond, PostgreSQL to
+// the microsecond; two activities of one session are never that close.
+func (a activity) accepts(last, idle int64) bool {
+	near := func(x, y int64) bool { return max(x-y, y-x) < int64(time.Microsecond) }
+	return (near(a.last, last) && near(a.idle, idle)) || (near(a.last2, last) && near(a.idle2, idle))
 }
 
 // writeBack is a node's batcher of last-activity writes, off the request path.
@@ -53,9 +68,13 @@ type writeBack struct {
 
 	mu      sync.Mutex
 	pending map[string]activity
-	failing bool
+	// inflight is what the running flush is writing (read-only), nil between flushes.
+	inflight map[string]activity
+	failing  bool
 
-	// flushed is a test hook, nil otherwise: called after each flush with what it left pending.
+	// taken and flushed are test hooks, nil otherwise: called when a flush has taken what is
+	// pending (without w.mu), and after it with what it left pending (with w.mu).
+	taken   func()
 	flushed func(left int)
 }
 
@@ -77,20 +96,30 @@ func (w *writeBack) add(a activity) {
 	w.addLocked(a)
 }
 
-// addLocked records a, or keeps the newer activity of the same session already pending; w.mu is
-// held.
+// addLocked records a, or keeps the newer activity of the same session already pending, so that
+// the one write kept applies whatever the database holds; w.mu is held.
 //
 // NOTE: the view builds an activity from its own copy of the session, which the previous activity
-// moved: the newer one's condition (the last activity and idle expiry read) is what the older one
-// writes. When the older one was not written (a batch skipped its row, or a write failed), the
-// newer one alone would never match the row, and the database would keep an idle expiry the
-// session has long passed, for a sweeper to end it while it is in use. So a newer activity that
-// follows from an unwritten older one takes over the older one's condition: one write moves the
-// row from what the database has to the latest activity. Whichever of the two comes first (the
-// newer one may arrive while the older one's flush runs, and the older one be put back after it).
+// moved, so the newer one's condition (the state it read) is what the older one writes. When the
+// older one was not written (a batch skipped its row, or a write failed), the newer one alone
+// would never match the row, and the database would keep an idle expiry the session has long
+// passed, for a sweeper to end it while it is in use. Two activities also share one read when
+// two requests of a session come at once, and a flush may write the first before the second is
+// queued. So the activity kept accepts both states the row may be in:
+//   - following an older one not yet written (pending, or put back after its write failed): the
+//     older one's read state, and the newer one's own in case the failed write committed after all;
+//   - a sibling of the one being written (the same read state, later): that read state, and the
+//     state the write in flight leaves;
+//   - a sibling of an older one pending: the older one's states.
+//
+// Whichever of the two comes first: the newer one may arrive while the older one's flush runs,
+// and the older one be put back after it.
 func (w *writeBack) addLocked(a activity) {
 	p, ok := w.pending[a.id]
 	if !ok {
+		if o, ok := w.inflight[a.id]; ok && o.now < a.now && a.last == o.last && a.idle == o.idle {
+			a.last2, a.idle2 = o.now, o.newIdle
+		}
 		w.pending[a.id] = a
 		return
 	}
@@ -98,8 +127,12 @@ func (w *writeBack) addLocked(a activity) {
 	if a.now > p.now {
 		older, newer = p, a
 	}
-	if newer.last == older.now && newer.idle == older.newIdle {
+	switch {
+	case newer.last == older.now && newer.idle == older.newIdle:
+		newer.last2, newer.idle2 = newer.last, newer.idle
 		newer.last, newer.idle = older.last, older.idle
+	case newer.last == older.last && newer.idle == older.idle && newer.last2 == newer.last && newer.idle2 == newer.idle:
+		newer.last2, newer.idle2 = older.last2, older.idle2
 	}
 	w.pending[a.id] = newer
 }
@@ -137,18 +170,22 @@ func (s *Service) RunWriteBack(ctx context.Context) error {
 
 // flush writes what is pending, and returns how many activities it left pending (new ones
 // included). The activities no stream can have been warned about go first, in batches of
-// store.MaxInList rows (store.WriteActivity), each of which never waits for a row lock and so
-// cannot deadlock with the transactions that lock a user and then its sessions; then those
-// WatchSession announced, each in a transaction of its own with its event (extend), which does not
-// wait for its row either. Each write applies only if the row still has the last activity and idle expiry the
-// node read: a policy change (which moved the idle expiry) or another node's write wins, and the
-// node's view of that session was dropped or is a lower bound anyway. What a batch skipped because
-// another transaction held the row, and what a failure stopped, stays pending for the next flush.
+// store.MaxInList rows (store.WriteActivity); then those WatchSession announced, each in a
+// transaction of its own with its event (extend). Neither waits for a row lock, so neither can
+// deadlock with the transactions that lock a user and then its sessions. Each write applies only
+// if the row still has a state the activity accepts (what the node read; see addLocked): a policy
+// change (which moved the idle expiry) or another node's write wins, and the node's view of that
+// session was dropped or is a lower bound anyway. What was skipped because another transaction
+// held the row, and what a failure stopped, stays pending for the next flush.
 func (w *writeBack) flush(ctx context.Context) int {
 	w.mu.Lock()
 	batch := w.pending
 	w.pending = map[string]activity{}
+	w.inflight = batch
 	w.mu.Unlock()
+	if w.taken != nil {
+		w.taken()
+	}
 	var failed error
 	quiet := make([]store.Activity, 0, len(batch))
 	var announced []activity
@@ -159,37 +196,39 @@ func (w *writeBack) flush(ctx context.Context) int {
 			quiet = append(quiet, a.stored())
 		}
 	}
+	// unwritten are the ids of what goes back: skipped, held, or not tried after a failure.
+	var unwritten []string
 	for chunk := range slices.Chunk(quiet, store.MaxInList) {
 		var skipped []string
-		if skipped, failed = w.st.WriteActivity(ctx, chunk); failed != nil {
-			break
+		if failed == nil {
+			skipped, failed = w.st.WriteActivity(ctx, chunk)
 		}
-		held := make(map[string]bool, len(skipped))
-		for _, id := range skipped {
-			held[id] = true
-		}
-		for _, a := range chunk {
-			if !held[a.ID] {
-				delete(batch, a.ID)
+		if failed != nil {
+			for _, a := range chunk {
+				unwritten = append(unwritten, a.ID)
 			}
+			continue
 		}
+		unwritten = append(unwritten, skipped...)
 	}
 	for _, a := range announced {
 		if failed != nil {
-			break
+			unwritten = append(unwritten, a.id)
+			continue
 		}
 		var held bool
-		if held, failed = w.extend(ctx, a); failed == nil && !held {
-			delete(batch, a.id)
+		if held, failed = w.extend(ctx, a); failed != nil || held {
+			unwritten = append(unwritten, a.id)
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	// NOTE: what was not written goes back (unless newer activity of the same session came in
-	// meanwhile): the node's view already extended those sessions' idle expiry, and a sweeper
-	// reading the old one from the database would end a session its user is still using.
-	for _, a := range batch {
-		w.addLocked(a)
+	w.inflight = nil
+	// NOTE: what was not written goes back (merged with newer activity of the same session that
+	// came in meanwhile): the node's view already extended those sessions' idle expiry, and a
+	// sweeper reading the old one from the database would end a session its user is still using.
+	for _, id := range unwritten {
+		w.addLocked(batch[id])
 	}
 	// NOTE: a flush cut short by the node shutting down is not a failure to report: the final
 	// flush (RunWriteBack) writes what is left.

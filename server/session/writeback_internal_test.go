@@ -237,34 +237,129 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 	}
 }
 
-// TestWriteBackMergesChainedActivity: newer activity of a session whose older activity was not
-// written yet (pending, or put back after a skipped or failed write) follows from it, so the one
-// write kept moves the row from the older one's condition to the newer one's values, whichever of
-// the two is added first; newer activity that does not follow (read afresh from the database)
+// TestWriteBackMergesChainedActivity: the activity kept of a session accepts every state the
+// row may be in, whichever order its activities come in: newer activity that follows from an
+// older one not written (pending, or put back after a failed write) accepts the older one's read
+// state and its own; newer activity that shares its read with the one a flush is writing accepts
+// that read state and the state the write leaves; newer activity read afresh from the database
 // replaces the older one as it is; older activity never replaces newer.
 func TestWriteBackMergesChainedActivity(t *testing.T) {
-	older := activity{id: "s", last: 0, idle: 100, now: 10, newIdle: 110}
-	newer := activity{id: "s", last: 10, idle: 110, now: 20, newIdle: 120}
-	merged := activity{id: "s", last: 0, idle: 100, now: 20, newIdle: 120}
-	afresh := activity{id: "s", last: 15, idle: 115, now: 30, newIdle: 130}
+	act := func(last, idle, now, newIdle int64) activity {
+		return activity{id: "s", last: last, idle: idle, last2: last, idle2: idle, now: now, newIdle: newIdle}
+	}
+	older := act(0, 100, 10, 110)
+	chained := act(10, 110, 20, 120)
+	sibling := act(0, 100, 15, 115)
+	afresh := act(15, 115, 30, 130)
+	both := func(a activity, last2, idle2 int64) activity { a.last2, a.idle2 = last2, idle2; return a }
 	for _, tc := range []struct {
-		name string
-		adds []activity
-		want activity
+		name     string
+		inflight *activity
+		adds     []activity
+		want     activity
 	}{
-		{"newer after older", []activity{older, newer}, merged},
-		{"older put back after newer", []activity{newer, older}, merged},
-		{"afresh after older", []activity{older, afresh}, afresh},
-		{"older after afresh", []activity{afresh, older}, afresh},
-		{"the same twice", []activity{older, older}, older},
+		{"chained after older", nil, []activity{older, chained}, both(act(0, 100, 20, 120), 10, 110)},
+		{"older put back after chained", nil, []activity{chained, older}, both(act(0, 100, 20, 120), 10, 110)},
+		{"sibling after older", nil, []activity{older, sibling}, sibling},
+		{"sibling while older is written", &older, []activity{sibling}, both(sibling, 10, 110)},
+		{"sibling while older is written, then older put back", &older, []activity{sibling, older}, both(sibling, 10, 110)},
+		{"chained while older is written, then older put back", &older, []activity{chained, older}, both(act(0, 100, 20, 120), 10, 110)},
+		{"afresh after older", nil, []activity{older, afresh}, afresh},
+		{"older after afresh", nil, []activity{afresh, older}, afresh},
+		{"the same twice", nil, []activity{older, older}, older},
 	} {
 		w := newWriteBack(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return 0 })
+		if tc.inflight != nil {
+			w.inflight = map[string]activity{"s": *tc.inflight}
+		}
 		for _, a := range tc.adds {
 			w.add(a)
 		}
 		if got := w.pending["s"]; got != tc.want || len(w.pending) != 1 {
 			t.Errorf("%s: pending %+v, want %+v", tc.name, w.pending, tc.want)
 		}
+	}
+}
+
+// TestActivityAccepts: an activity accepts a row in either of its states, read back from the
+// database to the microsecond (PostgreSQL rounds the nanoseconds the view keeps), and no other.
+func TestActivityAccepts(t *testing.T) {
+	base := time.Date(2026, 12, 6, 9, 0, 0, 123_456_789, time.UTC).UnixNano()
+	a := activity{last: base, idle: base + int64(time.Hour), last2: base + int64(time.Minute), idle2: base + int64(time.Hour+time.Minute)}
+	micro := func(x int64) int64 { return time.Unix(0, x).Round(time.Microsecond).UnixNano() }
+	for _, tc := range []struct {
+		last, idle int64
+		want       bool
+	}{
+		{a.last, a.idle, true},
+		{micro(a.last), micro(a.idle), true},
+		{micro(a.last2), micro(a.idle2), true},
+		{micro(a.last), micro(a.idle2), false},
+		{a.last + int64(time.Millisecond), a.idle, false},
+		{a.last, a.idle - int64(time.Microsecond), false},
+	} {
+		if got := a.accepts(tc.last, tc.idle); got != tc.want {
+			t.Errorf("accepts(%d, %d) = %v, want %v", tc.last-base, tc.idle-base, got, tc.want)
+		}
+	}
+}
+
+// TestWriteBackKeepsUpWithItsOwnWrites: on both backends, the write kept applies to the row
+// whatever became of the writes before it: two requests of a session at once (one read, two
+// activities) split by a flush, which writes the first; and a write reported failed that
+// committed after all, put back while newer activity waits.
+func TestWriteBackKeepsUpWithItsOwnWrites(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			st := teststore.Open(t, backend)
+			w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return 0 })
+			u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now().UTC().Truncate(time.Second)
+			teststore.AddSessions(t, st, u.ID, 1, start, start.Add(time.Hour))
+			r, err := st.Client.Session.Query().Only(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row := func(what string, last time.Time) {
+				t.Helper()
+				got, err := st.Client.Session.Get(ctx, r.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !got.LastActiveTime.Equal(last) || !got.IdleExpireTime.Equal(last.Add(time.Hour)) || len(w.pending) != 0 || w.failing {
+					t.Fatalf("%s: last activity %v, idle expiry %v, %d pending (failing %v); want %v, %v, none",
+						what, got.LastActiveTime, got.IdleExpireTime, len(w.pending), w.failing, last, last.Add(time.Hour))
+				}
+			}
+
+			// Two requests at once: both read the row as stored; the flush takes the first and
+			// the second comes while it writes.
+			t1, t2 := start.Add(time.Second), start.Add(time.Second+time.Millisecond)
+			w.add(newActivity(r.ID, r.UserID, start, start.Add(time.Hour), t1, t1.Add(time.Hour)))
+			w.taken = func() {
+				w.taken = nil
+				w.add(newActivity(r.ID, r.UserID, start, start.Add(time.Hour), t2, t2.Add(time.Hour)))
+			}
+			w.flush(ctx)
+			w.flush(ctx)
+			row("after two requests at once", t2)
+
+			// A write reported failed that committed: the row is at its end, and it is put back
+			// (as a failed flush puts it back) while the activity that follows it waits.
+			t3, t4 := t2.Add(time.Minute), t2.Add(2*time.Minute)
+			committed := newActivity(r.ID, r.UserID, t2, t2.Add(time.Hour), t3, t3.Add(time.Hour))
+			if err := st.Client.Session.UpdateOneID(r.ID).SetLastActiveTime(t3).SetIdleExpireTime(t3.Add(time.Hour)).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			w.add(newActivity(r.ID, r.UserID, t3, t3.Add(time.Hour), t4, t4.Add(time.Hour)))
+			w.add(committed)
+			w.flush(ctx)
+			row("after a failed write that committed", t4)
+		})
 	}
 }
 
