@@ -113,18 +113,8 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			st := teststore.Open(t, backend)
-			w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return 0 })
-			u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now().UTC().Truncate(time.Second)
-			teststore.AddSessions(t, st, u.ID, store.MaxInList+20, start, start.Add(time.Hour))
-			rows, err := st.Client.Session.Query().All(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := newWriteBackFixture(t, backend, store.MaxInList+20, 0)
+			st, w, start, rows := f.st, f.w, f.start, f.rows
 			now := start.Add(time.Second)
 			for _, r := range rows {
 				w.add(newActivity(r.ID, r.UserID, r.LastActiveTime, r.IdleExpireTime, now, now.Add(time.Hour)))
@@ -189,7 +179,7 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 			// Newer activity of the skipped session, read from the view that the skipped one
 			// moved: one write takes the row from what it has to the newer activity.
 			later := now.Add(time.Second)
-			w.add(newActivity(held, u.ID, now, now.Add(time.Hour), later, later.Add(time.Hour)))
+			w.add(newActivity(held, rows[2].UserID, now, now.Add(time.Hour), later, later.Add(time.Hour)))
 			release()
 			w.flush(ctx)
 			got, err := st.Client.Session.Get(ctx, held)
@@ -312,18 +302,8 @@ func TestWriteBackKeepsUpWithItsOwnWrites(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			st := teststore.Open(t, backend)
-			w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return 0 })
-			u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now().UTC().Truncate(time.Second)
-			teststore.AddSessions(t, st, u.ID, 1, start, start.Add(time.Hour))
-			r, err := st.Client.Session.Query().Only(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := newWriteBackFixture(t, backend, 1, 0)
+			st, w, start, r := f.st, f.w, f.start, f.rows[0]
 			row := func(what string, last time.Time) {
 				t.Helper()
 				got, err := st.Client.Session.Get(ctx, r.ID)
@@ -369,18 +349,8 @@ func TestWriteBackKeepsUpWithItsOwnWrites(t *testing.T) {
 // flush after the lock is gone.
 func TestWriteBackAnnouncedSkipsAHeldRow(t *testing.T) {
 	ctx := context.Background()
-	st := teststore.Open(t, "postgres")
-	w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return time.Minute })
-	u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("near").SetUsernameKey("near").Save(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now().UTC().Truncate(time.Second)
-	teststore.AddSessions(t, st, u.ID, 1, start, start.Add(time.Hour))
-	r, err := st.Client.Session.Query().Only(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newWriteBackFixture(t, "postgres", 1, time.Minute)
+	st, w, start, r := f.st, f.w, f.start, f.rows[0]
 	now := start.Add(time.Hour - 30*time.Second)
 	a := newActivity(r.ID, r.UserID, r.LastActiveTime, r.IdleExpireTime, now, now.Add(time.Hour))
 	if !w.announced(a) {
@@ -430,20 +400,10 @@ func TestWriteBackAnnouncedSkipsAHeldRow(t *testing.T) {
 // session another transaction held, and writes it once the row is free, within its bound.
 func TestWriteBackLastFlushRetries(t *testing.T) {
 	ctx := context.Background()
-	st := teststore.Open(t, "postgres")
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := New(st, auth.NewHasher(1), log, Options{})
-	s.writeBack = newWriteBack(st, log, func() time.Duration { return 0 })
-	u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("leaving").SetUsernameKey("leaving").Save(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now().UTC().Truncate(time.Second)
-	teststore.AddSessions(t, st, u.ID, 1, start, start.Add(time.Hour))
-	r, err := st.Client.Session.Query().Only(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newWriteBackFixture(t, "postgres", 1, 0)
+	st, start, r := f.st, f.start, f.rows[0]
+	s := New(st, auth.NewHasher(1), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	s.writeBack = f.w
 	tx, err := st.DB.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -483,19 +443,8 @@ func BenchmarkWriteBackFlush(b *testing.B) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		b.Run(backend, func(b *testing.B) {
 			ctx := context.Background()
-			st := teststore.Open(b, backend)
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			w := newWriteBack(st, log, func() time.Duration { return 0 })
-			u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			start := time.Now().UTC().Truncate(time.Second)
-			teststore.AddSessions(b, st, u.ID, sessions, start, start.Add(time.Hour))
-			rows, err := st.Client.Session.Query().All(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
+			f := newWriteBackFixture(b, backend, sessions, 0)
+			st, w, start, rows := f.st, f.w, f.start, f.rows
 			b.ResetTimer()
 			written := 0
 			for i := range b.N {
@@ -522,4 +471,33 @@ func BenchmarkWriteBackFlush(b *testing.B) {
 			}
 		})
 	}
+}
+
+// writeBackFixture is a store with n active sessions of one user, each last active at start and
+// expiring an hour later, and a write-back on the store.
+type writeBackFixture struct {
+	st    *store.Store
+	w     *writeBack
+	start time.Time
+	rows  []*ent.Session
+}
+
+// newWriteBackFixture returns the fixture on a fresh database of backend, with a write-back whose
+// expiry warning's lead is lead.
+func newWriteBackFixture(tb testing.TB, backend string, n int, lead time.Duration) writeBackFixture {
+	tb.Helper()
+	ctx := context.Background()
+	st := teststore.Open(tb, backend)
+	u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Second)
+	teststore.AddSessions(tb, st, u.ID, n, start, start.Add(time.Hour))
+	rows, err := st.Client.Session.Query().All(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return lead })
+	return writeBackFixture{st: st, w: w, start: start, rows: rows}
 }
