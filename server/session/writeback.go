@@ -1,7 +1,9 @@
 package session
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -263,11 +265,11 @@ func (w *writeBack) extend(ctx context.Context, a activity) (held bool, err erro
 		// waits for the next flush, and holds up no other write.
 		locked, h, err := tx.LockSessionNoWait(ctx, a.id)
 		if held = h; err != nil || !locked {
-			return err
+			return cmp.Or(err, errNothingToWrite)
 		}
 		n, err := a.stored().Update(tx.Session).Save(ctx)
 		if err != nil || n == 0 {
-			return err
+			return cmp.Or(err, errNothingToWrite)
 		}
 		// NOTE: the extension of an impersonation names its impersonator, as its creation and
 		// its end do.
@@ -284,5 +286,13 @@ func (w *writeBack) extend(ctx context.Context, a activity) (held bool, err erro
 		})
 		return nil
 	})
+	if errors.Is(err, errNothingToWrite) {
+		err = nil
+	}
 	return held, err
 }
+
+// errNothingToWrite ends extend's transaction without a commit (and without the log's head, which
+// InTx reads for a transaction that emitted nothing) when there is nothing to write: the row is
+// held, gone, or no longer in the state the activity accepts.
+var errNothingToWrite = errors.New("session: no activity to write")
