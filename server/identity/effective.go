@@ -172,22 +172,11 @@ func groupMembers(ctx context.Context, tx *store.Tx, groupID string) ([]string, 
 	return queryIDs(ctx, tx, "SELECT user_id FROM group_members WHERE group_id = ?", groupID)
 }
 
+// queryIDs returns the ids a query of one column finds, sorted.
 func queryIDs(ctx context.Context, tx *store.Tx, query string, a ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, query, a...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
+	ids, err := tx.Strings(ctx, query, a...)
 	sort.Strings(ids)
-	return ids, rows.Err()
+	return ids, err
 }
 
 // GetEffectiveRoles returns a user's effective roles with their sources, ordered by role name.

@@ -159,10 +159,10 @@ func (s *Service) PolicyChanged(ctx context.Context, tx *store.Tx, scope *gateho
 	case scope.GetUserId() != "":
 		users = []string{scope.GetUserId()}
 	case scope.GetRole() != "":
-		users, err = queryStrings(ctx, tx, `SELECT DISTINCT s.user_id FROM sessions s
+		users, err = tx.Strings(ctx, `SELECT DISTINCT s.user_id FROM sessions s
 			JOIN effective_roles e ON e.user_id = s.user_id AND e.role = ? WHERE s.active`, scope.GetRole())
 	default:
-		users, err = queryStrings(ctx, tx, "SELECT DISTINCT user_id FROM sessions WHERE active")
+		users, err = tx.Strings(ctx, "SELECT DISTINCT user_id FROM sessions WHERE active")
 	}
 	if err != nil {
 		return effect, err
@@ -233,21 +233,4 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 		}
 	}
 	return len(changed), tx.SetSessionExpiries(ctx, changed)
-}
-
-func queryStrings(ctx context.Context, tx *store.Tx, query string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
 }

@@ -129,15 +129,7 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 			}
 			release := func() {}
 			if st.IsPostgres() {
-				tx, err := st.DB.BeginTx(ctx, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := tx.ExecContext(ctx, "SELECT id FROM sessions WHERE id = $1 FOR UPDATE", held); err != nil {
-					t.Fatal(err)
-				}
-				release = func() { _ = tx.Rollback() }
-				t.Cleanup(release)
+				release = holdRow(t, st, held)
 			}
 
 			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -357,14 +349,7 @@ func TestWriteBackAnnouncedSkipsAHeldRow(t *testing.T) {
 		t.Fatal("the activity 30 s before the idle expiry is not one a stream may have been warned of")
 	}
 	w.add(a)
-	tx, err := st.DB.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, "SELECT id FROM sessions WHERE id = $1 FOR UPDATE", r.ID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdRow(t, st, r.ID)
 	extended := func() int {
 		t.Helper()
 		n, err := st.Client.Event.Query().Where(entevent.Type(gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED.String())).Count(ctx)
@@ -383,7 +368,7 @@ func TestWriteBackAnnouncedSkipsAHeldRow(t *testing.T) {
 			waited, left, w.failing, extended())
 	}
 
-	_ = tx.Rollback()
+	release()
 	if left := w.flush(ctx); left != 0 || w.failing {
 		t.Fatalf("once the row was free: %d left pending (failing %v)", left, w.failing)
 	}
@@ -404,21 +389,14 @@ func TestWriteBackLastFlushRetries(t *testing.T) {
 	st, start, r := f.st, f.start, f.rows[0]
 	s := New(st, auth.NewHasher(1), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	s.writeBack = f.w
-	tx, err := st.DB.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, "SELECT id FROM sessions WHERE id = $1 FOR UPDATE", r.ID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdRow(t, st, r.ID)
 	now := start.Add(time.Second)
 	s.writeBack.add(newActivity(r.ID, r.UserID, r.LastActiveTime, r.IdleExpireTime, now, now.Add(time.Hour)))
 	skipped := 0
 	s.writeBack.flushed = func(left int) {
 		if left > 0 {
 			skipped++
-			_ = tx.Rollback()
+			release()
 		}
 	}
 	stopped, stop := context.WithCancel(ctx)
@@ -500,4 +478,21 @@ func newWriteBackFixture(tb testing.TB, backend string, n int, lead time.Duratio
 	}
 	w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return lead })
 	return writeBackFixture{st: st, w: w, start: start, rows: rows}
+}
+
+// holdRow locks session id's row in a transaction of its own, as a login or a role change would,
+// until the returned release is called (or the test ends).
+func holdRow(t *testing.T, st *store.Store, id string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := st.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release = func() { _ = tx.Rollback() }
+	t.Cleanup(release)
+	if _, err := tx.ExecContext(ctx, "SELECT id FROM sessions WHERE id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	return release
 }

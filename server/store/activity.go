@@ -100,19 +100,6 @@ func (s *Store) writeActivityPostgres(ctx context.Context, acts []Activity) ([]s
 			times[j][i] = string(pq.FormatTimestamp(t))
 		}
 	}
-	rows, err := s.DB.QueryContext(ctx, writeActivityQuery, pq.Array(ids), pq.Array(times[0]), pq.Array(times[1]),
+	return s.Strings(ctx, s.DB, writeActivityQuery, pq.Array(ids), pq.Array(times[0]), pq.Array(times[1]),
 		pq.Array(times[2]), pq.Array(times[3]), pq.Array(times[4]), pq.Array(times[5]))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var skipped []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		skipped = append(skipped, id)
-	}
-	return skipped, rows.Err()
 }

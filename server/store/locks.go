@@ -100,21 +100,11 @@ func (t *Tx) LockSessionNoWait(ctx context.Context, id string) (locked, held boo
 		locked, err = t.Session.Query().Where(entsession.ID(id), entsession.Active(true)).Exist(ctx)
 		return locked, false, err
 	}
-	if locked, err = t.exists(ctx, "SELECT 1 FROM sessions WHERE id = ? AND active FOR NO KEY UPDATE SKIP LOCKED", id); err != nil || locked {
-		return locked, false, err
+	got, err := t.Strings(ctx, "SELECT id FROM sessions WHERE id = ? AND active FOR NO KEY UPDATE SKIP LOCKED", id)
+	if err != nil || len(got) > 0 {
+		return len(got) > 0, false, err
 	}
 	// NOTE: a plain read does not wait for the lock either: it sees the row as last committed.
-	held, err = t.exists(ctx, "SELECT 1 FROM sessions WHERE id = ? AND active", id)
-	return false, held, err
-}
-
-// exists reports whether the query returns a row.
-func (t *Tx) exists(ctx context.Context, query string, args ...any) (bool, error) {
-	rows, err := t.Query(ctx, query, args...)
-	if err != nil {
-		return false, err
-	}
-	defer rows.Close()
-	found := rows.Next()
-	return found, rows.Err()
+	got, err = t.Strings(ctx, "SELECT id FROM sessions WHERE id = ? AND active", id)
+	return false, len(got) > 0, err
 }

@@ -442,6 +442,25 @@ type Querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
+// Strings runs a query of one text column, written with ? placeholders, through q (the pool or a
+// transaction) and returns the values in the order read.
+func (s *Store) Strings(ctx context.Context, q Querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, s.Rebind(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // RoleNames returns the effective role names of a user, sorted in byte order, read through q (the
 // pool or a transaction).
 //
@@ -449,21 +468,9 @@ type Querier interface {
 // they are sorted here, in Go: ORDER BY would sort them by the database's collation, which on
 // PostgreSQL is rarely C (under ICU en-US, "app_admin" sorts before "app.viewer").
 func (s *Store) RoleNames(ctx context.Context, q Querier, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, s.Rebind("SELECT DISTINCT role FROM effective_roles WHERE user_id = ?"), userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var roles []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		roles = append(roles, r)
-	}
+	roles, err := s.Strings(ctx, q, "SELECT DISTINCT role FROM effective_roles WHERE user_id = ?", userID)
 	slices.Sort(roles)
-	return roles, rows.Err()
+	return roles, err
 }
 
 // RoleNamesOf returns the effective role names of each of users, sorted in byte order (see

@@ -50,6 +50,11 @@ func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, e
 	return t.ExecContext(ctx, t.store.Rebind(query), args...)
 }
 
+// Strings is Store.Strings in the transaction.
+func (t *Tx) Strings(ctx context.Context, query string, args ...any) ([]string, error) {
+	return t.store.Strings(ctx, t, query, args...)
+}
+
 // Query runs a query written with ? placeholders.
 func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return t.QueryContext(ctx, t.store.Rebind(query), args...)
