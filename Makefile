@@ -23,7 +23,7 @@ protodeps: ## Copy the pinned third-party protos out of the Go module cache.
 	./scripts/protodeps.sh
 
 .PHONY: sdkdeps
-sdkdeps: ## Install the pinned client toolchains the tests use: npm ci, the SDK's Python venv, Debian's chromium, schemathesis, grpcurl and grpc-health-probe.
+sdkdeps: ## Install the pinned client toolchains the tests use: npm ci, the SDK's Python venv, Debian's chromium, schemathesis, grpcurl, grpc-health-probe and buf.
 	./scripts/sdk-typescript.sh deps browser-deps
 	./scripts/sdk-python.sh deps
 	./scripts/fuzz-rest.sh deps

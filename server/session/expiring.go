@@ -217,7 +217,7 @@ func (s *Service) laterIdle(row *ent.Session) time.Time {
 		w.mu.Lock()
 		a, ok := w.pending[row.ID]
 		w.mu.Unlock()
-		if ok && a.accepts(row.LastActiveTime.UnixNano(), row.IdleExpireTime.UnixNano()) && unixNano(a.newIdle).After(idle) {
+		if ok && a.last == row.LastActiveTime.UnixNano() && a.idle == row.IdleExpireTime.UnixNano() && unixNano(a.newIdle).After(idle) {
 			idle = unixNano(a.newIdle)
 		}
 	}

@@ -92,7 +92,7 @@ func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *
 // and serve WatchSession. RunWriteBack must run for activity to reach the database.
 func (s *Service) UseLive(live *events.Live) {
 	s.live = live
-	s.writeBack = newWriteBack(s.store, s.log, func() time.Duration { return time.Duration(s.view.watchers.lead.Load()) })
+	s.writeBack = newWriteBack(s.store, s.log, func() time.Duration { return time.Duration(s.view.watchers.lead.Load()) }, s.view.forget)
 	live.Hub().OnCommit(s.view.apply)
 }
 

@@ -475,6 +475,25 @@ func (v *view) drop(key string) {
 	v.dropped[key] = v.clock
 }
 
+// dropSession forgets session id and refuses loads of it that began before now; v.mu is held.
+func (v *view) dropSession(id string) {
+	v.drop("s:" + id)
+	if e, ok := v.byID[id]; ok {
+		v.removeSession(e)
+	}
+}
+
+// forget drops session id, whose copy the database disagrees with (the write-back found its row
+// in another state than the copy said), so that it is read again, and its streams look at its
+// expiries again.
+func (v *view) forget(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.clock++
+	v.dropSession(id)
+	v.watchers.touched(id)
+}
+
 // apply drops what a batch of committed events may have changed. It runs on the tailer's
 // goroutine (events.Hub.OnCommit), before the tailer's round is over.
 func (v *view) apply(recs []events.Record) {
@@ -485,18 +504,12 @@ func (v *view) apply(recs []events.Record) {
 		ev := r.Event
 		switch ev.Type {
 		case gatehousev1.EventType_EVENT_TYPE_SESSION_TERMINATED:
-			v.drop("s:" + ev.SessionId)
-			if e, ok := v.byID[ev.SessionId]; ok {
-				v.removeSession(e)
-			}
+			v.dropSession(ev.SessionId)
 		case gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED:
 			// NOTE: activity, possibly on another node, moved an idle expiry that this node's
 			// streams of the session may have warned of: the session is read again, and its
 			// streams look at its expiries again.
-			v.drop("s:" + ev.SessionId)
-			if e, ok := v.byID[ev.SessionId]; ok {
-				v.removeSession(e)
-			}
+			v.dropSession(ev.SessionId)
 			v.watchers.touched(ev.SessionId)
 		case gatehousev1.EventType_EVENT_TYPE_ROLES_CHANGED, gatehousev1.EventType_EVENT_TYPE_USER_UPDATED,
 			gatehousev1.EventType_EVENT_TYPE_USER_DISABLED, gatehousev1.EventType_EVENT_TYPE_USER_DELETED,

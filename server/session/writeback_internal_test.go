@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
+	"github.com/gatehouse/gatehouse/server/events"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -34,27 +35,15 @@ func TestWriteBackAnnouncesOnlyAfterAPause(t *testing.T) {
 			st := teststore.Open(t, backend)
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			s := New(st, auth.NewHasher(1), log, Options{})
-			s.writeBack = newWriteBack(st, log, func() time.Duration { return time.Minute })
+			s.writeBack = newWriteBack(st, log, func() time.Duration { return time.Minute }, s.view.forget)
 			clock := time.Now().UTC().Truncate(time.Second)
 			s.now = func() time.Time { return clock }
 
-			u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			token, hash, err := auth.NewToken()
-			if err != nil {
-				t.Fatal(err)
-			}
 			const window = 30 * time.Second
 			impersonator, impersonatorSession := convert.NewID(), convert.NewID()
-			sess, err := st.Client.Session.Create().SetID(convert.NewID()).SetUserID(u.ID).SetTokenHash(hash).
-				SetImpersonatorUserID(impersonator).SetImpersonatorSessionID(impersonatorSession).
-				SetType("web_browser").SetCreateTime(clock).SetLastActiveTime(clock).
-				SetIdleExpireTime(clock.Add(window)).SetAbsoluteExpireTime(clock.Add(24 * time.Hour)).Save(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			sess, token := webSession(t, st, clock, window, func(c *ent.SessionCreate) {
+				c.SetImpersonatorUserID(impersonator).SetImpersonatorSessionID(impersonatorSession)
+			})
 			extended := func() []*ent.Event {
 				t.Helper()
 				evs, err := st.Client.Event.Query().Where(entevent.Type(gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED.String())).All(ctx)
@@ -106,7 +95,7 @@ func TestWriteBackAnnouncesOnlyAfterAPause(t *testing.T) {
 
 // TestWriteBackWritesInBatches: one flush writes more activities than one batch holds; an
 // activity whose row moved on since it was read (a policy change) or whose session ended is
-// dropped, the row keeping what the change wrote; on PostgreSQL, a row another transaction holds
+// dropped and reported stale, the row keeping what the change wrote; on PostgreSQL, a row another transaction holds
 // is skipped without waiting for it (the write-back used to wait, and so wrote one row per
 // statement to stay out of deadlocks) and written by the first flush after the lock is gone.
 func TestWriteBackWritesInBatches(t *testing.T) {
@@ -168,169 +157,122 @@ func TestWriteBackWritesInBatches(t *testing.T) {
 				t.Fatalf("pending after the flush: %v (failing %v), want %v", pending, w.failing, wantPending)
 			}
 
-			// Newer activity of the skipped session, read from the view that the skipped one
-			// moved: one write takes the row from what it has to the newer activity.
-			later := now.Add(time.Second)
-			w.add(newActivity(held, rows[2].UserID, now, now.Add(time.Hour), later, later.Add(time.Hour)))
+			// The writes that lost (to the policy change, to the session's end) are reported
+			// stale, so that the view reads those sessions again.
+			stale := slices.Sorted(slices.Values(f.stale))
+			if wantStale := slices.Sorted(slices.Values([]string{moved, ended})); !slices.Equal(stale, wantStale) {
+				t.Fatalf("reported stale %v, want %v (the moved and the ended session)", stale, wantStale)
+			}
+
 			release()
 			w.flush(ctx)
-			got, err := st.Client.Session.Get(ctx, held)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !got.LastActiveTime.Equal(later) || !got.IdleExpireTime.Equal(later.Add(time.Hour)) {
-				t.Fatalf("the held session, once free, has last activity %v, idle expiry %v; want %v, %v",
-					got.LastActiveTime, got.IdleExpireTime, later, later.Add(time.Hour))
-			}
 			held = ""
-			want = func(id string) (time.Time, time.Time) {
-				switch id {
-				case moved:
-					return start, policyIdle
-				case ended:
-					return start, start.Add(time.Hour)
-				case rows[2].ID:
-					return later, later.Add(time.Hour)
-				}
-				return now, now.Add(time.Hour)
-			}
 			check()
 			if len(w.pending) != 0 || w.failing {
 				t.Fatalf("pending after the lock was released: %v (failing %v)", slices.Collect(maps.Keys(w.pending)), w.failing)
-			}
-
-			// The view keeps the times it wrote to the nanosecond, the row to the microsecond on
-			// PostgreSQL: a second write, conditional on the first's nanoseconds, still applies.
-			r := rows[3]
-			t1 := now.Add(1500*time.Millisecond + 123*time.Nanosecond)
-			t2 := t1.Add(time.Second + 456*time.Nanosecond)
-			w.add(newActivity(r.ID, r.UserID, now, now.Add(time.Hour), t1, t1.Add(time.Hour)))
-			w.flush(ctx)
-			w.add(newActivity(r.ID, r.UserID, t1, t1.Add(time.Hour), t2, t2.Add(time.Hour)))
-			w.flush(ctx)
-			got, err = st.Client.Session.Get(ctx, r.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := got.LastActiveTime.Sub(t2).Abs(); d >= time.Microsecond || len(w.pending) != 0 || w.failing {
-				t.Fatalf("after two writes the row's last activity is %v, want %v (pending %d, failing %v)", got.LastActiveTime, t2, len(w.pending), w.failing)
 			}
 		})
 	}
 }
 
-// TestWriteBackMergesChainedActivity: the activity kept of a session accepts every state the
-// row may be in, whichever order its activities come in: newer activity that follows from an
-// older one not written (pending, or put back after a failed write) accepts the older one's read
-// state and its own; newer activity that shares its read with the one a flush is writing accepts
-// that read state and the state the write leaves; newer activity read afresh from the database
-// replaces the older one as it is; older activity never replaces newer.
-func TestWriteBackMergesChainedActivity(t *testing.T) {
-	act := func(last, idle, now, newIdle int64) activity {
-		return activity{id: "s", last: last, idle: idle, last2: last, idle2: idle, now: now, newIdle: newIdle}
-	}
-	older := act(0, 100, 10, 110)
-	chained := act(10, 110, 20, 120)
-	sibling := act(0, 100, 15, 115)
-	afresh := act(15, 115, 30, 130)
-	both := func(a activity, last2, idle2 int64) activity { a.last2, a.idle2 = last2, idle2; return a }
-	for _, tc := range []struct {
-		name     string
-		inflight *activity
-		adds     []activity
-		want     activity
-	}{
-		{"chained after older", nil, []activity{older, chained}, both(act(0, 100, 20, 120), 10, 110)},
-		{"older put back after chained", nil, []activity{chained, older}, both(act(0, 100, 20, 120), 10, 110)},
-		{"sibling after older", nil, []activity{older, sibling}, sibling},
-		{"sibling while older is written", &older, []activity{sibling}, both(sibling, 10, 110)},
-		{"sibling while older is written, then older put back", &older, []activity{sibling, older}, both(sibling, 10, 110)},
-		{"chained while older is written, then older put back", &older, []activity{chained, older}, both(act(0, 100, 20, 120), 10, 110)},
-		{"afresh after older", nil, []activity{older, afresh}, afresh},
-		{"older after afresh", nil, []activity{afresh, older}, afresh},
-		{"the same twice", nil, []activity{older, older}, older},
-	} {
-		w := newWriteBack(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return 0 })
-		if tc.inflight != nil {
-			w.inflight = map[string]activity{"s": *tc.inflight}
-		}
-		for _, a := range tc.adds {
-			w.add(a)
-		}
-		if got := w.pending["s"]; got != tc.want || len(w.pending) != 1 {
-			t.Errorf("%s: pending %+v, want %+v", tc.name, w.pending, tc.want)
-		}
-	}
-}
-
-// TestActivityAccepts: an activity accepts a row in either of its states, read back from the
-// database to the microsecond (PostgreSQL rounds the nanoseconds the view keeps), and no other.
-func TestActivityAccepts(t *testing.T) {
-	base := time.Date(2026, 12, 6, 9, 0, 0, 123_456_789, time.UTC).UnixNano()
-	a := activity{last: base, idle: base + int64(time.Hour), last2: base + int64(time.Minute), idle2: base + int64(time.Hour+time.Minute)}
-	micro := func(x int64) int64 { return time.Unix(0, x).Round(time.Microsecond).UnixNano() }
-	for _, tc := range []struct {
-		last, idle int64
-		want       bool
-	}{
-		{a.last, a.idle, true},
-		{micro(a.last), micro(a.idle), true},
-		{micro(a.last2), micro(a.idle2), true},
-		{micro(a.last), micro(a.idle2), false},
-		{a.last + int64(time.Millisecond), a.idle, false},
-		{a.last, a.idle - int64(time.Microsecond), false},
-	} {
-		if got := a.accepts(tc.last, tc.idle); got != tc.want {
-			t.Errorf("accepts(%d, %d) = %v, want %v", tc.last-base, tc.idle-base, got, tc.want)
-		}
-	}
-}
-
-// TestWriteBackKeepsUpWithItsOwnWrites: on both backends, the write kept applies to the row
-// whatever became of the writes before it: two requests of a session at once (one read, two
-// activities) split by a flush, which writes the first; and a write reported failed that
-// committed after all, put back while newer activity waits.
-func TestWriteBackKeepsUpWithItsOwnWrites(t *testing.T) {
+// TestWriteBackForgetsStaleCopies: a write that finds its row in another state than its activity
+// was read from is dropped and reported stale, on the batched path and on the announced one (with
+// no event); the next activity, read from the row as it is, applies. Here the first write of two
+// requests at once (one read, two activities), split by a flush, moved the row.
+func TestWriteBackForgetsStaleCopies(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			f := newWriteBackFixture(t, backend, 1, 0)
+			f := newWriteBackFixture(t, backend, 1, time.Minute)
 			st, w, start, r := f.st, f.w, f.start, f.rows[0]
-			row := func(what string, last time.Time) {
+			first, second := start.Add(time.Second), start.Add(time.Second+time.Millisecond)
+			w.add(newActivity(r.ID, r.UserID, start, start.Add(time.Hour), first, first.Add(time.Hour)))
+			w.flush(ctx)
+			w.add(newActivity(r.ID, r.UserID, start, start.Add(time.Hour), second, second.Add(time.Hour)))
+			w.flush(ctx)
+			// Announced (30 s before the idle expiry it was read with), from the same old read.
+			late := start.Add(time.Hour - 30*time.Second)
+			announced := newActivity(r.ID, r.UserID, start, start.Add(time.Hour), late, late.Add(time.Hour))
+			if !w.announced(announced) {
+				t.Fatal("the activity 30 s before the idle expiry is not one a stream may have been warned of")
+			}
+			w.add(announced)
+			w.flush(ctx)
+			n, err := st.Client.Event.Query().Where(entevent.Type(gatehousev1.EventType_EVENT_TYPE_SESSION_EXTENDED.String())).Count(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := st.Client.Session.Get(ctx, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(f.stale, []string{r.ID, r.ID}) || len(w.pending) != 0 || w.failing || n != 0 || !got.LastActiveTime.Equal(first) {
+				t.Fatalf("reported stale %v, %d pending (failing %v), %d SESSION_EXTENDED events, last activity %v; want %v twice, none, none, %v",
+					f.stale, len(w.pending), w.failing, n, got.LastActiveTime, r.ID, first)
+			}
+			w.add(newActivity(r.ID, r.UserID, got.LastActiveTime, got.IdleExpireTime, second, second.Add(time.Hour)))
+			w.flush(ctx)
+			if got, err = st.Client.Session.Get(ctx, r.ID); err != nil || !got.LastActiveTime.Equal(second) || len(f.stale) != 2 {
+				t.Fatalf("activity read from the row: last activity %v (%v), %d reported stale; want %v, 2", got.LastActiveTime, err, len(f.stale), second)
+			}
+		})
+	}
+}
+
+// TestViewForgetsWhatTheDatabaseDisagreesWith: the node's view builds each activity from its copy
+// of the session; when the database moved on without it (here another writer's activity), the
+// next write misses, the view forgets the session, and the activity after it, read from the
+// database, applies. Without forgetting, every later write would miss and the database keep an
+// idle expiry the session passes while in use.
+func TestViewForgetsWhatTheDatabaseDisagreesWith(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			st := teststore.Open(t, backend)
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			s := New(st, auth.NewHasher(1), log, Options{})
+			live := events.New(st, log, events.Options{})
+			if err := live.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st.SetCommitHook(live.Committed)
+			runCtx, stop := context.WithCancel(ctx)
+			ran := make(chan error, 1)
+			go func() { ran <- live.Run(runCtx) }()
+			t.Cleanup(func() { stop(); <-ran })
+			s.UseLive(live)
+			clock := time.Now().UTC().Truncate(time.Second)
+			s.now = func() time.Time { return clock }
+			const window = time.Hour
+			sess, token := webSession(t, st, clock, window, nil)
+			use := func(what string, want time.Time) {
 				t.Helper()
-				got, err := st.Client.Session.Get(ctx, r.ID)
+				clock = clock.Add(2 * time.Minute)
+				if _, _, _, err := s.validate(ctx, token, false); err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				s.writeBack.flush(ctx)
+				row, err := st.Client.Session.Get(ctx, sess.ID)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !got.LastActiveTime.Equal(last) || !got.IdleExpireTime.Equal(last.Add(time.Hour)) || len(w.pending) != 0 || w.failing {
-					t.Fatalf("%s: last activity %v, idle expiry %v, %d pending (failing %v); want %v, %v, none",
-						what, got.LastActiveTime, got.IdleExpireTime, len(w.pending), w.failing, last, last.Add(time.Hour))
+				if !row.LastActiveTime.Equal(want) {
+					t.Fatalf("%s: the row has last activity %v, want %v", what, row.LastActiveTime, want)
 				}
 			}
-
-			// Two requests at once: both read the row as stored; the flush takes the first and
-			// the second comes while it writes.
-			t1, t2 := start.Add(time.Second), start.Add(time.Second+time.Millisecond)
-			w.add(newActivity(r.ID, r.UserID, start, start.Add(time.Hour), t1, t1.Add(time.Hour)))
-			w.taken = func() {
-				w.taken = nil
-				w.add(newActivity(r.ID, r.UserID, start, start.Add(time.Hour), t2, t2.Add(time.Hour)))
+			use("the first activity", clock.Add(2*time.Minute))
+			if _, ok := s.view.idleExpiry(sess.ID); !ok {
+				t.Fatal("the view does not hold the session after a validation")
 			}
-			w.flush(ctx)
-			w.flush(ctx)
-			row("after two requests at once", t2)
-
-			// A write reported failed that committed: the row is at its end, and it is put back
-			// (as a failed flush puts it back) while the activity that follows it waits.
-			t3, t4 := t2.Add(time.Minute), t2.Add(2*time.Minute)
-			committed := newActivity(r.ID, r.UserID, t2, t2.Add(time.Hour), t3, t3.Add(time.Hour))
-			if err := st.Client.Session.UpdateOneID(r.ID).SetLastActiveTime(t3).SetIdleExpireTime(t3.Add(time.Hour)).Exec(ctx); err != nil {
+			other := clock.Add(time.Minute)
+			if err := st.Client.Session.UpdateOneID(sess.ID).SetLastActiveTime(other).SetIdleExpireTime(other.Add(window)).Exec(ctx); err != nil {
 				t.Fatal(err)
 			}
-			w.add(newActivity(r.ID, r.UserID, t3, t3.Add(time.Hour), t4, t4.Add(time.Hour)))
-			w.add(committed)
-			w.flush(ctx)
-			row("after a failed write that committed", t4)
+			use("the activity from the view's copy", other)
+			if _, ok := s.view.idleExpiry(sess.ID); ok {
+				t.Fatal("the view still holds the session after its write missed")
+			}
+			use("the activity read from the database", clock.Add(2*time.Minute))
 		})
 	}
 }
@@ -458,11 +400,13 @@ type writeBackFixture struct {
 	w     *writeBack
 	start time.Time
 	rows  []*ent.Session
+	// stale are the sessions the write-back reported stale, in order.
+	stale []string
 }
 
 // newWriteBackFixture returns the fixture on a fresh database of backend, with a write-back whose
 // expiry warning's lead is lead.
-func newWriteBackFixture(tb testing.TB, backend string, n int, lead time.Duration) writeBackFixture {
+func newWriteBackFixture(tb testing.TB, backend string, n int, lead time.Duration) *writeBackFixture {
 	tb.Helper()
 	ctx := context.Background()
 	st := teststore.Open(tb, backend)
@@ -476,8 +420,10 @@ func newWriteBackFixture(tb testing.TB, backend string, n int, lead time.Duratio
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w := newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return lead })
-	return writeBackFixture{st: st, w: w, start: start, rows: rows}
+	f := &writeBackFixture{st: st, start: start, rows: rows}
+	f.w = newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return lead },
+		func(id string) { f.stale = append(f.stale, id) })
+	return f
 }
 
 // holdRow locks session id's row in a transaction of its own, as a login or a role change would,
@@ -495,4 +441,31 @@ func holdRow(t *testing.T, st *store.Store, id string) (release func()) {
 		t.Fatal(err)
 	}
 	return release
+}
+
+// webSession stores user "busy" and a web-browser session of it, last active at clock, with an
+// idle window of window, set further by more when it is not nil; it returns the session and its
+// token.
+func webSession(t *testing.T, st *store.Store, clock time.Time, window time.Duration, more func(*ent.SessionCreate)) (*ent.Session, string) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := st.Client.User.Create().SetID(convert.NewID()).SetUsername("busy").SetUsernameKey("busy").Save(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, hash, err := auth.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.Client.Session.Create().SetID(convert.NewID()).SetUserID(u.ID).SetTokenHash(hash).
+		SetType("web_browser").SetCreateTime(clock).SetLastActiveTime(clock).
+		SetIdleExpireTime(clock.Add(window)).SetAbsoluteExpireTime(clock.Add(24 * time.Hour))
+	if more != nil {
+		more(c)
+	}
+	sess, err := c.Save(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sess, token
 }
