@@ -21,10 +21,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	entuser "github.com/gatehouse/gatehouse/ent/user"
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server"
-	"github.com/gatehouse/gatehouse/server/convert"
 )
 
 // streamsPerConn is the number of WatchSession streams the bench opens over one gRPC connection.
@@ -44,11 +42,11 @@ func (e *env) admin(ctx context.Context) (string, error) {
 		return e.adminToken, nil
 	}
 	st := e.node.Store()
-	id, err := st.Client.User.Query().Where(entuser.UsernameKey(convert.Key("admin"))).OnlyID(ctx)
+	u, err := st.UserByName(ctx, "admin")
 	if err != nil {
 		return "", fmt.Errorf("finding the administrator: %w", err)
 	}
-	tokens, err := createSessions(ctx, st, []string{id}, 1)
+	tokens, err := createSessions(ctx, st, []string{u.ID}, 1)
 	if err != nil {
 		return "", err
 	}
