@@ -225,23 +225,39 @@ func listens(pid int, addr string) bool {
 	return false
 }
 
-// serve starts `gatehouse serve` on a database with fresh ports and waits until it is healthy,
-// starting it again on other ports when one was taken meanwhile (see healthy). It returns the
-// process and its HTTP address.
+// serve starts `gatehouse serve` on a database with fresh ports and waits until it is healthy
+// (startHealthy). It returns the process and its HTTP address.
 func serve(t *testing.T, bin, database string, env []string) (*proc, string) {
 	t.Helper()
+	p, _, httpAddr := startHealthy(t, func(grpcAddr, httpAddr string) *proc {
+		return startProc(t, bin, env, "serve", "--database", database, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)
+	})
+	return p, httpAddr
+}
+
+// startHealthy starts a node with start on fresh loopback ports and waits until it is healthy,
+// starting it again on other ports when one was taken meanwhile (see healthy), up to three times.
+func startHealthy(t *testing.T, start func(grpcAddr, httpAddr string) *proc) (p *proc, grpcAddr, httpAddr string) {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
-		p := startProc(t, bin, env, "serve", "--database", database, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)
+		grpcAddr, httpAddr = freeAddr(t), freeAddr(t)
+		p = start(grpcAddr, httpAddr)
 		err := healthy(p, httpAddr)
 		if err == nil {
-			return p, httpAddr
+			return p, grpcAddr, httpAddr
 		}
-		if !errors.Is(err, errPortTaken) || attempt == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("starting again on other ports: %v", err)
+		retryOnTakenPort(t, err, attempt)
 	}
+}
+
+// retryOnTakenPort fails the test with err unless err is healthy's errPortTaken and attempt is
+// under three: the caller then starts the node again on other ports.
+func retryOnTakenPort(t *testing.T, err error, attempt int) {
+	t.Helper()
+	if !errors.Is(err, errPortTaken) || attempt >= 3 {
+		t.Fatal(err)
+	}
+	t.Logf("starting again on other ports: %v", err)
 }
 
 // stop sends SIGTERM and checks that the node shuts down cleanly, with exit code 0.
@@ -335,6 +351,34 @@ func TestCLI(t *testing.T) {
 		if code, out := runProc(t, bin, cliEnv(), "migrate", "--database", "mysql://x"); code == 0 || !strings.Contains(out, "unsupported database URL") {
 			t.Errorf("migrate of a mysql:// URL: exit code %d, output:\n%s", code, out)
 		}
+	})
+
+	// A port taken between freeAddr and the node's bind (here on purpose) makes the node exit;
+	// startHealthy starts it again on other ports, and the node that answers is the new one.
+	t.Run("port taken", func(t *testing.T) {
+		t.Parallel()
+		taken, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer taken.Close()
+		db := "sqlite://" + filepath.Join(t.TempDir(), "p.db")
+		var starts []*proc
+		p, _, _ := startHealthy(t, func(grpcAddr, httpAddr string) *proc {
+			if len(starts) == 0 {
+				grpcAddr = taken.Addr().String()
+			}
+			p := startProc(t, bin, cliEnv(), "serve", "--database", db, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)
+			starts = append(starts, p)
+			return p
+		})
+		if len(starts) != 2 || p != starts[1] {
+			t.Fatalf("the node started %d times, want 2 (the first on a taken port)", len(starts))
+		}
+		if out := starts[0].out.String(); !strings.Contains(out, "address already in use") {
+			t.Errorf("the first start did not fail on its taken port:\n%s", out)
+		}
+		p.stop(t)
 	})
 
 	t.Run("serve", func(t *testing.T) {

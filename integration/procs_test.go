@@ -55,15 +55,22 @@ func startNodes(t *testing.T, database string, names []string, extra ...string) 
 	bin := faultBinary(t)
 	env := cliEnv("GATEHOUSE_ADMIN_PASSWORD=" + faultAdminPassword)
 	nodes := make([]*faultNode, len(names))
+	start := func(grpcAddr, httpAddr string) *proc {
+		args := append([]string{"serve", "--database", database, "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+			"--log-level", "warn"}, extra...)
+		return startProc(t, bin, env, args...)
+	}
+	// The nodes start all at once; one whose port was taken before it bound it starts again.
 	for i, name := range names {
 		n := &faultNode{name: name, grpcAddr: freeAddr(t), httpAddr: freeAddr(t)}
-		args := append([]string{"serve", "--database", database, "--grpc-addr", n.grpcAddr, "--http-addr", n.httpAddr,
-			"--log-level", "warn"}, extra...)
-		n.p = startProc(t, bin, env, args...)
+		n.p = start(n.grpcAddr, n.httpAddr)
 		nodes[i] = n
 	}
 	for _, n := range nodes {
-		waitHealthy(t, n.p, n.httpAddr)
+		if err := healthy(n.p, n.httpAddr); err != nil {
+			retryOnTakenPort(t, err, 1)
+			n.p, n.grpcAddr, n.httpAddr = startHealthy(t, start)
+		}
 		n.grpc = dialGRPC(t, n.grpcAddr)
 	}
 	return nodes

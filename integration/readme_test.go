@@ -199,23 +199,24 @@ func TestREADMEFirstRun(t *testing.T) {
 	// launch starts the binary in dir (the newcomer's clone) and waits until it is healthy.
 	launch := func(env []string, args ...string) (*proc, string) {
 		t.Helper()
-		grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
-		p := &proc{cmd: exec.Command(bin, append(args, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)...), out: &lockedBuffer{}, exited: make(chan struct{})}
-		p.cmd.Dir, p.cmd.Env = dir, env
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = p.cmd.Wait(); close(p.exited) }()
-		t.Cleanup(func() {
-			select {
-			case <-p.exited:
-			default:
-				_ = p.cmd.Process.Kill()
-				<-p.exited
+		p, _, httpAddr := startHealthy(t, func(grpcAddr, httpAddr string) *proc {
+			p := &proc{cmd: exec.Command(bin, append(args, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)...), out: &lockedBuffer{}, exited: make(chan struct{})}
+			p.cmd.Dir, p.cmd.Env = dir, env
+			p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+			if err := p.cmd.Start(); err != nil {
+				t.Fatal(err)
 			}
+			go func() { _ = p.cmd.Wait(); close(p.exited) }()
+			t.Cleanup(func() {
+				select {
+				case <-p.exited:
+				default:
+					_ = p.cmd.Process.Kill()
+					<-p.exited
+				}
+			})
+			return p
 		})
-		waitHealthy(t, p, httpAddr)
 		return p, httpAddr
 	}
 

@@ -244,16 +244,14 @@ func endExpired(ctx context.Context, tx *store.Tx, now time.Time, limit int, whe
 	if _, _, err := endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_ABSOLUTE_TIMEOUT, "", absolute); err != nil {
 		return 0, err
 	}
-	if len(absolute) == 0 {
-		_, _, err = endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", idle)
-		return len(idle), err
+	// NOTE: ending the absolute ones ended the impersonations opened from them (endImpersonations),
+	// some of which may be among the idle ones: this transaction holds their locks, so exactly those
+	// ended, and only the others end here, once each.
+	ended := make(map[string]bool, len(absolute))
+	for _, s := range absolute {
+		ended[s.ID] = true
 	}
-	// NOTE: ending the absolute ones ended the impersonations opened from them, which may be among
-	// the idle ones: those are looked up again, and only the ones still active end here.
-	ids := make([]string, len(idle))
-	for i, s := range idle {
-		ids[i] = s.ID
-	}
-	ended, err := endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", ids)
-	return len(absolute) + len(ended), err
+	idle = slices.DeleteFunc(idle, func(s *ent.Session) bool { return ended[s.ImpersonatorSessionID] })
+	_, _, err = endLocked(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_IDLE_TIMEOUT, "", idle)
+	return len(absolute) + len(idle), err
 }
