@@ -1061,9 +1061,13 @@ type ChangeImpact struct {
 	// sessions_refreshed is the number of live sessions that carry the new roles or new timeouts
 	// in place.
 	SessionsRefreshed int32 `protobuf:"varint,3,opt,name=sessions_refreshed,json=sessionsRefreshed,proto3" json:"sessions_refreshed,omitempty"`
-	// sessions_ended is the number of live sessions the change ends.
+	// sessions_ended is the number of live sessions the change ends, the impersonations opened
+	// from them included.
 	SessionsEnded int32 `protobuf:"varint,4,opt,name=sessions_ended,json=sessionsEnded,proto3" json:"sessions_ended,omitempty"`
-	// end_reason is why those sessions end (TERMINATION_REASON_UNSPECIFIED when none do).
+	// end_reason is why the change ends those sessions (TERMINATION_REASON_UNSPECIFIED when none
+	// end): ROLE_CHANGE for a change of roles. The impersonations that end with the sessions they
+	// were opened from are counted in sessions_ended, though their own SESSION_TERMINATED events
+	// carry REVOKED_BY_USER, as every impersonation ended with its impersonator's session does.
 	EndReason     TerminationReason `protobuf:"varint,5,opt,name=end_reason,json=endReason,proto3,enum=gatehouse.v1.TerminationReason" json:"end_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -538,9 +538,15 @@ class ChangeImpact(_message.Message):
     in place.
     """
     sessions_ended: _builtins.int
-    """sessions_ended is the number of live sessions the change ends."""
+    """sessions_ended is the number of live sessions the change ends, the impersonations opened
+    from them included.
+    """
     end_reason: Global___TerminationReason.ValueType
-    """end_reason is why those sessions end (TERMINATION_REASON_UNSPECIFIED when none do)."""
+    """end_reason is why the change ends those sessions (TERMINATION_REASON_UNSPECIFIED when none
+    end): ROLE_CHANGE for a change of roles. The impersonations that end with the sessions they
+    were opened from are counted in sessions_ended, though their own SESSION_TERMINATED events
+    carry REVOKED_BY_USER, as every impersonation ended with its impersonator's session does.
+    """
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserImpact]:
         """users are the first users affected (at most 100), with what each gains and loses."""

@@ -487,14 +487,18 @@ export type ChangeImpact = Message<"gatehouse.v1.ChangeImpact"> & {
   sessionsRefreshed: number;
 
   /**
-   * sessions_ended is the number of live sessions the change ends.
+   * sessions_ended is the number of live sessions the change ends, the impersonations opened
+   * from them included.
    *
    * @generated from field: int32 sessions_ended = 4;
    */
   sessionsEnded: number;
 
   /**
-   * end_reason is why those sessions end (TERMINATION_REASON_UNSPECIFIED when none do).
+   * end_reason is why the change ends those sessions (TERMINATION_REASON_UNSPECIFIED when none
+   * end): ROLE_CHANGE for a change of roles. The impersonations that end with the sessions they
+   * were opened from are counted in sessions_ended, though their own SESSION_TERMINATED events
+   * carry REVOKED_BY_USER, as every impersonation ended with its impersonator's session does.
    *
    * @generated from field: gatehouse.v1.TerminationReason end_reason = 5;
    */
