@@ -59,27 +59,34 @@ func (h grpcSession) WatchEvents(req *gatehousev1.WatchEventsRequest, stream grp
 
 // watchEvents streams the log in order from req.After.
 //
-// NOTE: the stream's authorisation was checked once, when it opened. A guard follows the
-// caller's own user on the hub and, on any event that may have changed the caller's standing
-// (its session ending, its roles changing, its user disabled or deleted), checks again and ends
-// the stream with the error the caller would get now.
+// NOTE: the stream's authorisation was checked when it opened, with the caller's standing as it
+// was authenticated. A guard follows the caller's own user on the hub and, on any event that may
+// have changed the caller's standing (its session ending, its roles changing, its user disabled
+// or deleted), checks again and ends the stream with the error the caller would get now. The
+// guard subscribes first and the standing is then checked once more, from the database: a change
+// published before the guard subscribed (the client may hold the stream's request back for as
+// long as it likes after its headers were authenticated) is in that check, and any later one
+// reaches the guard.
 func (h *Session) watchEvents(ctx context.Context, req *gatehousev1.WatchEventsRequest, send func(*gatehousev1.WatchEventsResponse) error) error {
 	after, err := h.live.ParseToken("after", req.After)
 	if err != nil {
 		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if p := auth.PrincipalFrom(ctx); p != nil {
+		guard, _ := h.live.Hub().Subscribe(p.UserID)
+		defer guard.Close()
+		if err := h.mayWatchEvents(ctx, p, req); err != nil {
+			return err
+		}
+		go h.guard(ctx, cancel, guard, p, req)
 	}
 	st, err := h.live.Open(ctx, after, events.Filter{Types: req.Types, UserID: req.UserId})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	if p := auth.PrincipalFrom(ctx); p != nil {
-		guard, _ := h.live.Hub().Subscribe(p.UserID)
-		defer guard.Close()
-		go h.guard(ctx, cancel, guard, p, req)
-	}
 	for {
 		recs, err := st.Next(ctx, nil)
 		if err != nil {
@@ -96,9 +103,22 @@ func (h *Session) watchEvents(ctx context.Context, req *gatehousev1.WatchEventsR
 	}
 }
 
+// mayWatchEvents checks the standing of p, as the database has it now, against WatchEvents'
+// rule: the error is the one the caller would get if it called now.
+func (h *Session) mayWatchEvents(ctx context.Context, p *auth.Principal, req *gatehousev1.WatchEventsRequest) error {
+	rule, _ := Rules(gatehousev1.SessionService_WatchEvents_FullMethodName)
+	now, err := h.svc.Principal(ctx, p)
+	if err != nil {
+		return err
+	}
+	if rule.Allow != nil && !rule.Allow(now, req) {
+		return errs.PermissionDenied("PERMISSION_DENIED", "the caller no longer holds a role that may watch events")
+	}
+	return nil
+}
+
 // guard ends a WatchEvents stream (cancel with the cause) when its caller may no longer watch.
 func (h *Session) guard(ctx context.Context, cancel context.CancelCauseFunc, sub *events.Subscription, p *auth.Principal, req *gatehousev1.WatchEventsRequest) {
-	rule, _ := Rules(gatehousev1.SessionService_WatchEvents_FullMethodName)
 	for {
 		select {
 		case <-ctx.Done():
@@ -113,11 +133,7 @@ func (h *Session) guard(ctx context.Context, cancel context.CancelCauseFunc, sub
 			if !slices.ContainsFunc(sub.Take(), func(batch []events.Record) bool { return concernsCaller(batch, p) }) {
 				continue
 			}
-			now, err := h.svc.Principal(ctx, p)
-			if err == nil && rule.Allow != nil && !rule.Allow(now, req) {
-				err = errs.PermissionDenied("PERMISSION_DENIED", "the caller no longer holds a role that may watch events")
-			}
-			if err != nil {
+			if err := h.mayWatchEvents(ctx, p, req); err != nil {
 				cancel(err)
 				return
 			}
