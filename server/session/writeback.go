@@ -82,12 +82,29 @@ func (w *writeBack) add(a activity) {
 	w.addLocked(a)
 }
 
-// addLocked records a unless newer activity of the same session is pending; w.mu is held.
+// addLocked records a, or keeps the newer activity of the same session pending; w.mu is held.
+//
+// NOTE: the view builds each activity from its copy of the session, which the one before moved:
+// an activity that follows one still pending (read from the state the pending one writes) would
+// miss its row, since the pending one was never written, and both would be lost (the session
+// forgotten, the database keeping an idle expiry its user passes while still using it). So the
+// newer one is written from the older one's state, the state the row is in. The one case where
+// the row is not (a write reported failed that committed after all) misses, and is forgotten as
+// any stale copy is.
 func (w *writeBack) addLocked(a activity) {
-	if p, ok := w.pending[a.id]; ok && p.now >= a.now {
+	p, ok := w.pending[a.id]
+	if !ok {
+		w.pending[a.id] = a
 		return
 	}
-	w.pending[a.id] = a
+	older, newer := a, p
+	if a.now > p.now {
+		older, newer = p, a
+	}
+	if newer.last == older.now && newer.idle == older.newIdle {
+		newer.last, newer.idle = older.last, older.idle
+	}
+	w.pending[a.id] = newer
 }
 
 // RunWriteBack writes the activity of the node's sessions back every writeBackInterval until
@@ -187,9 +204,10 @@ func (w *writeBack) flush(ctx context.Context) int {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	// NOTE: what was not written goes back (unless newer activity of the same session came in
-	// meanwhile): the node's view already extended those sessions' idle expiry, and a sweeper
-	// reading the old one from the database would end a session its user is still using.
+	// NOTE: what was not written goes back (or, when newer activity of the same session came in
+	// meanwhile, lends it its state: see addLocked): the node's view already extended those
+	// sessions' idle expiry, and a sweeper reading the old one from the database would end a
+	// session its user is still using.
 	for _, id := range unwritten {
 		w.addLocked(batch[id])
 	}

@@ -219,6 +219,81 @@ func TestWriteBackForgetsStaleCopies(t *testing.T) {
 	}
 }
 
+// TestWriteBackKeepsActivityThatFollowsAnUnwrittenOne: activity read from the state that activity
+// still pending writes (the view moved its copy, the write failed) is written from the state the
+// row is in, whichever of the two is queued first; it was lost before (its write missed, and the
+// row kept the old idle expiry).
+func TestWriteBackKeepsActivityThatFollowsAnUnwrittenOne(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			st := teststore.Open(t, backend)
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			s := New(st, auth.NewHasher(1), log, Options{})
+			live := events.New(st, log, events.Options{})
+			if err := live.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st.SetCommitHook(live.Committed)
+			runCtx, stop := context.WithCancel(ctx)
+			ran := make(chan error, 1)
+			go func() { ran <- live.Run(runCtx) }()
+			t.Cleanup(func() { stop(); <-ran })
+			s.UseLive(live)
+			clock := time.Now().UTC().Truncate(time.Second)
+			s.now = func() time.Time { return clock }
+			sess, token := webSession(t, st, clock, time.Hour, nil)
+			use := func() {
+				t.Helper()
+				clock = clock.Add(2 * time.Minute)
+				if _, _, _, err := s.validate(ctx, token, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			use()
+			failed, cancel := context.WithCancel(ctx)
+			cancel()
+			if left := s.writeBack.flush(failed); left != 1 {
+				t.Fatalf("a flush that failed left %d activities pending, want 1", left)
+			}
+			use()
+			if left := s.writeBack.flush(ctx); left != 0 {
+				t.Fatalf("the next flush left %d activities pending, want none", left)
+			}
+			row, err := st.Client.Session.Get(ctx, sess.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !row.LastActiveTime.Equal(clock) || !row.IdleExpireTime.Equal(clock.Add(time.Hour)) {
+				t.Fatalf("the row has last activity %v and idle expiry %v, want %v and %v",
+					row.LastActiveTime, row.IdleExpireTime, clock, clock.Add(time.Hour))
+			}
+			if _, ok := s.view.idleExpiry(sess.ID); !ok {
+				t.Error("the view forgot the session, though its copy agrees with the database")
+			}
+		})
+	}
+	// A flush puts back what it could not write after newer activity came in meanwhile: the newer
+	// one is still written from the state the row is in.
+	at := func(m int) time.Time { return time.Unix(0, 0).Add(time.Duration(m) * time.Minute) }
+	older := newActivity("s", "u", at(0), at(60), at(2), at(62))
+	newer := newActivity("s", "u", at(2), at(62), at(4), at(64))
+	w := newWriteBack(nil, nil, nil, nil)
+	w.add(newer)
+	w.add(older)
+	if got, want := w.pending["s"], newActivity("s", "u", at(0), at(60), at(4), at(64)); got != want {
+		t.Errorf("pending %+v, want %+v", got, want)
+	}
+	// Activity read from another state (here the row's, after the view forgot it) is not changed.
+	w = newWriteBack(nil, nil, nil, nil)
+	other := newActivity("s", "u", at(1), at(61), at(4), at(64))
+	w.add(older)
+	w.add(other)
+	if got := w.pending["s"]; got != other {
+		t.Errorf("pending %+v, want %+v", got, other)
+	}
+}
+
 // TestViewForgetsWhatTheDatabaseDisagreesWith: the node's view builds each activity from its copy
 // of the session; when the database moved on without it (here another writer's activity), the
 // next write misses, the view forgets the session, and the activity after it, read from the
