@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -117,6 +118,59 @@ func TestStreamsCatchUpThenFollow(t *testing.T) {
 			}
 			if gotC[0] != want[3] || gotC[1] != want[4] {
 				t.Fatalf("user stream = %v, want %v", gotC, want[3:])
+			}
+		})
+	}
+}
+
+// TestStreamPrunedWhileCatchingUp: a stream whose position the retention prunes while it is still
+// reading its backlog ends OUT_OF_RANGE, as a resume from that position would, instead of skipping
+// the pruned events silently.
+func TestStreamPrunedWhileCatchingUp(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			st, live := startLive(t, backend, events.Options{})
+			var pos []events.Position
+			for range 5 {
+				pos = append(pos, emit(t, st, "u"))
+			}
+			// The node has read them: the streams' backlog holds them all.
+			if err := live.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			kept, err := live.Open(ctx, pos[0], events.Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer kept.Close()
+			var got []events.Position
+			for len(got) < 4 {
+				for _, r := range next(t, kept) {
+					got = append(got, r.Pos)
+				}
+			}
+			if !slices.Equal(got, pos[1:]) {
+				t.Fatalf("a stream from the first event read %v, want %v", got, pos[1:])
+			}
+			s, err := live.Open(ctx, pos[0], events.Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			// The retention prunes every event but the newest (PruneEvents keeps it) before the
+			// stream's first read.
+			if _, err := st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+				_, err := tx.PruneEvents(ctx, time.Now().Add(time.Hour), 500)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			rctx, cancel := context.WithTimeout(ctx, wait)
+			defer cancel()
+			recs, err := s.Next(rctx, nil)
+			if errs.KindOf(err) != errs.KindOutOfRange {
+				t.Fatalf("the pruned stream's read returned %d events and %v, want OUT_OF_RANGE", len(recs), err)
 			}
 		})
 	}

@@ -123,7 +123,14 @@ func (l *Live) List(ctx context.Context, after Position, f Filter, limit int) ([
 	if err := l.settle(ctx); err != nil {
 		return nil, err
 	}
-	return l.src.Read(ctx, after, Position{}, f, limit)
+	recs, err := l.src.Read(ctx, after, Position{}, f, limit)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.checkCursor(ctx, after); err != nil {
+		return nil, err
+	}
+	return recs, nil
 }
 
 // settle waits, bounded by the sync timeout, until every transaction that had committed or was
@@ -261,9 +268,18 @@ func (s *Stream) Next(ctx context.Context, tick <-chan time.Time) ([]Record, err
 
 // catchUp reads the next events from the log, up to catchUpBatch; after a short read the stream
 // follows the hub.
+//
+// NOTE: the retention may prune past the stream's position while it catches up (a client
+// resuming near the retention's edge). The log is cut from its start only, so a position still
+// in the log after a read had nothing after it pruned before the read; otherwise the read may
+// have missed events, and the stream ends OUT_OF_RANGE, as a resume from there would, instead of
+// skipping them silently. List checks its cursor after its read for the same reason.
 func (s *Stream) catchUp(ctx context.Context) ([]Record, error) {
 	recs, err := s.live.src.Read(ctx, s.after, s.bound, s.filter, catchUpBatch)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.live.checkCursor(ctx, s.after); err != nil {
 		return nil, err
 	}
 	if len(recs) < catchUpBatch {
