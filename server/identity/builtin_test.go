@@ -6,10 +6,15 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/identity"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -75,5 +80,109 @@ func TestBuiltInRoleChangesNeedAdmin(t *testing.T) {
 	}
 	if want := []string{"custom", auth.RoleAuditor, auth.RoleSessionIssuer}; !slices.Equal(names, want) {
 		t.Errorf("effective roles %v, want %v", names, want)
+	}
+}
+
+// TestRolePoliciesMoveOnlyWithStanding: a role change that makes a role's session policy apply to
+// a user holding a built-in role the caller lacks, or stop applying to one, is refused
+// (CALLER_LACKS_ROLE), by every path that changes effective roles and in preview alike; without
+// this an identity administrator could grant gatehouse.admin a custom role whose policy ends every
+// session after a second. Changes that move no such user, or no policy, pass, and gatehouse.admin
+// may make them all.
+func TestRolePoliciesMoveOnlyWithStanding(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			st, err := store.Open(ctx, databaseURL(t, backend))
+			if err != nil {
+				t.Fatalf("opening the store: %v", err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			if err := st.Migrate(ctx); err != nil {
+				t.Fatalf("migrating: %v", err)
+			}
+			svc := identity.New(st, auth.NewHasher(0), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			user := func(name string) identity.Principal {
+				t.Helper()
+				u, _, err := svc.CreateUser(ctx, identity.NewUser{Username: name})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return identity.Principal{UserID: u.Id}
+			}
+			boss, plain := user("boss"), user("plain")
+			for _, r := range []string{"trap", "harmless"} {
+				if _, _, err := svc.CreateRole(ctx, r, "", nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, _, err := svc.GrantRole(ctx, auth.RoleAdmin, boss, store.Apply); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := svc.GrantRole(ctx, "harmless", boss, store.Apply); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, _, err := policy.New(st, nil).Create(ctx, &gatehousev1.SessionPolicy{
+				Scope:           &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Role{Role: "trap"}},
+				AbsoluteTimeout: durationpb.New(time.Second),
+			}, store.Apply); err != nil {
+				t.Fatal(err)
+			}
+			g, _, err := svc.CreateGroup(ctx, "crew", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := svc.AddGroupMember(ctx, g.Id, boss.UserID, store.Apply); err != nil {
+				t.Fatal(err)
+			}
+			idAdmin := auth.WithPrincipal(ctx, &auth.Principal{UserID: "caller", Roles: []string{auth.RoleIdentityAdmin}})
+			admin := auth.WithPrincipal(ctx, &auth.Principal{UserID: "caller", Roles: []string{auth.RoleAdmin}})
+			refused := func(what string, change func(ctx context.Context, mode store.Mode) error) {
+				t.Helper()
+				for _, mode := range []store.Mode{store.Preview, store.Apply} {
+					err := change(idAdmin, mode)
+					if e, ok := errs.As(err); !ok || e.Kind != errs.KindPermissionDenied || e.Reason != "CALLER_LACKS_ROLE" {
+						t.Errorf("%s (mode %v) by an identity admin: %v, want PERMISSION_DENIED CALLER_LACKS_ROLE", what, mode, err)
+					}
+				}
+			}
+			grant := func(role string, to identity.Principal) func(context.Context, store.Mode) error {
+				return func(ctx context.Context, mode store.Mode) error {
+					_, _, err := svc.GrantRole(ctx, role, to, mode)
+					return err
+				}
+			}
+			revoke := func(role string, from identity.Principal) func(context.Context, store.Mode) error {
+				return func(ctx context.Context, mode store.Mode) error {
+					_, _, err := svc.RevokeRole(ctx, role, from, mode)
+					return err
+				}
+			}
+			refused("granting the role with a policy to gatehouse.admin", grant("trap", boss))
+			refused("granting it to a group gatehouse.admin belongs to", grant("trap", identity.Principal{GroupID: g.Id}))
+			refused("making a role gatehouse.admin holds contain it", func(ctx context.Context, mode store.Mode) error {
+				_, _, err := svc.AddContainedRole(ctx, "harmless", "trap", mode)
+				return err
+			})
+			if err := grant("trap", plain)(idAdmin, store.Apply); err != nil {
+				t.Errorf("granting the role with a policy to a user without built-in roles: %v", err)
+			}
+			if err := revoke("harmless", boss)(idAdmin, store.Apply); err != nil {
+				t.Errorf("revoking a role without a policy from gatehouse.admin: %v", err)
+			}
+
+			// Held already, the policy may not be taken away by an identity admin either.
+			if err := grant("trap", boss)(admin, store.Apply); err != nil {
+				t.Fatalf("gatehouse.admin granting the role with a policy: %v", err)
+			}
+			refused("revoking the role with a policy from gatehouse.admin", revoke("trap", boss))
+			refused("deleting the role with a policy gatehouse.admin holds", func(ctx context.Context, mode store.Mode) error {
+				_, _, err := svc.DeleteRole(ctx, "trap", mode)
+				return err
+			})
+			if _, _, err := svc.DeleteRole(admin, "trap", store.Apply); err != nil {
+				t.Errorf("gatehouse.admin deleting the role with a policy: %v", err)
+			}
+		})
 	}
 }

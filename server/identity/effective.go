@@ -44,7 +44,9 @@ func snapshot(ctx context.Context, tx *store.Tx, users []string) (map[string][]s
 
 // recomputeFrom is recompute with the users' role sets before the change given (nil: read them
 // from effective_roles, which the change has not touched). It fails with PERMISSION_DENIED when the
-// change gives or takes a built-in role and the caller may not do that (checkBuiltInChanges), and
+// change gives or takes a built-in role and the caller may not do that (checkBuiltInChanges), or
+// moves a user holding a built-in role the caller lacks into or out of a role's session policy
+// (policy.MayMoveUnderPolicies), and
 // with FAILED_PRECONDITION (LAST_ADMIN) when it leaves no enabled user holding gatehouse.admin.
 func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []string, before map[string][]string) (*gatehousev1.ChangeImpact, error) {
 	var changes []RoleChange
@@ -57,6 +59,9 @@ func (s *Service) recomputeFrom(ctx context.Context, tx *store.Tx, users []strin
 		changes = append(changes, c...)
 	}
 	if err := checkBuiltInChanges(ctx, changes); err != nil {
+		return nil, err
+	}
+	if err := policy.MayMoveUnderPolicies(ctx, tx, changes); err != nil {
 		return nil, err
 	}
 	if err := requireAdminAfter(ctx, tx, changes); err != nil {

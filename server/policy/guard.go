@@ -66,3 +66,55 @@ func mayGovern(ctx context.Context, tx *store.Tx, kind entpolicy.ScopeKind, ref 
 	}
 	return nil
 }
+
+// MayMoveUnderPolicies refuses a change of effective roles (a grant or revocation, a membership,
+// a containment, a deletion) that makes the session policy of a role apply to a user, or stop
+// applying to one, when that user holds a built-in role the caller lacks (PERMISSION_DENIED,
+// CALLER_LACKS_ROLE). The caller holds the role-graph lock.
+//
+// NOTE: this is the guard above, seen from the other side: a policy's scope is fixed, but a role
+// change moves users into and out of it. Without it, a lesser administrator who may set policies
+// on custom roles (or finds one set) could put a one-second timeout on a role nobody holds and
+// then grant it to gatehouse.admin, ending the administrator's sessions and every login after.
+// Losing a role's policy counts too: it may leave a stricter global limit in force, and a
+// re-authenticate policy ends the user's sessions either way.
+func MayMoveUnderPolicies(ctx context.Context, tx *store.Tx, changes []RoleChange) error {
+	p := auth.PrincipalFrom(ctx)
+	if p == nil || p.Has(auth.RoleAdmin) {
+		return nil
+	}
+	var exposed []RoleChange
+	var moved []string
+	for _, c := range changes {
+		if p.MissingBuiltIn(c.Roles) != "" {
+			exposed = append(exposed, c)
+			moved = append(moved, c.Added...)
+			moved = append(moved, c.Removed...)
+		}
+	}
+	slices.Sort(moved)
+	moved = slices.Compact(moved)
+	governed := map[string]bool{}
+	for chunk := range slices.Chunk(moved, store.MaxInList) {
+		refs, err := tx.SessionPolicy.Query().
+			Where(entpolicy.ScopeKindEQ(entpolicy.ScopeKindRole), entpolicy.ScopeRefIn(chunk...)).
+			Select(entpolicy.FieldScopeRef).Strings(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			governed[r] = true
+		}
+	}
+	for _, c := range exposed {
+		for _, r := range slices.Concat(c.Added, c.Removed) {
+			if governed[r] {
+				missing := p.MissingBuiltIn(c.Roles)
+				return errs.PermissionDenied("CALLER_LACKS_ROLE",
+					"the session policy of role %q would apply to, or stop applying to, a user holding %s, which the caller does not hold", r, missing).
+					WithMetadata("role", missing)
+			}
+		}
+	}
+	return nil
+}
