@@ -313,6 +313,50 @@ func TestLoginRehashesOldHashes(t *testing.T) {
 	}
 }
 
+// TestStrangersCannotLockAUserOut: failures from addresses a user never logged in from spend the
+// user's shared budget, which then refuses every stranger, the right password included; but the
+// user logging in from an address they logged in from before is counted apart and gets in, and
+// their own failures there are limited by the same budget.
+func TestStrangersCannotLockAUserOut(t *testing.T) {
+	for _, b := range testnode.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			t.Parallel()
+			const budget = 3
+			n := smStartLimited(t, b, budget, 1000)
+			c := testnode.Invoker(dialGRPC(t, n.GRPCAddr()))
+			a := newIDAdmin(t, n, c)
+			a.createUser("tess", "tess-password")
+			_, issuer := smUser(a, "sso", "gatehouse.session_issuer")
+			home := hAt("198.51.100.7")
+			if _, err := hLogin(c, issuer, "tess", "tess-password", home); err != nil {
+				t.Fatalf("tess's first login: %v", err)
+			}
+
+			// An anonymous stranger (from this test's own address) spends tess's budget.
+			for i := range budget {
+				_, err := hLogin(c, "", "tess", fmt.Sprintf("guess-%d", i), nil)
+				polWantErr(t, fmt.Sprintf("stranger's guess %d", i+1), err, codes.Unauthenticated, "INVALID_CREDENTIALS", "")
+			}
+			_, err := hLogin(c, "", "tess", "tess-password", nil)
+			polWantErr(t, "the right password from the stranger's address", err, codes.ResourceExhausted, "LOGIN_RATE_LIMITED", "")
+			_, err = hLogin(c, issuer, "tess", "tess-password", hAt("203.0.113.50"))
+			polWantErr(t, "the right password from another new address", err, codes.ResourceExhausted, "LOGIN_RATE_LIMITED", "")
+
+			// Tess, from where she logged in before, is not held back by them.
+			if _, err := hLogin(c, issuer, "tess", "tess-password", home); err != nil {
+				t.Errorf("tess's login from her known address after a stranger spent the budget: %v", err)
+			}
+			// Her own failures there are limited all the same.
+			for i := range budget {
+				_, err := hLogin(c, issuer, "tess", fmt.Sprintf("typo-%d", i), home)
+				polWantErr(t, fmt.Sprintf("failure %d from the known address", i+1), err, codes.Unauthenticated, "INVALID_CREDENTIALS", "")
+			}
+			_, err = hLogin(c, issuer, "tess", "tess-password", home)
+			polWantErr(t, "the right password from the known address past its budget", err, codes.ResourceExhausted, "LOGIN_RATE_LIMITED", "")
+		})
+	}
+}
+
 // TestLoginLimitPerIPv6Prefix: the per-address budget counts an IPv6 address as its /64 (a host
 // holds a whole /64 and could otherwise use a fresh address for every guess) and an IPv4-mapped
 // IPv6 address as the IPv4 address.

@@ -47,7 +47,8 @@ type passwordCheck struct {
 }
 
 // checkPassword checks password against the user's hash within the failed-login budgets of the
-// username and the client address: nil when it matches and the user is enabled, errWrongPassword
+// username (of the username and the address, when the user logged in from there before:
+// knownClients) and the client address: nil when it matches and the user is enabled, errWrongPassword
 // (after counting and recording the failure) when not, LOGIN_RATE_LIMITED (after recording a
 // refused attempt) when a budget is spent. Unknown users, users without a password and disabled
 // users cost one derivation, as a real check does, so that timing does not tell them apart.
@@ -56,7 +57,8 @@ type passwordCheck struct {
 // auth.ReasonQueueTimeout) or the budget wait times out, and with the database's error when a
 // LOGIN_FAILED event cannot be written: no attempt goes unrecorded.
 func (s *Service) checkPassword(ctx context.Context, c passwordCheck, password string) error {
-	userKey, addrKey := convert.Key(c.username), addressKey(s.clientAddress(ctx, c.client))
+	user, addrKey := convert.Key(c.username), addressKey(s.clientAddress(ctx, c.client))
+	userKey := s.known.budgetKey(user, addrKey, time.Now())
 	if err := s.admitCheck(ctx, userKey, addrKey); err != nil {
 		if isReason(err, "LOGIN_RATE_LIMITED") {
 			if rerr := s.recordFailure(ctx, c, true); rerr != nil {
@@ -86,6 +88,7 @@ func (s *Service) checkPassword(ctx context.Context, c passwordCheck, password s
 		return errWrongPassword
 	}
 	s.settle(userKey, addrKey, now, false)
+	s.known.succeeded(user, addrKey, now)
 	return nil
 }
 

@@ -163,3 +163,71 @@ func addressKey(ip string) string {
 	}
 	return p.String()
 }
+
+// knownClientTTL is how long an address a user logged in from stays known (knownClients).
+const knownClientTTL = 30 * 24 * time.Hour
+
+// maxKnownClients bounds the (user, address) pairs a node remembers.
+const maxKnownClients = 100_000
+
+// knownClients remembers the addresses each user has logged in from with the right password, on
+// this node, for knownClientTTL: a check of a user's password from one of them is counted in a
+// budget of that user and address instead of the user's shared one.
+//
+// NOTE: the per-user budget stops guessing at one account from many addresses, but anybody who
+// knows a username could spend it on purpose and lock its owner out, gatehouse.admin included,
+// with ten wrong passwords every five minutes. The owner logging in from where they logged in
+// before is not the guesser, so strangers' failures do not count against them; their own failures
+// there are still limited, by the same budget (and by the address's). A guesser gains one budget
+// per address that already had the right password, which is no gain. What the node has forgotten
+// (a restart, the bound reached) falls back to the shared budget, as before.
+type knownClients struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	swept time.Time
+}
+
+func newKnownClients() *knownClients { return &knownClients{seen: map[string]time.Time{}} }
+
+// pairKey is the key of a user and an address, in knownClients and in the per-user budget.
+func pairKey(userKey, addrKey string) string { return userKey + "\x00" + addrKey }
+
+// budgetKey returns the per-user budget a check of userKey from addrKey is counted in: the pair's
+// own when the user logged in from there before, else the user's.
+func (k *knownClients) budgetKey(userKey, addrKey string, now time.Time) string {
+	if addrKey == "" || userKey == "" {
+		return userKey
+	}
+	pair := pairKey(userKey, addrKey)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if at, ok := k.seen[pair]; ok && now.Sub(at) < knownClientTTL {
+		return pair
+	}
+	return userKey
+}
+
+// succeeded records a check of userKey's password from addrKey that found it right.
+func (k *knownClients) succeeded(userKey, addrKey string, now time.Time) {
+	if addrKey == "" || userKey == "" {
+		return
+	}
+	pair := pairKey(userKey, addrKey)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.seen[pair]; !ok && len(k.seen) >= maxKnownClients {
+		if now.Sub(k.swept) < time.Minute {
+			return
+		}
+		k.swept = now
+		for p, at := range k.seen {
+			if now.Sub(at) >= knownClientTTL {
+				delete(k.seen, p)
+			}
+		}
+		if len(k.seen) >= maxKnownClients {
+			return
+		}
+	}
+	k.seen[pair] = now
+}

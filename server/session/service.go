@@ -51,6 +51,8 @@ type Service struct {
 	now    func() time.Time
 	users  *limiter
 	addrs  *limiter
+	// known are the addresses users logged in from (knownClients).
+	known *knownClients
 	// queueTimeout is Options.QueueTimeout.
 	queueTimeout time.Duration
 	// sweepRounds counts the sweeper's rounds, failed ones included.
@@ -79,7 +81,7 @@ func New(st *store.Store, hasher *auth.Hasher, log *slog.Logger, opts Options) *
 	}
 	s := &Service{
 		store: st, hasher: hasher, log: log, now: convert.Now,
-		users: newLimiter(opts.FailedLoginsPerUser), addrs: newLimiter(opts.FailedLoginsPerAddress),
+		users: newLimiter(opts.FailedLoginsPerUser), addrs: newLimiter(opts.FailedLoginsPerAddress), known: newKnownClients(),
 		queueTimeout: opts.QueueTimeout, view: newView(opts.ViewSize), heartbeat: opts.HeartbeatInterval,
 	}
 	s.usersBatch = newBatcher(s.readUsers)
