@@ -325,11 +325,13 @@ func TestStrangersCannotLockAUserOut(t *testing.T) {
 			n := smStartLimited(t, b, budget, 1000)
 			c := testnode.Invoker(dialGRPC(t, n.GRPCAddr()))
 			a := newIDAdmin(t, n, c)
-			a.createUser("tess", "tess-password")
+			tess := a.createUser("tess", "tess-password")
 			_, issuer := smUser(a, "sso", "gatehouse.session_issuer")
-			home := hAt("198.51.100.7")
-			if _, err := hLogin(c, issuer, "tess", "tess-password", home); err != nil {
-				t.Fatalf("tess's first login: %v", err)
+			home, office := hAt("198.51.100.7"), hAt("198.51.100.8")
+			for _, at := range []*gatehousev1.ClientInfo{home, office} {
+				if _, err := hLogin(c, issuer, "tess", "tess-password", at); err != nil {
+					t.Fatalf("tess's first login from %s: %v", at.IpAddress, err)
+				}
 			}
 
 			// An anonymous stranger (from this test's own address) spends tess's budget.
@@ -353,6 +355,12 @@ func TestStrangersCannotLockAUserOut(t *testing.T) {
 			}
 			_, err = hLogin(c, issuer, "tess", "tess-password", home)
 			polWantErr(t, "the right password from the known address past its budget", err, codes.ResourceExhausted, "LOGIN_RATE_LIMITED", "")
+
+			// A new password makes every address a stranger again (whoever logged in with a stolen
+			// one keeps no budget of their own), so the spent shared budget holds tess back too.
+			a.do(gatehousev1.IdentityService_SetPassword_FullMethodName, &gatehousev1.SetPasswordRequest{UserId: tess.Id, NewPassword: "tess-password-2"})
+			_, err = hLogin(c, issuer, "tess", "tess-password-2", office)
+			polWantErr(t, "the new password from an address that knew the old one", err, codes.ResourceExhausted, "LOGIN_RATE_LIMITED", "")
 		})
 	}
 }

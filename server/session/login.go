@@ -57,8 +57,12 @@ type passwordCheck struct {
 // auth.ReasonQueueTimeout) or the budget wait times out, and with the database's error when a
 // LOGIN_FAILED event cannot be written: no attempt goes unrecorded.
 func (s *Service) checkPassword(ctx context.Context, c passwordCheck, password string) error {
-	user, addrKey := convert.Key(c.username), addressKey(s.clientAddress(ctx, c.client))
-	userKey := s.known.budgetKey(user, addrKey, time.Now())
+	name, addrKey := convert.Key(c.username), addressKey(s.clientAddress(ctx, c.client))
+	known := ""
+	if c.user != nil && c.user.PasswordHash != nil {
+		known = passwordStamp(name, *c.user.PasswordHash)
+	}
+	userKey := s.known.budgetKey(name, known, addrKey, time.Now())
 	if err := s.admitCheck(ctx, userKey, addrKey); err != nil {
 		if isReason(err, "LOGIN_RATE_LIMITED") {
 			if rerr := s.recordFailure(ctx, c, true); rerr != nil {
@@ -88,8 +92,15 @@ func (s *Service) checkPassword(ctx context.Context, c passwordCheck, password s
 		return errWrongPassword
 	}
 	s.settle(userKey, addrKey, now, false)
-	s.known.succeeded(user, addrKey, now)
+	s.known.succeeded(known, addrKey, now)
 	return nil
+}
+
+// passwordStamp returns the key of a username in knownClients, tied to the user's password as it is
+// stored: once the password changes, the addresses that knew the old one are strangers again
+// (whoever stole it does not keep a budget of their own to guess the new one).
+func passwordStamp(userKey, encoded string) string {
+	return userKey + "\x00" + encoded[max(0, len(encoded)-16):]
 }
 
 // isReason reports whether err is a domain error with the reason.

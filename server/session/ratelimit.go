@@ -193,12 +193,13 @@ func newKnownClients() *knownClients { return &knownClients{seen: map[string]tim
 func pairKey(userKey, addrKey string) string { return userKey + "\x00" + addrKey }
 
 // budgetKey returns the per-user budget a check of userKey from addrKey is counted in: the pair's
-// own when the user logged in from there before, else the user's.
-func (k *knownClients) budgetKey(userKey, addrKey string, now time.Time) string {
-	if addrKey == "" || userKey == "" {
+// own when the user (known, its key here: passwordStamp) logged in from there before, else the
+// user's.
+func (k *knownClients) budgetKey(userKey, known, addrKey string, now time.Time) string {
+	if addrKey == "" || known == "" {
 		return userKey
 	}
-	pair := pairKey(userKey, addrKey)
+	pair := pairKey(known, addrKey)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if at, ok := k.seen[pair]; ok && now.Sub(at) < knownClientTTL {
@@ -207,12 +208,13 @@ func (k *knownClients) budgetKey(userKey, addrKey string, now time.Time) string 
 	return userKey
 }
 
-// succeeded records a check of userKey's password from addrKey that found it right.
-func (k *knownClients) succeeded(userKey, addrKey string, now time.Time) {
-	if addrKey == "" || userKey == "" {
+// succeeded records a check of a user's password (known, its key here) from addrKey that found it
+// right.
+func (k *knownClients) succeeded(known, addrKey string, now time.Time) {
+	if addrKey == "" || known == "" {
 		return
 	}
-	pair := pairKey(userKey, addrKey)
+	pair := pairKey(known, addrKey)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if _, ok := k.seen[pair]; !ok && len(k.seen) >= maxKnownClients {
