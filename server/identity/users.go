@@ -141,7 +141,9 @@ var userFields = []string{"username", "email", "display_name", "disabled"}
 // populates, as AIP-134 asks: its non-empty strings, and disabled when it is true. So without a mask
 // an empty string never clears a field and disabled can only be set to false with a mask naming it.
 // An empty, non-nil mask changes nothing (a REST PATCH with an empty body). Disabling a user ends
-// their sessions with USER_DISABLED.
+// their sessions with USER_DISABLED. A caller may change only a user whose built-in roles it holds
+// (PERMISSION_DENIED CALLER_LACKS_ROLE), judged on the roles the user holds when the change
+// commits.
 func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []string) (*gatehousev1.User, events.Position, error) {
 	mask = convert.MaskPaths(mask, "id", "create_time", "update_time", "has_password")
 	if mask == nil {
@@ -160,14 +162,23 @@ func (s *Service) UpdateUser(ctx context.Context, in *gatehousev1.User, mask []s
 	disabling := slices.Contains(mask, "disabled") && in.GetDisabled()
 	var out *gatehousev1.User
 	pos, err := s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		var u *ent.User
+		var err error
 		if disabling {
 			// NOTE: disabling can take gatehouse.admin's last holder away, so it is serialised with
 			// every other change that can (see requireAnAdmin).
 			if err := tx.LockRoleGraph(ctx); err != nil {
 				return err
 			}
+			u, err = session.LockUser(ctx, tx, in.GetId())
+		} else {
+			// NOTE: the user's roles are read below to decide whether the caller may change the
+			// user at all (manageable); under READ COMMITTED a grant of a built-in role that
+			// commits after that read would otherwise let the caller change a user it may no
+			// longer manage. The shared role-graph lock waits for such a change or holds it off
+			// until this one commits, and comes before the user's row in the one lock order.
+			u, err = tx.LockUserSharingRoleGraph(ctx, in.GetId())
 		}
-		u, err := session.LockUser(ctx, tx, in.GetId())
 		if err != nil {
 			return notFound(err, "USER_NOT_FOUND", "user %s not found", in.GetId())
 		}
@@ -275,6 +286,9 @@ func (s *Service) DeleteUser(ctx context.Context, id string) (events.Position, e
 // SetPassword sets a user's password and ends the user's other sessions (PASSWORD_CHANGED): every
 // session but the caller's. When the caller is the user, currentPassword must match; it is checked
 // as a login's password is (PasswordVerifier): within the failed-login budgets, and recorded.
+// Another caller may set the password only of a user whose built-in roles it holds
+// (PERMISSION_DENIED CALLER_LACKS_ROLE), judged on the roles the user holds when the change
+// commits.
 func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentPassword string) (events.Position, error) {
 	p := auth.PrincipalFrom(ctx)
 	self := p != nil && p.UserID == userID
@@ -305,6 +319,13 @@ func (s *Service) SetPassword(ctx context.Context, userID, newPassword, currentP
 	}
 	return s.store.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
 		if !self {
+			// NOTE: as in UpdateUser, the role-graph lock is taken shared, with the user's row after
+			// it, before the user's roles are read: a grant of gatehouse.admin that commits after
+			// the read must not let an identity administrator set the password of a user who is
+			// now an administrator.
+			if _, err := tx.LockUserSharingRoleGraph(ctx, userID); err != nil {
+				return notFound(err, "USER_NOT_FOUND", "user %s not found", userID)
+			}
 			if err := mayManageUser(ctx, tx, userID); err != nil {
 				return err
 			}

@@ -52,8 +52,10 @@ type impersonating struct {
 // own session is an impersonation; INVALID_ARGUMENT for an empty reason or the caller itself
 // (IMPERSONATING_SELF); NOT_FOUND USER_NOT_FOUND for an unknown user; FAILED_PRECONDITION
 // USER_DISABLED for a disabled one; PERMISSION_DENIED CALLER_LACKS_ROLE for a user holding a
-// built-in role the caller lacks; FAILED_PRECONDITION IMPERSONATOR_SESSION_ENDED when the caller's
-// session ends meanwhile.
+// built-in role the caller lacks; PERMISSION_DENIED when the caller lost gatehouse.impersonator
+// since its token was authenticated (the caller's roles are read again inside the transaction, see
+// lockImpersonator); FAILED_PRECONDITION IMPERSONATOR_SESSION_ENDED when the caller's session ends
+// meanwhile.
 //
 // NOTE: unlike a login, an unknown or disabled user is not hidden behind INVALID_CREDENTIALS: the
 // caller is an authenticated, privileged user who proves nothing about the target and guesses no
@@ -106,16 +108,25 @@ func (imp *impersonating) mayOpen(locked *ent.User, err error) error {
 	return nil
 }
 
-// lockImpersonator applies the guards that depend on the target's roles, then locks the
-// impersonator's own session and returns it; it must be active and unexpired at now.
+// lockImpersonator applies the guards that depend on roles, the impersonator's and the target's
+// (roles), then locks the impersonator's own session and returns it; it must be active and
+// unexpired at now. tx must hold the role-graph lock shared: the impersonator's roles are read
+// again under it (callerNow), and an impersonator that no longer holds gatehouse.impersonator is
+// PERMISSION_DENIED, as the authorisation rule denies one that never held it.
 //
 // NOTE: the lock orders this transaction with any that ends the impersonator's session: one that
 // commits first is seen here (the impersonation is refused), and one that commits after sees the
-// new impersonation and ends it too (endWhere).
+// new impersonation and ends it too (endWhere). The shared role-graph lock does the same for a
+// change of the impersonator's roles: one that committed first is seen by callerNow, and one that
+// commits after sees the impersonation (endOutgrownImpersonations).
 func (imp *impersonating) lockImpersonator(ctx context.Context, tx *store.Tx, roles []string, now time.Time) (*ent.Session, error) {
+	caller, err := callerNow(ctx, tx, imp.by, auth.RoleImpersonator)
+	if err != nil {
+		return nil, err
+	}
 	// NOTE: the same guard as a session issuer's (mayIssueFor): an impersonator that could open
 	// a session as a holder of gatehouse.admin would be gatehouse.admin in disguise.
-	if err := imp.by.MayActOn(roles); err != nil {
+	if err := caller.MayActOn(roles); err != nil {
 		return nil, err
 	}
 	by, err := tx.SessionsForUpdate().Where(entsession.ID(imp.by.SessionID)).Only(ctx)

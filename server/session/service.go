@@ -183,7 +183,7 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 			return err
 		}
 		if trusted {
-			if err := mayIssueFor(issuer, roles); err != nil {
+			if err := mayIssueFor(ctx, tx, issuer, roles); err != nil {
 				return err
 			}
 		}
@@ -259,7 +259,10 @@ func (s *Service) create(ctx context.Context, u *ent.User, verifiedHash *string,
 
 // CreateTrusted opens a session for a user that the calling session issuer authenticated elsewhere
 // (SAML, OIDC, LDAP). Unknown and disabled users get the same INVALID_CREDENTIALS as a failed
-// password; a user holding a built-in role the issuer does not hold is PERMISSION_DENIED.
+// password; a user holding a built-in role the issuer does not hold is PERMISSION_DENIED
+// CALLER_LACKS_ROLE. The issuer's roles are read again inside the login's transaction
+// (mayIssueFor): an issuer that lost gatehouse.session_issuer since its token was authenticated is
+// PERMISSION_DENIED, as the authorisation rule denies one that never held it.
 func (s *Service) CreateTrusted(ctx context.Context, username string, typ gatehousev1.SessionType, client *gatehousev1.ClientInfo) (*Created, error) {
 	u, err := s.store.UserByName(ctx, username)
 	if err != nil && !ent.IsNotFound(err) {
@@ -275,19 +278,47 @@ func (s *Service) CreateTrusted(ctx context.Context, username string, typ gateho
 	return s.create(ctx, u, nil, typ, client, auth.PrincipalFrom(ctx), nil)
 }
 
-// mayIssueFor refuses a trusted login for a user holding a built-in role that the issuer does not
-// hold itself.
+// mayIssueFor refuses, inside tx and under the shared role-graph lock, a trusted login by an issuer
+// that no longer holds gatehouse.session_issuer (PERMISSION_DENIED, as the authorisation rule
+// denies it), or for a user holding a built-in role that the issuer does not hold itself; the
+// issuer's roles are those the database holds now (callerNow).
 //
 // NOTE: otherwise gatehouse.session_issuer would be gatehouse.admin in disguise: an issuer could
 // open a session for the administrator and act with its roles. Issuers vouch for who a user is,
 // not for more power than their own.
-func mayIssueFor(issuer *auth.Principal, roles []string) error {
+func mayIssueFor(ctx context.Context, tx *store.Tx, issuer *auth.Principal, roles []string) error {
+	issuer, err := callerNow(ctx, tx, issuer, auth.RoleSessionIssuer)
+	if err != nil {
+		return err
+	}
 	if r := issuer.MissingBuiltIn(roles); r != "" {
 		return errs.PermissionDenied("CALLER_LACKS_ROLE",
 			"a session issuer may not open a session for a user holding %s, which the issuer does not hold", r).
 			WithMetadata("role", r)
 	}
 	return nil
+}
+
+// callerNow returns the caller p with the effective roles the database holds for it now, read
+// through tx, in place of those read when its token was authenticated. A caller that no longer
+// holds role gets the authorisation rule's PERMISSION_DENIED (auth.Denied), as one that never held
+// it does. tx must hold the role-graph lock, shared at least (store.Tx.LockUserSharingRoleGraph).
+//
+// NOTE: the caller's roles were read before tx began. A revoke that committed since then ran its
+// role-change hooks (endOutgrownImpersonations) before this session existed, so a session opened
+// on the old roles would outlive the revoke unseen. Read under the shared lock, the roles are
+// those of every change that committed before it, and none can change them until tx ends.
+func callerNow(ctx context.Context, tx *store.Tx, p *auth.Principal, role string) (*auth.Principal, error) {
+	roles, err := tx.Store().RoleNames(ctx, tx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	now := *p
+	now.Roles = roles
+	if !now.Has(role) {
+		return nil, auth.Denied()
+	}
+	return &now, nil
 }
 
 // Validated is a session that a token authenticates.

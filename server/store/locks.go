@@ -52,8 +52,10 @@ func (t *Tx) LockUser(ctx context.Context, userID string) (*ent.User, error) {
 // that share it run concurrently with each other but never with one that holds it by
 // LockRoleGraph. A login takes it so that it reads the roles and policies of its user either
 // entirely before or entirely after any change to them, and that change's hooks see the session it
-// opens. When the user does not exist it takes no role-graph lock and fails as LockUser does; the
-// caller must then read nothing that the lock guards.
+// opens; UpdateUser and SetPassword by an administrator take it so that the user's roles, which
+// decide whether the caller may make the change, cannot change before it commits. When the user
+// does not exist it takes no role-graph lock and fails as LockUser does; the caller must then read
+// nothing that the lock guards.
 //
 // NOTE: one statement on PostgreSQL, a login's first: the shared lock is taken in the row filter
 // of the user's SELECT ... FOR UPDATE, so before the row lock, in the code base's one lock order.
