@@ -89,8 +89,14 @@ type proc struct {
 // startProc starts the binary with args and env, and kills it when the test ends if it still runs.
 func startProc(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcIn(t, "", bin, env, args...)
+}
+
+// startProcIn is startProc in the working directory dir ("": the test's).
+func startProcIn(t *testing.T, dir, bin string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(bin, args...), out: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd.Env = env
+	p.cmd.Dir, p.cmd.Env = dir, env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting gatehouse %v: %v", args, err)

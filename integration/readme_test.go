@@ -200,22 +200,7 @@ func TestREADMEFirstRun(t *testing.T) {
 	launch := func(env []string, args ...string) (*proc, string) {
 		t.Helper()
 		p, _, httpAddr := startHealthy(t, func(grpcAddr, httpAddr string) *proc {
-			p := &proc{cmd: exec.Command(bin, append(args, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)...), out: &lockedBuffer{}, exited: make(chan struct{})}
-			p.cmd.Dir, p.cmd.Env = dir, env
-			p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-			if err := p.cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = p.cmd.Wait(); close(p.exited) }()
-			t.Cleanup(func() {
-				select {
-				case <-p.exited:
-				default:
-					_ = p.cmd.Process.Kill()
-					<-p.exited
-				}
-			})
-			return p
+			return startProcIn(t, dir, bin, env, append(args, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)...)
 		})
 		return p, httpAddr
 	}

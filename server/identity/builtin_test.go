@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	gatehousev1 "github.com/gatehouse/gatehouse/gen/go/gatehouse/v1"
+	"github.com/gatehouse/gatehouse/internal/teststore"
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/errs"
 	"github.com/gatehouse/gatehouse/server/identity"
@@ -93,14 +94,7 @@ func TestRolePoliciesMoveOnlyWithStanding(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			st, err := store.Open(ctx, databaseURL(t, backend))
-			if err != nil {
-				t.Fatalf("opening the store: %v", err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			if err := st.Migrate(ctx); err != nil {
-				t.Fatalf("migrating: %v", err)
-			}
+			st := teststore.Open(t, backend)
 			svc := identity.New(st, auth.NewHasher(0), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 			user := func(name string) identity.Principal {
 				t.Helper()

@@ -227,19 +227,7 @@ func TestWriteBackKeepsActivityThatFollowsAnUnwrittenOne(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			st := teststore.Open(t, backend)
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			s := New(st, auth.NewHasher(1), log, Options{})
-			live := events.New(st, log, events.Options{})
-			if err := live.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			st.SetCommitHook(live.Committed)
-			runCtx, stop := context.WithCancel(ctx)
-			ran := make(chan error, 1)
-			go func() { ran <- live.Run(runCtx) }()
-			t.Cleanup(func() { stop(); <-ran })
-			s.UseLive(live)
+			st, s := newLiveService(t, backend)
 			clock := time.Now().UTC().Truncate(time.Second)
 			s.now = func() time.Time { return clock }
 			sess, token := webSession(t, st, clock, time.Hour, nil)
@@ -303,19 +291,7 @@ func TestViewForgetsWhatTheDatabaseDisagreesWith(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			st := teststore.Open(t, backend)
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			s := New(st, auth.NewHasher(1), log, Options{})
-			live := events.New(st, log, events.Options{})
-			if err := live.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			st.SetCommitHook(live.Committed)
-			runCtx, stop := context.WithCancel(ctx)
-			ran := make(chan error, 1)
-			go func() { ran <- live.Run(runCtx) }()
-			t.Cleanup(func() { stop(); <-ran })
-			s.UseLive(live)
+			st, s := newLiveService(t, backend)
 			clock := time.Now().UTC().Truncate(time.Second)
 			s.now = func() time.Time { return clock }
 			const window = time.Hour
@@ -499,6 +475,27 @@ func newWriteBackFixture(tb testing.TB, backend string, n int, lead time.Duratio
 	f.w = newWriteBack(st, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Duration { return lead },
 		func(id string) { f.stale = append(f.stale, id) })
 	return f
+}
+
+// newLiveService returns a session service over a fresh store of backend with its live layer (the
+// view, the tailer, the write-back's forgetting) running until the test ends, as a node wires it.
+func newLiveService(t *testing.T, backend string) (*store.Store, *Service) {
+	t.Helper()
+	ctx := context.Background()
+	st := teststore.Open(t, backend)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(st, auth.NewHasher(1), log, Options{})
+	live := events.New(st, log, events.Options{})
+	if err := live.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.SetCommitHook(live.Committed)
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- live.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-ran })
+	s.UseLive(live)
+	return st, s
 }
 
 // holdRow locks session id's row in a transaction of its own, as a login or a role change would,
