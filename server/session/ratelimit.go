@@ -1,6 +1,7 @@
 package session
 
 import (
+	"crypto/sha256"
 	"net/netip"
 	"sync"
 	"time"
@@ -181,16 +182,23 @@ const maxKnownClients = 100_000
 // there are still limited, by the same budget (and by the address's). A guesser gains one budget
 // per address that already had the right password, which is no gain. What the node has forgotten
 // (a restart, the bound reached) falls back to the shared budget, as before.
+//
+// NOTE: each pair is kept as a 16-byte digest with a Unix time, some 50 bytes with the map's own:
+// 5 MB at the bound, and no username, address or fragment of a hash kept beyond the request.
 type knownClients struct {
 	mu    sync.Mutex
-	seen  map[string]time.Time
+	seen  map[[16]byte]int64
 	swept time.Time
 }
 
-func newKnownClients() *knownClients { return &knownClients{seen: map[string]time.Time{}} }
+func newKnownClients() *knownClients { return &knownClients{seen: map[[16]byte]int64{}} }
 
-// pairKey is the key of a user and an address, in knownClients and in the per-user budget.
-func pairKey(userKey, addrKey string) string { return userKey + "\x00" + addrKey }
+// digest is the key of a user (known: passwordStamp) and an address in knownClients, and, after a
+// NUL, in the per-user budget.
+func digest(known, addrKey string) [16]byte {
+	sum := sha256.Sum256([]byte(known + "\x00" + addrKey))
+	return [16]byte(sum[:16])
+}
 
 // budgetKey returns the per-user budget a check of userKey from addrKey is counted in: the pair's
 // own when the user (known, its key here: passwordStamp) logged in from there before, else the
@@ -199,11 +207,12 @@ func (k *knownClients) budgetKey(userKey, known, addrKey string, now time.Time) 
 	if addrKey == "" || known == "" {
 		return userKey
 	}
-	pair := pairKey(known, addrKey)
+	d := digest(known, addrKey)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if at, ok := k.seen[pair]; ok && now.Sub(at) < knownClientTTL {
-		return pair
+	if at, ok := k.seen[d]; ok && now.Sub(time.Unix(0, at)) < knownClientTTL {
+		// NUL first: no username key begins with one.
+		return "\x00" + string(d[:])
 	}
 	return userKey
 }
@@ -214,16 +223,16 @@ func (k *knownClients) succeeded(known, addrKey string, now time.Time) {
 	if addrKey == "" || known == "" {
 		return
 	}
-	pair := pairKey(known, addrKey)
+	d := digest(known, addrKey)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, ok := k.seen[pair]; !ok && len(k.seen) >= maxKnownClients {
+	if _, ok := k.seen[d]; !ok && len(k.seen) >= maxKnownClients {
 		if now.Sub(k.swept) < time.Minute {
 			return
 		}
 		k.swept = now
 		for p, at := range k.seen {
-			if now.Sub(at) >= knownClientTTL {
+			if now.Sub(time.Unix(0, at)) >= knownClientTTL {
 				delete(k.seen, p)
 			}
 		}
@@ -231,5 +240,5 @@ func (k *knownClients) succeeded(known, addrKey string, now time.Time) {
 			return
 		}
 	}
-	k.seen[pair] = now
+	k.seen[d] = now.UnixNano()
 }

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"fmt"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -93,6 +94,56 @@ func TestLimiterForgetsRecoveredKeys(t *testing.T) {
 	fail(t, l, "late", t0.Add(2*time.Minute))
 	if n := len(l.buckets); n != 1 {
 		t.Fatalf("%d buckets kept after every other key recovered, want 1", n)
+	}
+}
+
+// TestKnownClients: an address a user logged in from is known, with its own budget key, for
+// knownClientTTL and for that password only; at the bound no new pair is remembered until the
+// expired ones are swept (at most once a minute), and what is not remembered falls back to the
+// user's shared budget.
+func TestKnownClients(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	k := newKnownClients()
+	stamp := passwordStamp("tess", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaC1vZi10aGUtcGFzc3dvcmQ")
+	if got := k.budgetKey("tess", stamp, "198.51.100.7", now); got != "tess" {
+		t.Fatalf("an address tess never logged in from is counted in %q, want tess's shared budget", got)
+	}
+	k.succeeded(stamp, "198.51.100.7", now)
+	own := k.budgetKey("tess", stamp, "198.51.100.7", now.Add(time.Hour))
+	if own == "tess" || own[0] != 0 {
+		t.Fatalf("tess's known address is counted in %q, want a budget of its own", own)
+	}
+	other := passwordStamp("tess", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$YW5vdGhlci1wYXNzd29yZA")
+	for _, c := range []struct {
+		what      string
+		known, ip string
+		at        time.Time
+	}{
+		{"another address", stamp, "198.51.100.8", now},
+		{"another password", other, "198.51.100.7", now},
+		{"past the TTL", stamp, "198.51.100.7", now.Add(knownClientTTL)},
+		{"no address", stamp, "", now},
+	} {
+		if got := k.budgetKey("tess", c.known, c.ip, c.at); got != "tess" {
+			t.Errorf("%s: counted in %q, want tess's shared budget", c.what, got)
+		}
+	}
+
+	// At the bound.
+	for i := len(k.seen); i < maxKnownClients; i++ {
+		k.seen[digest(fmt.Sprint(i), "")] = now.UnixNano()
+	}
+	later := now.Add(time.Hour)
+	k.succeeded(stamp, "203.0.113.1", later)
+	if k.budgetKey("tess", stamp, "203.0.113.1", later) != "tess" || len(k.seen) != maxKnownClients {
+		t.Fatalf("a pair was remembered past the bound (%d pairs)", len(k.seen))
+	}
+	// Once they expire, the next success sweeps them (its first in a minute) and is remembered.
+	expired := now.Add(knownClientTTL + time.Minute)
+	k.succeeded(stamp, "203.0.113.1", expired)
+	if k.budgetKey("tess", stamp, "203.0.113.1", expired) == "tess" || len(k.seen) != 1 {
+		t.Fatalf("after the pairs expired: %d pairs remembered, the new one known %v", len(k.seen),
+			k.budgetKey("tess", stamp, "203.0.113.1", expired) != "tess")
 	}
 }
 
