@@ -92,7 +92,7 @@ func (s *Service) checkPassword(ctx context.Context, c passwordCheck, password s
 		return errWrongPassword
 	}
 	s.settle(userKey, addrKey, now, false)
-	s.known.succeeded(known, addrKey, now)
+	s.known.succeeded(name, known, addrKey, now)
 	return nil
 }
 

@@ -3,6 +3,8 @@ package session
 import (
 	"crypto/sha256"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -168,8 +170,12 @@ func addressKey(ip string) string {
 // knownClientTTL is how long an address a user logged in from stays known (knownClients).
 const knownClientTTL = 30 * 24 * time.Hour
 
-// maxKnownClients bounds the (user, address) pairs a node remembers.
-const maxKnownClients = 100_000
+// maxKnownUsers bounds the users a node remembers addresses of, and maxKnownPerUser the addresses
+// of one user.
+const (
+	maxKnownUsers   = 100_000
+	maxKnownPerUser = 8
+)
 
 // knownClients remembers the addresses each user has logged in from with the right password, on
 // this node, for knownClientTTL: a check of a user's password from one of them is counted in a
@@ -179,66 +185,119 @@ const maxKnownClients = 100_000
 // knows a username could spend it on purpose and lock its owner out, gatehouse.admin included,
 // with ten wrong passwords every five minutes. The owner logging in from where they logged in
 // before is not the guesser, so strangers' failures do not count against them; their own failures
-// there are still limited, by the same budget (and by the address's). A guesser gains one budget
-// per address that already had the right password, which is no gain. What the node has forgotten
-// (a restart, the bound reached) falls back to the shared budget, as before.
+// there are still limited, by the same budget (and by the address's). A guesser gains a budget
+// only from an address that already had the right password (a network it shares with the user),
+// still within that address's budget. It is a mitigation, not a cure: an address the node does not
+// know (a new one, another node, after a restart or a new password) still counts against the
+// shared budget, which strangers can keep spent.
 //
-// NOTE: each pair is kept as a 16-byte digest with a Unix time, some 50 bytes with the map's own:
-// 5 MB at the bound, and no username, address or fragment of a hash kept beyond the request.
+// NOTE: a user keeps at most maxKnownPerUser addresses, the oldest making way, so one account
+// cannot fill the table and stop the node from learning others' addresses; users beyond
+// maxKnownUsers make way for those not seen for the longest, after the expired ones go. Each is
+// kept as 16-byte digests and Unix times (about 100 bytes for a user with one address, 10 MB for
+// 100,000 of them), no username, address or fragment of a hash.
 type knownClients struct {
 	mu    sync.Mutex
-	seen  map[[16]byte]int64
-	swept time.Time
+	users map[[16]byte]*knownUser
 }
 
-func newKnownClients() *knownClients { return &knownClients{seen: map[[16]byte]int64{}} }
+// knownUser are one user's known addresses.
+type knownUser struct {
+	pairs []knownPair
+	// last is the newest of the pairs' times.
+	last int64
+}
 
-// digest is the key of a user (known: passwordStamp) and an address in knownClients, and, after a
-// NUL, in the per-user budget.
-func digest(known, addrKey string) [16]byte {
-	sum := sha256.Sum256([]byte(known + "\x00" + addrKey))
+// knownPair is one known address of a user, under one password.
+type knownPair struct {
+	digest [16]byte
+	at     int64
+}
+
+func newKnownClients() *knownClients { return &knownClients{users: map[[16]byte]*knownUser{}} }
+
+// digest is the SHA-256 of parts joined by NUL, cut to 16 bytes.
+func digest(parts ...string) [16]byte {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return [16]byte(sum[:16])
 }
 
 // budgetKey returns the per-user budget a check of userKey from addrKey is counted in: the pair's
-// own when the user (known, its key here: passwordStamp) logged in from there before, else the
-// user's.
+// own (a NUL, no username key begins with one, and the pair's digest) when the user, under the
+// password known stands for (passwordStamp), logged in from there within knownClientTTL; else
+// the user's.
 func (k *knownClients) budgetKey(userKey, known, addrKey string, now time.Time) string {
 	if addrKey == "" || known == "" {
 		return userKey
 	}
-	d := digest(known, addrKey)
+	pair := digest(known, addrKey)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if at, ok := k.seen[d]; ok && now.Sub(time.Unix(0, at)) < knownClientTTL {
-		// NUL first: no username key begins with one.
-		return "\x00" + string(d[:])
+	if u := k.users[digest(userKey)]; u != nil {
+		for _, p := range u.pairs {
+			if p.digest == pair && now.Sub(time.Unix(0, p.at)) < knownClientTTL {
+				return "\x00" + string(pair[:])
+			}
+		}
 	}
 	return userKey
 }
 
-// succeeded records a check of a user's password (known, its key here) from addrKey that found it
-// right.
-func (k *knownClients) succeeded(known, addrKey string, now time.Time) {
+// succeeded records a check of userKey's password (known: passwordStamp) from addrKey that found
+// it right.
+func (k *knownClients) succeeded(userKey, known, addrKey string, now time.Time) {
 	if addrKey == "" || known == "" {
 		return
 	}
-	d := digest(known, addrKey)
+	pair, at := digest(known, addrKey), now.UnixNano()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, ok := k.seen[d]; !ok && len(k.seen) >= maxKnownClients {
-		if now.Sub(k.swept) < time.Minute {
+	id := digest(userKey)
+	u := k.users[id]
+	if u == nil {
+		if len(k.users) >= maxKnownUsers {
+			k.makeRoom(now)
+		}
+		u = &knownUser{}
+		k.users[id] = u
+	}
+	u.last = at
+	oldest := 0
+	for i, p := range u.pairs {
+		if p.digest == pair {
+			u.pairs[i].at = at
 			return
 		}
-		k.swept = now
-		for p, at := range k.seen {
-			if now.Sub(time.Unix(0, at)) >= knownClientTTL {
-				delete(k.seen, p)
-			}
-		}
-		if len(k.seen) >= maxKnownClients {
-			return
+		if p.at < u.pairs[oldest].at {
+			oldest = i
 		}
 	}
-	k.seen[d] = now.UnixNano()
+	if len(u.pairs) < maxKnownPerUser {
+		u.pairs = append(u.pairs, knownPair{digest: pair, at: at})
+		return
+	}
+	u.pairs[oldest] = knownPair{digest: pair, at: at}
+}
+
+// makeRoom forgets the users not seen within knownClientTTL and, when that is not enough, the
+// tenth of the users seen longest ago; k.mu is held.
+func (k *knownClients) makeRoom(now time.Time) {
+	var lasts []int64
+	for id, u := range k.users {
+		if now.Sub(time.Unix(0, u.last)) >= knownClientTTL {
+			delete(k.users, id)
+			continue
+		}
+		lasts = append(lasts, u.last)
+	}
+	if len(k.users) < maxKnownUsers {
+		return
+	}
+	slices.Sort(lasts)
+	cut := lasts[len(lasts)/10]
+	for id, u := range k.users {
+		if u.last <= cut {
+			delete(k.users, id)
+		}
+	}
 }

@@ -98,9 +98,8 @@ func TestLimiterForgetsRecoveredKeys(t *testing.T) {
 }
 
 // TestKnownClients: an address a user logged in from is known, with its own budget key, for
-// knownClientTTL and for that password only; at the bound no new pair is remembered until the
-// expired ones are swept (at most once a minute), and what is not remembered falls back to the
-// user's shared budget.
+// knownClientTTL and for that password only; a user keeps its newest maxKnownPerUser addresses, so
+// one account cannot fill the table; past maxKnownUsers, the users seen longest ago make way.
 func TestKnownClients(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	k := newKnownClients()
@@ -108,7 +107,7 @@ func TestKnownClients(t *testing.T) {
 	if got := k.budgetKey("tess", stamp, "198.51.100.7", now); got != "tess" {
 		t.Fatalf("an address tess never logged in from is counted in %q, want tess's shared budget", got)
 	}
-	k.succeeded(stamp, "198.51.100.7", now)
+	k.succeeded("tess", stamp, "198.51.100.7", now)
 	own := k.budgetKey("tess", stamp, "198.51.100.7", now.Add(time.Hour))
 	if own == "tess" || own[0] != 0 {
 		t.Fatalf("tess's known address is counted in %q, want a budget of its own", own)
@@ -128,22 +127,32 @@ func TestKnownClients(t *testing.T) {
 			t.Errorf("%s: counted in %q, want tess's shared budget", c.what, got)
 		}
 	}
+	known := func(user, ip string, at time.Time) bool {
+		return k.budgetKey(user, passwordStamp(user, "h"), ip, at) != user
+	}
 
-	// At the bound.
-	for i := len(k.seen); i < maxKnownClients; i++ {
-		k.seen[digest(fmt.Sprint(i), "")] = now.UnixNano()
+	// One account logging in from ever more addresses keeps only its newest ones.
+	for i := range 3 * maxKnownPerUser {
+		k.succeeded("mallory", passwordStamp("mallory", "h"), fmt.Sprintf("203.0.113.%d", i), now.Add(time.Duration(i)*time.Second))
 	}
 	later := now.Add(time.Hour)
-	k.succeeded(stamp, "203.0.113.1", later)
-	if k.budgetKey("tess", stamp, "203.0.113.1", later) != "tess" || len(k.seen) != maxKnownClients {
-		t.Fatalf("a pair was remembered past the bound (%d pairs)", len(k.seen))
+	if len(k.users) != 2 || known("mallory", "203.0.113.0", later) || !known("mallory", fmt.Sprintf("203.0.113.%d", 3*maxKnownPerUser-1), later) {
+		t.Fatalf("after mallory's %d addresses: %d users known, the first address known %v, the last %v; want 2, false, true",
+			3*maxKnownPerUser, len(k.users), known("mallory", "203.0.113.0", later), known("mallory", fmt.Sprintf("203.0.113.%d", 3*maxKnownPerUser-1), later))
 	}
-	// Once they expire, the next success sweeps them (its first in a minute) and is remembered.
-	expired := now.Add(knownClientTTL + time.Minute)
-	k.succeeded(stamp, "203.0.113.1", expired)
-	if k.budgetKey("tess", stamp, "203.0.113.1", expired) == "tess" || len(k.seen) != 1 {
-		t.Fatalf("after the pairs expired: %d pairs remembered, the new one known %v", len(k.seen),
-			k.budgetKey("tess", stamp, "203.0.113.1", expired) != "tess")
+
+	// Past the users' bound, those seen longest ago make way; the others stay known.
+	for i := range maxKnownUsers {
+		k.succeeded(fmt.Sprint("u", i), passwordStamp(fmt.Sprint("u", i), "h"), "192.0.2.1", later.Add(time.Duration(i)*time.Millisecond))
+	}
+	if len(k.users) > maxKnownUsers {
+		t.Fatalf("%d users known, over the bound %d", len(k.users), maxKnownUsers)
+	}
+	last := fmt.Sprint("u", maxKnownUsers-1)
+	tessKnown := k.budgetKey("tess", stamp, "198.51.100.7", later) != "tess"
+	if !known(last, "192.0.2.1", later.Add(time.Hour)) || tessKnown {
+		t.Errorf("past the bound: the newest user known %v, tess (seen first) known %v; want true, false",
+			known(last, "192.0.2.1", later.Add(time.Hour)), tessKnown)
 	}
 }
 
