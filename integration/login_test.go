@@ -303,6 +303,19 @@ func TestLoginRehashesOldHashes(t *testing.T) {
 			}
 			mustValidate(t, c, "the re-hashing login's session", s.Token)
 			mustValidate(t, c, "an earlier session", earlier.Token)
+
+			// The login that re-hashed made its address known under the new hash: strangers who
+			// spend olga's shared budget do not hold her back there (the next login, below).
+			_, issuer := smUser(a, "sso", "gatehouse.session_issuer")
+			for i := 0; ; i++ {
+				_, err := hLogin(c, issuer, "olga", fmt.Sprintf("guess-%d", i), hAt("203.0.113.77"))
+				if testnode.Reason(err) == "LOGIN_RATE_LIMITED" {
+					break
+				}
+				if testnode.Reason(err) != "INVALID_CREDENTIALS" || i == 100 {
+					t.Fatalf("stranger's guess %d: %v", i+1, err)
+				}
+			}
 			if h := lgHashes(n, func() { testnode.Login(t, c, "olga", "olga-password") }); h != 1 {
 				t.Errorf("a login with a current hash ran %d derivations, want 1", h)
 			}

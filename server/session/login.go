@@ -259,26 +259,35 @@ func cleanRunes(s string, n int) string {
 
 // rehash stores a fresh hash of password for u, who has just logged in with it, when u's stored
 // hash was made with parameters other than the hasher's (an older cost, or a malformed encoding
-// that somehow verified). A failure is logged and does not fail the login.
+// that somehow verified). A failure is logged and does not fail the login. client is the login's:
+// its address stays known under the new hash (knownClients).
 //
 // NOTE: the update is conditional on the stored hash being the one verified, so that it never
 // overwrites a password changed in the meantime. It emits no event and leaves update_time alone:
 // the password is the same, only its encoding changed. A concurrent login that verified the old
 // hash is refused by create's hash comparison if it commits after this update (a spurious
 // INVALID_CREDENTIALS, once per user when the parameters change, which a retry clears).
-func (s *Service) rehash(ctx context.Context, u *ent.User, password string) {
+func (s *Service) rehash(ctx context.Context, u *ent.User, password string, client *gatehousev1.ClientInfo) {
 	if u.PasswordHash == nil || !s.hasher.NeedsRehash(*u.PasswordHash) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
 	hash, err := s.hasher.Hash(ctx, password)
+	n := 0
 	if err == nil {
-		err = s.store.Client.User.Update().
+		n, err = s.store.Client.User.Update().
 			Where(entuser.ID(u.ID), entuser.PasswordHash(*u.PasswordHash)).
 			SetPasswordHash(hash).
-			Exec(ctx)
+			Save(ctx)
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "re-hashing a password with the current parameters", "user_id", u.ID, "err", err)
+		return
+	}
+	// NOTE: the login made its address known under the old hash (knownClients), which no check
+	// will find again: it is known under the new one instead.
+	if n > 0 {
+		name := convert.Key(u.Username)
+		s.known.succeeded(name, passwordStamp(name, hash), addressKey(s.clientAddress(ctx, client)), time.Now())
 	}
 }

@@ -139,7 +139,7 @@ func (s *Service) CreateWithPassword(ctx context.Context, in Login) (*Created, e
 	if err != nil {
 		return nil, err
 	}
-	s.rehash(ctx, u, in.Password)
+	s.rehash(ctx, u, in.Password, in.Client)
 	return out, nil
 }
 
