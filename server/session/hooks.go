@@ -195,10 +195,18 @@ func userPolicies(ctx context.Context, tx *store.Tx, users []string) (map[string
 // refreshExpiry recomputes the expiries of the live sessions of users (at most hookBatch of them)
 // under their current policies, in a number of statements that grows with the sessions only by
 // one per batch of store.Tx.SetSessionExpiries. It returns how many sessions got new expiries.
+//
+// NOTE: the sessions are locked as they are read (in id order, as every ending locks them): the
+// new expiries are computed from each row's last activity, and a write-back committing between
+// the read and the write (it takes no user or role-graph lock) would otherwise be overwritten with
+// an idle expiry computed from the activity before it, shortening the session's idle window or
+// even putting it in the past for the sweeper. Locked, a write-back that came first is read here;
+// one that comes after skips the row (SKIP LOCKED) and then misses it, and the node re-reads it.
 func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) (int, error) {
 	var live []*ent.Session
 	for batch := range slices.Chunk(users, store.MaxInList) {
-		found, err := tx.Session.Query().Where(entsession.UserIDIn(batch...), entsession.Active(true)).All(ctx)
+		found, err := tx.SessionsForUpdate().Where(entsession.UserIDIn(batch...), entsession.Active(true)).
+			Order(ent.Asc(entsession.FieldID)).All(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -206,6 +214,9 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	}
 	if len(live) == 0 {
 		return 0, nil
+	}
+	if s.refreshRead != nil {
+		s.refreshRead()
 	}
 	withSessions := make([]string, len(live))
 	for i, sess := range live {

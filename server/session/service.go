@@ -69,6 +69,10 @@ type Service struct {
 	usersBatch          *batcher[userRoles]
 	sessionsBatch       *batcher[*ent.Session]
 	impersonationsBatch *batcher[[]*ent.Session]
+
+	// refreshRead is a test hook, nil otherwise: called by refreshExpiry between its read of the
+	// sessions and its write.
+	refreshRead func()
 }
 
 // New returns the session domain over st.
@@ -428,8 +432,11 @@ func (s *Service) touch(ctx context.Context, hash string, row *ent.Session, now 
 		}
 		s.writeBack.add(newActivity(id, user, row.LastActiveTime, row.IdleExpireTime, now, idle))
 	} else {
+		// NOTE: only over the state read, as the write-back writes: a policy change's refresh
+		// that committed since wins, and the next validation reads it.
 		err := s.store.Client.Session.Update().
-			Where(entsession.ID(row.ID), entsession.Active(true)).
+			Where(entsession.ID(row.ID), entsession.Active(true),
+				entsession.LastActiveTime(row.LastActiveTime), entsession.IdleExpireTime(row.IdleExpireTime)).
 			SetLastActiveTime(now).SetIdleExpireTime(idle).Exec(ctx)
 		if err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gatehouse/gatehouse/ent"
 	entevent "github.com/gatehouse/gatehouse/ent/event"
@@ -19,6 +20,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/convert"
 	"github.com/gatehouse/gatehouse/server/events"
+	"github.com/gatehouse/gatehouse/server/policy"
 	"github.com/gatehouse/gatehouse/server/store"
 )
 
@@ -279,6 +281,42 @@ func TestWriteBackKeepsActivityThatFollowsAnUnwrittenOne(t *testing.T) {
 	w.add(other)
 	if got := w.pending["s"]; got != other {
 		t.Errorf("pending %+v, want %+v", got, other)
+	}
+}
+
+// TestRefreshKeepsTheWriteBacksActivity: on PostgreSQL, a policy change's refresh of the live
+// sessions' expiries and the write-back of their activity cannot interleave: the refresh locks the
+// sessions as it reads them, so the write-back skips the row until the refresh commits, and the
+// row's idle window is the new policy's. Before, a write-back committing between the refresh's
+// read and its write was overwritten with an idle expiry computed from the activity before it.
+func TestRefreshKeepsTheWriteBacksActivity(t *testing.T) {
+	ctx := context.Background()
+	f := newWriteBackFixture(t, "postgres", 1, 0)
+	st, start, r := f.st, f.start, f.rows[0]
+	if _, _, _, err := policy.New(st, nil).Create(ctx, &gatehousev1.SessionPolicy{
+		Scope:       &gatehousev1.PolicyScope{Kind: &gatehousev1.PolicyScope_Global{Global: true}},
+		IdleTimeout: durationpb.New(15 * time.Minute),
+	}, store.Apply); err != nil {
+		t.Fatal(err)
+	}
+	s := New(st, auth.NewHasher(1), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	active := start.Add(10 * time.Minute)
+	f.w.add(newActivity(r.ID, r.UserID, r.LastActiveTime, r.IdleExpireTime, active, active.Add(time.Hour)))
+	left := -1
+	s.refreshRead = func() { left = f.w.flush(ctx) }
+	if _, err := st.InTx(ctx, func(ctx context.Context, tx *store.Tx) error {
+		_, err := s.refreshExpiry(ctx, tx, []string{r.UserID})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Client.Session.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if window := got.IdleExpireTime.Sub(got.LastActiveTime); window != 15*time.Minute || left != 1 {
+		t.Fatalf("the write-back during the refresh left %d pending; the row has last activity %v and idle expiry %v, a window of %v; want 1 pending and the policy's 15m",
+			left, got.LastActiveTime, got.IdleExpireTime, window)
 	}
 }
 
