@@ -101,6 +101,10 @@ type Config struct {
 	// reason REQUEST_TOO_LARGE (HTTP 413 over REST). Default 1 MiB (1048576); zero or a negative
 	// value means the default.
 	MaxRequestBytes int
+	// RequestBodyTimeout bounds how long the HTTP port waits for a request body to arrive whole;
+	// a client that stops sending one has its connection closed. Streams, once their request is
+	// read, are not bounded by it. Default 30s.
+	RequestBodyTimeout time.Duration
 	// ShutdownTimeout bounds the graceful drain on shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 	// Logger receives structured logs. Default: slog.Default().
@@ -168,6 +172,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = 1 << 20
+	}
+	if c.RequestBodyTimeout <= 0 {
+		c.RequestBodyTimeout = 30 * time.Second
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second

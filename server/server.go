@@ -195,7 +195,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Metrics:       transport.NewMetrics(registry),
 		// MaxRequestBytes bounds requests on both ports (the gRPC server's receive limit,
 		// connect's read limit, LimitRequestBodies and the gateway's connection).
-		MaxRequestBytes: cfg.MaxRequestBytes,
+		MaxRequestBytes:    cfg.MaxRequestBytes,
+		RequestBodyTimeout: cfg.RequestBodyTimeout,
 	}
 	registry.MustRegister(liveMetrics...)
 	services := []service{api.NewIdentity(identities, live), api.NewSession(sessions, live), api.NewPolicy(policies, sessions, live)}

@@ -91,6 +91,7 @@ func run(args []string, stderr io.Writer) error {
 		fs.DurationVar(&cfg.PGLockTimeout, "pg-lock-timeout", defaults.PGLockTimeout, "PostgreSQL lock_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
 		fs.DurationVar(&cfg.PGIdleInTransactionTimeout, "pg-idle-in-transaction-timeout", defaults.PGIdleInTransactionTimeout, "PostgreSQL idle_in_transaction_session_timeout of the node's connections, unless --database sets it; -1s leaves it to the server")
 		fs.Var((*originsFlag)(&cfg.CORSAllowedOrigins), "cors-allowed-origin", "an origin (scheme://host[:port], or *) whose browser pages may call the HTTP port from another origin (CORS, for Connect, gRPC-Web and REST); repeat the flag or separate origins with commas; none by default (no CORS headers)")
+		fs.DurationVar(&cfg.RequestBodyTimeout, "request-body-timeout", server.Config{}.Defaults().RequestBodyTimeout, "bound on the time a request body takes to arrive on the HTTP port; a client that stops sending one has its connection closed (streams, once their request is read, are not bounded)")
 		fs.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", server.Config{}.Defaults().MaxRequestBytes, "bound on one request message (a REST or Connect body, a gRPC message), refused unread past it with RESOURCE_EXHAUSTED REQUEST_TOO_LARGE (HTTP 413 over REST)")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.Config{}.Defaults().ShutdownTimeout, "how long a graceful shutdown waits for calls in flight")
 	}

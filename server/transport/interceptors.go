@@ -63,6 +63,11 @@ type Options struct {
 	// RESOURCE_EXHAUSTED and an ErrorInfo RequestTooLargeReason (HTTP 413 over REST). Zero means
 	// DefaultMaxRequestBytes (1 MiB).
 	MaxRequestBytes int
+	// RequestBodyTimeout bounds how long the HTTP port waits for a request body to arrive whole
+	// (LimitRequestBodies): a client that stops sending one has its read fail and its connection
+	// closed. It does not bound a stream once its request is read. Zero means
+	// DefaultRequestBodyTimeout (30s).
+	RequestBodyTimeout time.Duration
 }
 
 // GRPCServerOptions returns the grpc.Server options that install the unary and stream

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -25,6 +26,16 @@ const DefaultMaxRequestBytes = 1 << 20
 const RequestTooLargeReason = "REQUEST_TOO_LARGE"
 
 // maxRequestBytes is o.MaxRequestBytes with its default filled in.
+// DefaultRequestBodyTimeout is Options.RequestBodyTimeout when it is zero.
+const DefaultRequestBodyTimeout = 30 * time.Second
+
+func (o Options) requestBodyTimeout() time.Duration {
+	if o.RequestBodyTimeout > 0 {
+		return o.RequestBodyTimeout
+	}
+	return DefaultRequestBodyTimeout
+}
+
 func (o Options) maxRequestBytes() int {
 	if o.MaxRequestBytes > 0 {
 		return o.MaxRequestBytes
@@ -95,10 +106,51 @@ func isTooLarge(st *status.Status) bool {
 // connect's own limit (connect.WithReadMaxBytes, set by ConnectHandlerOptions) bounds each message
 // again after decompression.
 func LimitRequestBodies(o Options, next http.Handler) http.Handler {
-	limit := int64(o.maxRequestBytes())
+	limit, timeout := int64(o.maxRequestBytes()), o.requestBodyTimeout()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, withLimitedBody(w, r, limit))
+		next.ServeHTTP(w, withLimitedBody(w, withBodyDeadline(w, r, timeout), limit))
 	})
+}
+
+// withBodyDeadline returns r with its body read under a deadline timeout from now, lifted once the
+// body ends: see Options.RequestBodyTimeout.
+//
+// NOTE: the HTTP server has no ReadTimeout, because on HTTP/1.1 it would also end every stream
+// (WatchSession) at that age: after the body, the server reads the connection to notice a client
+// going away, under the same deadline. So the deadline is the body's only. Lifted at the body's
+// end, it cannot reach that read; a handler that stops reading before the end leaves nothing
+// reading the connection for it to fail.
+func withBodyDeadline(w http.ResponseWriter, r *http.Request, timeout time.Duration) *http.Request {
+	if r.Body == nil || r.Body == http.NoBody {
+		return r
+	}
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(timeout)) != nil {
+		return r
+	}
+	r = r.WithContext(r.Context())
+	r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+	return r
+}
+
+// deadlineBody is a request body read under a deadline (withBodyDeadline).
+type deadlineBody struct {
+	io.ReadCloser
+	rc     *http.ResponseController
+	lifted bool
+}
+
+// Read implements io.Reader, lifting the deadline when the body ends.
+//
+// NOTE: only at its end: after a body that failed (its deadline passed), the server reads what is
+// left of it before it reuses the connection, and that read must fail too, closing it.
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) && !b.lifted {
+		b.lifted = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // withLimitedBody returns r with its body in a limitedBody, unless it is one already or there is
