@@ -105,6 +105,13 @@ type Config struct {
 	// a client that stops sending one has its connection closed. Streams, once their request is
 	// read, are not bounded by it. Default 30s.
 	RequestBodyTimeout time.Duration
+	// MaxStreamsPerSession and MaxStreamsPerUser bound the server streams (WatchSession,
+	// WatchEvents) open at once, on all fronts together, per session and per user; one more is
+	// refused with RESOURCE_EXHAUSTED TOO_MANY_STREAMS. Defaults 32 and 1000; -1 disables a bound.
+	// Streams without a session (the gRPC port's health Watch) are bounded to
+	// transport.MaxAnonymousStreams.
+	MaxStreamsPerSession int
+	MaxStreamsPerUser    int
 	// ShutdownTimeout bounds the graceful drain on shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 	// Logger receives structured logs. Default: slog.Default().
@@ -175,6 +182,12 @@ func (c Config) Defaults() Config {
 	}
 	if c.RequestBodyTimeout <= 0 {
 		c.RequestBodyTimeout = 30 * time.Second
+	}
+	if c.MaxStreamsPerSession == 0 {
+		c.MaxStreamsPerSession = 32
+	}
+	if c.MaxStreamsPerUser == 0 {
+		c.MaxStreamsPerUser = 1000
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second

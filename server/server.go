@@ -197,6 +197,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// connect's read limit, LimitRequestBodies and the gateway's connection).
 		MaxRequestBytes:    cfg.MaxRequestBytes,
 		RequestBodyTimeout: cfg.RequestBodyTimeout,
+		// NOTE: one set of stream limits for every front, so that a caller's streams are counted
+		// together whichever way they came.
+		Streams: transport.NewStreamLimits(cfg.MaxStreamsPerSession, cfg.MaxStreamsPerUser),
 	}
 	registry.MustRegister(liveMetrics...)
 	services := []service{api.NewIdentity(identities, live), api.NewSession(sessions, live), api.NewPolicy(policies, sessions, live)}

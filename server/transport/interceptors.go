@@ -68,6 +68,9 @@ type Options struct {
 	// closed. It does not bound a stream once its request is read. Zero means
 	// DefaultRequestBodyTimeout (30s).
 	RequestBodyTimeout time.Duration
+	// Streams, when set, bounds the server streams open at once (StreamLimits); share one
+	// between the fronts. Nil bounds nothing.
+	Streams *StreamLimits
 }
 
 // GRPCServerOptions returns the grpc.Server options that install the unary and stream
@@ -115,6 +118,7 @@ type core struct {
 	rules   auth.RuleSet
 	secret  []byte
 	metrics *Metrics
+	streams *StreamLimits
 }
 
 func newCore(o Options) *core {
@@ -128,7 +132,7 @@ func newCore(o Options) *core {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &core{log: log, authn: o.Authenticator, rules: o.Rules, secret: []byte(o.GatewaySecret), metrics: o.Metrics}
+	return &core{log: log, authn: o.Authenticator, rules: o.Rules, secret: []byte(o.GatewaySecret), metrics: o.Metrics, streams: o.Streams}
 }
 
 // call is the state of one call, filled in by the steps and read by the access log.
@@ -354,6 +358,11 @@ func (k *core) streamGRPC(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if err != nil {
 		return err
 	}
+	release, err := k.streams.take(c.principal)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return handler(srv, &guardedServerStream{ServerStream: ss, ctx: callCtx, guard: guard{k: k, c: c}})
 }
 
@@ -530,6 +539,11 @@ func (i *connectInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 		if err != nil {
 			return err
 		}
+		release, err := k.streams.take(c.principal)
+		if err != nil {
+			return err
+		}
+		defer release()
 		return next(callCtx, &guardedHandlerConn{StreamingHandlerConn: conn, guard: guard{k: k, c: c}})
 	}
 }
