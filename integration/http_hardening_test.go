@@ -486,6 +486,23 @@ func TestHTTPJSONShape(t *testing.T) {
 	login := testnode.Login(t, n.Client(testnode.GRPC), "admin", testnode.AdminPassword)
 	bearer := []string{"Authorization", "Bearer " + login.Token}
 
+	// A body is one JSON value: a second one, or anything but white space after the first, is
+	// refused over REST as over Connect, never dropped unread (it would hide a field a client
+	// meant to set, as an unknown field would).
+	t.Run("one JSON value per body", func(t *testing.T) {
+		for _, trailing := range []string{`{"unknownField": 1, "maxSessions": 1}`, `garbage`, `}`} {
+			body := `{"scope": {"global": true}}` + trailing
+			code, _, raw := hhDo(t, hc, http.MethodPost, n.BaseURL()+"/v1/policies", "application/json", strings.NewReader(body), int64(len(body)), bearer...)
+			if st := hhRESTStatus(t, raw); code != http.StatusBadRequest || st.Code() != codes.InvalidArgument {
+				t.Errorf("a body with %q after its JSON value: HTTP %d %s, want 400 INVALID_ARGUMENT", trailing, code, raw)
+			}
+		}
+		body := `{"token": "` + login.Token + "\"}\n \t\r\n"
+		if code, _, raw := hhDo(t, hc, http.MethodPost, n.BaseURL()+"/v1/sessions:validate", "application/json", strings.NewReader(body), int64(len(body))); code != http.StatusOK {
+			t.Errorf("a body with white space after its JSON value: HTTP %d %s, want 200", code, raw)
+		}
+	})
+
 	t.Run("unset message fields are absent", func(t *testing.T) {
 		body := `{"scope": {"userId": "` + login.User.Id + `"}, "maxSessions": 3}`
 		code, _, raw := hhDo(t, hc, http.MethodPost, n.BaseURL()+"/v1/policies", "application/json", strings.NewReader(body), int64(len(body)), bearer...)

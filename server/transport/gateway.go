@@ -164,13 +164,21 @@ type strictDecoder struct {
 }
 
 // Decode implements runtime.Decoder. An empty body is io.EOF, which the gateway takes as no body.
+// A request body is one JSON value: anything after it but white space is refused, as Connect
+// refuses it, rather than dropped unread.
 func (d strictDecoder) Decode(v any) error {
 	var raw json.RawMessage
 	if err := d.dec.Decode(&raw); err != nil {
 		return err
 	}
+	if _, err := d.dec.Token(); !errors.Is(err, io.EOF) {
+		return errTrailingJSON
+	}
 	return d.j.Unmarshal(raw, v)
 }
+
+// errTrailingJSON is Decode's error for a body with more than one JSON value.
+var errTrailingJSON = errors.New("invalid JSON body: unexpected data after the first value")
 
 // MalformedReason is the ErrorInfo reason of a JSON request that could not be parsed (bad JSON, a
 // value of the wrong JSON type, an unknown enum value name, an unparseable query parameter).
