@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/gen/go/gatehouse/v1/gatehousev1connect"
 	"github.com/gatehouse/gatehouse/gen/openapi"
@@ -252,7 +253,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	reflector := grpcreflect.NewStaticReflector(serviceNames...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(serviceNames...)))
+	mux.Handle(grpchealth.NewHandler(healthChecker{n.health}))
 	mux.Handle("/v1/", gw)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -315,6 +316,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	log.Info("gatehouse node started", "grpc", n.grpcLis.Addr().String(), "http", n.httpLis.Addr().String(),
 		"database", store.Redact(cfg.Database), "tls", tlsConf != nil)
 	return n, nil
+}
+
+// healthChecker answers grpc.health.v1 on the HTTP port from the gRPC port's health server, so that
+// both ports say the same: SERVING while the node serves, NOT_SERVING once it drains.
+type healthChecker struct{ h *health.Server }
+
+// Check implements grpchealth.Checker.
+func (c healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	resp, err := c.h.Check(ctx, &healthpb.HealthCheckRequest{Service: req.Service})
+	if err != nil {
+		return nil, connect.NewError(connect.Code(status.Code(err)), err)
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.Status(resp.GetStatus())}, nil
 }
 
 // ready answers /readyz: 200 when the database answers, 503 otherwise, and 503 "draining" from

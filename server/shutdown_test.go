@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -212,6 +213,8 @@ type probe struct {
 	readyz, healthz int
 	readyzBody      string
 	grpcHealth      healthpb.HealthCheckResponse_ServingStatus
+	// httpHealth is grpc.health.v1 Check on the HTTP port (Connect, JSON): its status field.
+	httpHealth string
 }
 
 func probeNode(ctx context.Context, hc *http.Client, health healthpb.HealthClient, httpAddr string) (probe, error) {
@@ -241,12 +244,27 @@ func probeNode(ctx context.Context, hc *http.Client, health healthpb.HealthClien
 		return p, err
 	}
 	p.grpcHealth = resp.GetStatus()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
+	if err != nil {
+		return p, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	hr, err := hc.Do(req)
+	if err != nil {
+		return p, err
+	}
+	defer hr.Body.Close()
+	var check struct{ Status string }
+	if err := json.NewDecoder(hr.Body).Decode(&check); err != nil {
+		return p, err
+	}
+	p.httpHealth = check.Status
 	return p, nil
 }
 
 // TestShutdownMarksTheNodeNotReadyFirst: by the time Shutdown ends the node's streams (its first
-// step after marking the node not ready), /readyz answers 503 "draining" and gRPC health
-// NOT_SERVING on the ports still open, while /healthz still answers 200.
+// step after marking the node not ready), /readyz answers 503 "draining" and grpc.health.v1
+// NOT_SERVING on both ports, while /healthz still answers 200.
 func TestShutdownMarksTheNodeNotReadyFirst(t *testing.T) {
 	n, _ := startNode(t)
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
@@ -263,7 +281,8 @@ func TestShutdownMarksTheNodeNotReadyFirst(t *testing.T) {
 	if err != nil {
 		t.Fatalf("probing the serving node: %v", err)
 	}
-	if want := (probe{readyz: http.StatusOK, readyzBody: "ok\n", healthz: http.StatusOK, grpcHealth: healthpb.HealthCheckResponse_SERVING}); before != want {
+	if want := (probe{readyz: http.StatusOK, readyzBody: "ok\n", healthz: http.StatusOK, grpcHealth: healthpb.HealthCheckResponse_SERVING,
+		httpHealth: "SERVING_STATUS_SERVING"}); before != want {
 		t.Fatalf("serving node: %+v, want %+v", before, want)
 	}
 
@@ -283,7 +302,8 @@ func TestShutdownMarksTheNodeNotReadyFirst(t *testing.T) {
 	if duringErr != nil {
 		t.Fatalf("probing the draining node: %v", duringErr)
 	}
-	if want := (probe{readyz: http.StatusServiceUnavailable, readyzBody: "draining\n", healthz: http.StatusOK, grpcHealth: healthpb.HealthCheckResponse_NOT_SERVING}); during != want {
+	if want := (probe{readyz: http.StatusServiceUnavailable, readyzBody: "draining\n", healthz: http.StatusOK, grpcHealth: healthpb.HealthCheckResponse_NOT_SERVING,
+		httpHealth: "SERVING_STATUS_NOT_SERVING"}); during != want {
 		t.Errorf("draining node: %+v, want %+v", during, want)
 	}
 
