@@ -92,3 +92,34 @@ func TestImpersonationRespectsTheSessionCap(t *testing.T) {
 		})
 	}
 }
+
+// TestTheSessionCapSparesImpersonations: a login past the per-user cap evicts the user's own
+// oldest session, not an older impersonation of the user: impersonations do not count towards the
+// target's limits, and ending one is the impersonator's business.
+func TestTheSessionCapSparesImpersonations(t *testing.T) {
+	for _, b := range testnode.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			t.Parallel()
+			n := testnode.StartWith(t, server.Config{Database: testnode.DatabaseURL(t, b), MaxSessionsPerUser: 3})
+			c := n.Client(testnode.GRPC)
+			a := newIDAdmin(t, n, c)
+			target := impUser(a, "spared-target")
+			impUser(a, "spared-support", auth.RoleImpersonator)
+			sup := testnode.Login(t, c, "spared-support", impPassword)
+			imp, err := smTryCreate(c, sup.Token, impReq("spared-target", "the oldest session of the target"))
+			if err != nil {
+				t.Fatalf("impersonating: %v", err)
+			}
+			first := testnode.Login(t, c, "spared-target", impPassword)
+			testnode.Login(t, c, "spared-target", impPassword)
+			last := testnode.Login(t, c, "spared-target", impPassword)
+			if got := last.EvictedSessionIds; len(got) != 1 || got[0] != first.Session.Id {
+				t.Errorf("the login past the cap evicted %v, want the target's own oldest session %s", got, first.Session.Id)
+			}
+			rows := mnSessions(t, n, target.Id)
+			if !rows[imp.Session.Id].active {
+				t.Errorf("the impersonation ended (%s), want it spared", rows[imp.Session.Id].reason)
+			}
+		})
+	}
+}

@@ -183,11 +183,14 @@ func scopeName(sc *gatehousev1.PolicyScope) string {
 const capNote = "ended by the cap on the active sessions of one user"
 
 // applyCap ends the oldest active sessions of the user, of any type, that a new session would take
-// past the store's cap (none when there is no cap).
+// past the store's cap (none when there is no cap): the user's own first, impersonations of the
+// user only when its own are not enough.
 //
 // NOTE: the cap evicts rather than refuses: a client that logs in on every run and never logs out
 // (a script with a non-interactive session) keeps working, and the cap still bounds the rows one
 // account holds, which every policy change, role change and termination of the user must touch.
+// Impersonations count towards the cap (they are rows of the user) but not towards the user's
+// limits, and ending one is its impersonator's business: the user's own logins end them last.
 func applyCap(ctx context.Context, tx *store.Tx, userID string) ([]string, error) {
 	limit := tx.Store().MaxSessionsPerUser()
 	if limit <= 0 {
@@ -201,13 +204,19 @@ func applyCap(ctx context.Context, tx *store.Tx, userID string) ([]string, error
 	if excess <= 0 {
 		return nil, nil
 	}
-	oldest, err := tx.Session.Query().
-		Where(entsession.UserID(userID), entsession.Active(true)).
-		Order(ent.Asc(entsession.FieldCreateTime), ent.Asc(entsession.FieldID)).
-		Limit(excess).
-		IDs(ctx)
-	if err != nil {
-		return nil, err
+	var oldest []string
+	for _, kind := range []predicate.Session{notImpersonation(), entsession.ImpersonatorSessionIDNEQ("")} {
+		ids, err := tx.Session.Query().
+			Where(entsession.UserID(userID), entsession.Active(true), kind).
+			Order(ent.Asc(entsession.FieldCreateTime), ent.Asc(entsession.FieldID)).
+			Limit(excess - len(oldest)).
+			IDs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if oldest = append(oldest, ids...); len(oldest) == excess {
+			break
+		}
 	}
 	return endIDs(ctx, tx, gatehousev1.TerminationReason_TERMINATION_REASON_CONCURRENT_LIMIT, capNote, oldest)
 }
