@@ -503,6 +503,25 @@ func TestHTTPJSONShape(t *testing.T) {
 		}
 	})
 
+	// Over Connect a body that does not parse is judged after the caller: an anonymous caller of a
+	// method it may not call learns nothing of its request, and an allowed one gets the ErrorInfo
+	// and the field, as over REST.
+	t.Run("Connect parse errors come after authentication", func(t *testing.T) {
+		url := n.BaseURL() + gatehousev1connect.IdentityServiceListUsersProcedure
+		for _, body := range []string{`{"pageSize": "abc"}`, `{"pageSize": `} {
+			code, _, raw := hhDo(t, hc, http.MethodPost, url, "application/json", strings.NewReader(body), int64(len(body)))
+			if st := hhConnectStatus(t, raw); code != http.StatusUnauthorized || st.Code() != codes.Unauthenticated {
+				t.Errorf("anonymous %s: HTTP %d %s, want 401 UNAUTHENTICATED", body, code, raw)
+			}
+		}
+		body := `{"pageSize": "abc"}`
+		code, _, raw := hhDo(t, hc, http.MethodPost, url, "application/json", strings.NewReader(body), int64(len(body)), bearer...)
+		st := hhConnectStatus(t, raw)
+		if reason, _ := hhErrorInfo(st); code != http.StatusBadRequest || reason != "MALFORMED_REQUEST" || !slices.Equal(hhFields(st), []string{"pageSize"}) {
+			t.Errorf("the administrator's %s: HTTP %d %s, want 400 MALFORMED_REQUEST naming pageSize", body, code, raw)
+		}
+	})
+
 	t.Run("unset message fields are absent", func(t *testing.T) {
 		body := `{"scope": {"userId": "` + login.User.Id + `"}, "maxSessions": 3}`
 		code, _, raw := hhDo(t, hc, http.MethodPost, n.BaseURL()+"/v1/policies", "application/json", strings.NewReader(body), int64(len(body)), bearer...)

@@ -546,7 +546,9 @@ func TestConnectStrictJSON(t *testing.T) {
 		{"nested unknown field", "IdentityService/UpdateUser", `{"user": {"id": "` + adminID + `", "dispalyName": "x"}}`, "UNKNOWN_FIELD", []string{"user.dispalyName"}, `"user.dispalyName"`},
 		{"long unknown field", "IdentityService/CreateUser", `{"` + long + `": 1}`, "UNKNOWN_FIELD", nil, "(100000 bytes)"},
 		{"unknown enum value", "SessionService/WatchEvents", `{"types": ["EVENT_TYPE_BOGUS"]}`, "MALFORMED_REQUEST", []string{"types[0]"}, `"EVENT_TYPE_BOGUS"`},
-		{"long malformed value", "IdentityService/CreateUser", `{"username": ` + long + `}`, "", nil, "(100000 bytes)"},
+		{"long malformed value", "IdentityService/CreateUser", `{"username": ` + long + `}`, "MALFORMED_REQUEST", []string{"username"}, "(100000 bytes)"},
+		{"value of the wrong type", "IdentityService/CreateUser", `{"username": "alice", "disabled": "yes"}`, "MALFORMED_REQUEST", []string{"disabled"}, `"yes"`},
+		{"not JSON", "IdentityService/CreateUser", `{"username": `, "MALFORMED_REQUEST", nil, "unexpected"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -40,12 +40,22 @@ type jsonProblem struct {
 	unknownField bool
 	// value is the unknown enum value name; empty for an unknown key.
 	value string
+	// malformed is any other parse error (bad JSON, a value of the wrong type), whose bounded
+	// message is value and whose field, when the parser named one, is path.
+	malformed bool
 }
 
 // err is the domain error of the problem, as the JSON fronts return it. prefix is where the
 // document sits in the request ("policy." when a REST body maps to the request's policy field).
 func (p jsonProblem) err(prefix string) *errs.Error {
 	field := prefix + p.path
+	if p.malformed {
+		var violations []errs.FieldViolation
+		if p.path != "" {
+			violations = append(violations, errs.FieldViolation{Field: boundedKey(field), Description: "malformed value"})
+		}
+		return errs.InvalidArgument(MalformedReason, "malformed request: "+p.value, violations...)
+	}
 	if p.unknownField {
 		return errs.InvalidArgument(UnknownFieldReason, "unknown field "+quote(field),
 			errs.FieldViolation{Field: boundedKey(field), Description: "unknown field"})
@@ -274,12 +284,16 @@ const jsonProblemField protowire.Number = protowire.MaxValidNumber
 const (
 	problemUnknownField byte = 'f'
 	problemUnknownEnum  byte = 'e'
+	problemMalformed    byte = 'm'
 )
 
 // recordJSONProblem appends p to m's unknown fields.
 func recordJSONProblem(m proto.Message, p jsonProblem) {
 	kind := problemUnknownEnum
-	if p.unknownField {
+	switch {
+	case p.malformed:
+		kind = problemMalformed
+	case p.unknownField:
 		kind = problemUnknownField
 	}
 	rec := append([]byte{kind}, p.path...)
@@ -304,7 +318,7 @@ func recordedJSONProblem(m proto.Message) (jsonProblem, bool) {
 				return jsonProblem{}, false
 			}
 			path, value, _ := strings.Cut(string(rec[1:]), "\x00")
-			return jsonProblem{path: path, unknownField: rec[0] == problemUnknownField, value: value}, true
+			return jsonProblem{path: path, unknownField: rec[0] == problemUnknownField, malformed: rec[0] == problemMalformed, value: value}, true
 		}
 		n = protowire.ConsumeFieldValue(num, typ, raw)
 		if n < 0 {
@@ -370,7 +384,16 @@ func (connectJSON) Unmarshal(data []byte, message any) error {
 	}
 	p, found := findJSONProblem(m.ProtoReflect().Descriptor(), data, err)
 	if !found {
-		return errors.New(boundEchoes(err.Error()))
+		// NOTE: recorded like an unknown field, not returned: connect would answer a decoding
+		// error before the interceptor runs, so an anonymous caller of a method it may not call
+		// would learn what its request got wrong, and the answer would carry no ErrorInfo.
+		proto.Reset(m)
+		p = jsonProblem{malformed: true, value: boundEchoes(err.Error())}
+		if f := fieldInParseError.FindStringSubmatch(err.Error()); f != nil {
+			p.path = f[1]
+		}
+		recordJSONProblem(m, p)
+		return nil
 	}
 	proto.Reset(m)
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, m); err != nil {
