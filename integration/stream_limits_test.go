@@ -108,17 +108,17 @@ func TestStreamLimits(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// Health watches without a session.
+	// Health watches without a session, from one address.
 	h := healthpb.NewHealthClient(conn)
 	var watches []grpc.ServerStreamingClient[healthpb.HealthCheckResponse]
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for i := range transport.MaxAnonymousStreams + 1 {
+	for i := range transport.MaxAnonymousStreamsPerAddress + 1 {
 		w, err := h.Watch(ctx, &healthpb.HealthCheckRequest{})
 		if err == nil {
 			_, err = w.Recv()
 		}
-		if i < transport.MaxAnonymousStreams {
+		if i < transport.MaxAnonymousStreamsPerAddress {
 			if err != nil {
 				t.Fatalf("health watch %d: %v", i+1, err)
 			}

@@ -108,8 +108,8 @@ type Config struct {
 	// MaxStreamsPerSession and MaxStreamsPerUser bound the server streams (WatchSession,
 	// WatchEvents) open at once, on all fronts together, per session and per user; one more is
 	// refused with RESOURCE_EXHAUSTED TOO_MANY_STREAMS. Defaults 32 and 1000; -1 disables a bound.
-	// Streams without a session (the gRPC port's health Watch) are bounded to
-	// transport.MaxAnonymousStreams.
+	// Streams without a session (the gRPC port's health Watch) are bounded by
+	// transport.MaxAnonymousStreamsPerAddress and transport.MaxAnonymousStreams.
 	MaxStreamsPerSession int
 	MaxStreamsPerUser    int
 	// ShutdownTimeout bounds the graceful drain on shutdown. Default 15s.

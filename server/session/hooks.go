@@ -196,17 +196,18 @@ func userPolicies(ctx context.Context, tx *store.Tx, users []string) (map[string
 // under their current policies, in a number of statements that grows with the sessions only by
 // one per batch of store.Tx.SetSessionExpiries. It returns how many sessions got new expiries.
 //
-// NOTE: the sessions are locked as they are read (in id order, as every ending locks them): the
-// new expiries are computed from each row's last activity, and a write-back committing between
-// the read and the write (it takes no user or role-graph lock) would otherwise be overwritten with
+// NOTE: the new expiries are computed from each row's last activity, and a write-back committing
+// between the read and the write (it takes no user or role-graph lock) would be overwritten with
 // an idle expiry computed from the activity before it, shortening the session's idle window or
-// even putting it in the past for the sweeper. Locked, a write-back that came first is read here;
-// one that comes after skips the row (SKIP LOCKED) and then misses it, and the node re-reads it.
+// even putting it in the past for the sweeper. So the sessions whose expiries change are locked
+// (in id order, as every ending locks them), read again and recomputed before they are written:
+// a write-back that came first is read; one that comes after skips the row (SKIP LOCKED), misses
+// it, and the node reads it again. Only those rows are locked, the rows the write locks anyway: a
+// change that moves no expiry (a policy of limits only) locks no session.
 func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []string) (int, error) {
 	var live []*ent.Session
 	for batch := range slices.Chunk(users, store.MaxInList) {
-		found, err := tx.SessionsForUpdate().Where(entsession.UserIDIn(batch...), entsession.Active(true)).
-			Order(ent.Asc(entsession.FieldID)).All(ctx)
+		found, err := tx.Session.Query().Where(entsession.UserIDIn(batch...), entsession.Active(true)).All(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -214,9 +215,6 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	}
 	if len(live) == 0 {
 		return 0, nil
-	}
-	if s.refreshRead != nil {
-		s.refreshRead()
 	}
 	withSessions := make([]string, len(live))
 	for i, sess := range live {
@@ -236,11 +234,34 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	for u, set := range sets {
 		resolved[u] = set.Resolve()
 	}
-	var changed []store.SessionExpiry
-	for _, sess := range live {
+	moved := func(sess *ent.Session) (store.SessionExpiry, bool) {
 		idle, absolute := refreshedExpiry(resolved[sess.UserID], sess)
-		if !idle.Equal(sess.IdleExpireTime) || !absolute.Equal(sess.AbsoluteExpireTime) {
-			changed = append(changed, store.SessionExpiry{ID: sess.ID, Idle: idle, Absolute: absolute})
+		return store.SessionExpiry{ID: sess.ID, Idle: idle, Absolute: absolute},
+			!idle.Equal(sess.IdleExpireTime) || !absolute.Equal(sess.AbsoluteExpireTime)
+	}
+	var ids []string
+	for _, sess := range live {
+		if _, ok := moved(sess); ok {
+			ids = append(ids, sess.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	if s.refreshRead != nil {
+		s.refreshRead()
+	}
+	var changed []store.SessionExpiry
+	for batch := range slices.Chunk(ids, store.MaxInList) {
+		locked, err := tx.SessionsForUpdate().Where(entsession.IDIn(batch...), entsession.Active(true)).
+			Order(ent.Asc(entsession.FieldID)).All(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, sess := range locked {
+			if e, ok := moved(sess); ok {
+				changed = append(changed, e)
+			}
 		}
 	}
 	return len(changed), tx.SetSessionExpiries(ctx, changed)

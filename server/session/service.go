@@ -70,8 +70,8 @@ type Service struct {
 	sessionsBatch       *batcher[*ent.Session]
 	impersonationsBatch *batcher[[]*ent.Session]
 
-	// refreshRead is a test hook, nil otherwise: called by refreshExpiry between its read of the
-	// sessions and its write.
+	// refreshRead is a test hook, nil otherwise: called by refreshExpiry between its first read of
+	// the sessions and its locking of those it changes.
 	refreshRead func()
 }
 
@@ -434,11 +434,11 @@ func (s *Service) touch(ctx context.Context, hash string, row *ent.Session, now 
 	} else {
 		// NOTE: only over the state read, as the write-back writes: a policy change's refresh
 		// that committed since wins, and the next validation reads it.
-		err := s.store.Client.Session.Update().
+		n, err := s.store.Client.Session.Update().
 			Where(entsession.ID(row.ID), entsession.Active(true),
 				entsession.LastActiveTime(row.LastActiveTime), entsession.IdleExpireTime(row.IdleExpireTime)).
-			SetLastActiveTime(now).SetIdleExpireTime(idle).Exec(ctx)
-		if err != nil {
+			SetLastActiveTime(now).SetIdleExpireTime(idle).Save(ctx)
+		if err != nil || n == 0 {
 			return err
 		}
 	}

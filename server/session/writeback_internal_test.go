@@ -284,11 +284,12 @@ func TestWriteBackKeepsActivityThatFollowsAnUnwrittenOne(t *testing.T) {
 	}
 }
 
-// TestRefreshKeepsTheWriteBacksActivity: on PostgreSQL, a policy change's refresh of the live
-// sessions' expiries and the write-back of their activity cannot interleave: the refresh locks the
-// sessions as it reads them, so the write-back skips the row until the refresh commits, and the
-// row's idle window is the new policy's. Before, a write-back committing between the refresh's
-// read and its write was overwritten with an idle expiry computed from the activity before it.
+// TestRefreshKeepsTheWriteBacksActivity: on PostgreSQL, a write-back that commits while a policy
+// change's refresh of the live sessions' expiries is under way is kept: the refresh locks and
+// reads again the sessions it changes before it writes them, so the row gets the write-back's last
+// activity with the new policy's idle window. Before, a write-back committing between the
+// refresh's read and its write was overwritten with an idle expiry computed from the activity
+// before it.
 func TestRefreshKeepsTheWriteBacksActivity(t *testing.T) {
 	ctx := context.Background()
 	f := newWriteBackFixture(t, "postgres", 1, 0)
@@ -314,9 +315,9 @@ func TestRefreshKeepsTheWriteBacksActivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if window := got.IdleExpireTime.Sub(got.LastActiveTime); window != 15*time.Minute || left != 1 {
-		t.Fatalf("the write-back during the refresh left %d pending; the row has last activity %v and idle expiry %v, a window of %v; want 1 pending and the policy's 15m",
-			left, got.LastActiveTime, got.IdleExpireTime, window)
+	if window := got.IdleExpireTime.Sub(got.LastActiveTime); window != 15*time.Minute || left != 0 || !got.LastActiveTime.Equal(active) {
+		t.Fatalf("the write-back during the refresh left %d pending; the row has last activity %v and idle expiry %v, a window of %v; want none pending, %v and the policy's 15m",
+			left, got.LastActiveTime, got.IdleExpireTime, window, active)
 	}
 }
 

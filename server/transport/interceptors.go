@@ -358,7 +358,7 @@ func (k *core) streamGRPC(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if err != nil {
 		return err
 	}
-	release, err := k.streams.take(c.principal)
+	release, err := k.streams.take(c.principal, c.client.IP)
 	if err != nil {
 		return err
 	}
@@ -539,7 +539,7 @@ func (i *connectInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 		if err != nil {
 			return err
 		}
-		release, err := k.streams.take(c.principal)
+		release, err := k.streams.take(c.principal, c.client.IP)
 		if err != nil {
 			return err
 		}
