@@ -58,6 +58,19 @@ func TestImpersonationReachesTheTargetsWatchers(t *testing.T) {
 	}
 }
 
+// capThreeNode starts a node on backend b whose cap on one user's active sessions is 3, with users
+// PREFIX-target and PREFIX-support (an impersonator); it returns the node, a gRPC client, the
+// target and the impersonator's login.
+func capThreeNode(t *testing.T, b testnode.Backend, prefix string) (*testnode.Node, testnode.Invoker, *gatehousev1.User, *gatehousev1.CreateSessionResponse) {
+	t.Helper()
+	n := testnode.StartWith(t, server.Config{Database: testnode.DatabaseURL(t, b), MaxSessionsPerUser: 3})
+	c := n.Client(testnode.GRPC)
+	a := newIDAdmin(t, n, c)
+	target := impUser(a, prefix+"-target")
+	impUser(a, prefix+"-support", auth.RoleImpersonator)
+	return n, c, target, testnode.Login(t, c, prefix+"-support", impPassword)
+}
+
 // TestImpersonationRespectsTheSessionCap: an impersonation that would take its target past the
 // per-user cap on active sessions is refused (RESOURCE_EXHAUSTED SESSION_CAP), and ends none of
 // the target's own sessions, where a login past the cap would evict the oldest.
@@ -65,12 +78,7 @@ func TestImpersonationRespectsTheSessionCap(t *testing.T) {
 	for _, b := range testnode.Backends {
 		t.Run(string(b), func(t *testing.T) {
 			t.Parallel()
-			n := testnode.StartWith(t, server.Config{Database: testnode.DatabaseURL(t, b), MaxSessionsPerUser: 3})
-			c := n.Client(testnode.GRPC)
-			a := newIDAdmin(t, n, c)
-			target := impUser(a, "capped-target")
-			impUser(a, "capped-support", auth.RoleImpersonator)
-			sup := testnode.Login(t, c, "capped-support", impPassword)
+			n, c, target, sup := capThreeNode(t, b, "capped")
 			testnode.Login(t, c, "capped-target", impPassword)
 			testnode.Login(t, c, "capped-target", impPassword)
 			if _, err := smTryCreate(c, sup.Token, impReq("capped-target", "third of three")); err != nil {
@@ -100,12 +108,7 @@ func TestTheSessionCapSparesImpersonations(t *testing.T) {
 	for _, b := range testnode.Backends {
 		t.Run(string(b), func(t *testing.T) {
 			t.Parallel()
-			n := testnode.StartWith(t, server.Config{Database: testnode.DatabaseURL(t, b), MaxSessionsPerUser: 3})
-			c := n.Client(testnode.GRPC)
-			a := newIDAdmin(t, n, c)
-			target := impUser(a, "spared-target")
-			impUser(a, "spared-support", auth.RoleImpersonator)
-			sup := testnode.Login(t, c, "spared-support", impPassword)
+			n, c, target, sup := capThreeNode(t, b, "spared")
 			imp, err := smTryCreate(c, sup.Token, impReq("spared-target", "the oldest session of the target"))
 			if err != nil {
 				t.Fatalf("impersonating: %v", err)

@@ -35,11 +35,12 @@ func TestStreamLimits(t *testing.T) {
 	s1 := testnode.Login(t, g, "admin", testnode.AdminPassword)
 	s2 := testnode.Login(t, g, "admin", testnode.AdminPassword)
 
-	// open starts a WatchSession stream of token over gRPC or Connect and returns its first
-	// message's error (nil: the snapshot came, the stream is open) and a cancel that ends it.
-	open := func(token string, connectFront bool) (error, context.CancelFunc) {
+	// open starts a WatchSession stream of token over gRPC or Connect and reads its first message:
+	// err is nil when the snapshot came (the stream is open).
+	open := func(token string, connectFront bool) watched {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		t.Cleanup(cancel)
 		if connectFront {
 			c := connect.NewClient[gatehousev1.WatchSessionRequest, gatehousev1.WatchSessionResponse](testnode.HTTPClient(),
 				n.BaseURL()+gatehousev1connect.SessionServiceWatchSessionProcedure)
@@ -50,16 +51,25 @@ func TestStreamLimits(t *testing.T) {
 				err = st.Err()
 			}
 			if err != nil {
-				return authzConnectStatus(err), cancel
+				return watched{err: authzConnectStatus(err)}
 			}
-			return nil, cancel
+			return watched{ended: func() {
+				for st.Receive() {
+				}
+			}}
 		}
 		st, err := gatehousev1.NewSessionServiceClient(conn).WatchSession(
 			metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), &gatehousev1.WatchSessionRequest{})
 		if err == nil {
 			_, err = st.Recv()
 		}
-		return err, cancel
+		return watched{err: err, ended: func() {
+			for {
+				if _, err := st.Recv(); err != nil {
+					return
+				}
+			}
+		}}
 	}
 	refused := func(what string, err error) {
 		t.Helper()
@@ -67,46 +77,28 @@ func TestStreamLimits(t *testing.T) {
 			t.Errorf("%s: %v, want RESOURCE_EXHAUSTED %s", what, err, transport.TooManyStreamsReason)
 		}
 	}
-
-	err, stop1 := open(s1.Token, false)
-	if err != nil {
-		t.Fatalf("the session's first stream (gRPC): %v", err)
-	}
-	defer stop1()
-	err, stop2 := open(s1.Token, true)
-	if err != nil {
-		t.Fatalf("the session's second stream (Connect): %v", err)
-	}
-	defer stop2()
-	err, stop := open(s1.Token, false)
-	stop()
-	refused("the session's third stream", err)
-
-	err, stop3 := open(s2.Token, true)
-	if err != nil {
-		t.Fatalf("the user's third stream, of another session: %v", err)
-	}
-	defer stop3()
-	err, stop = open(s2.Token, false)
-	stop()
-	refused("the user's fourth stream", err)
-
-	// A stream that ends gives its slot back, once the node has seen it end.
-	// NOTE: polled, with a deadline: the client has no event for the node letting a stream go.
-	stop2()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err, stop := open(s1.Token, false)
-		defer stop()
-		if err == nil {
-			break
+	mustOpen := func(what, token string, connectFront bool) watched {
+		t.Helper()
+		w := open(token, connectFront)
+		if w.err != nil {
+			t.Fatalf("%s: %v", what, w.err)
 		}
-		refused("a stream while the ended one is let go", err)
-		if time.Now().After(deadline) {
-			t.Fatal("the ended stream's slot never came back")
-		}
-		time.Sleep(10 * time.Millisecond)
+		return w
 	}
+
+	first := mustOpen("the session's first stream (gRPC)", s1.Token, false)
+	second := mustOpen("the session's second stream (Connect)", s1.Token, true)
+	refused("the session's third stream", open(s1.Token, false).err)
+	mustOpen("the user's third stream, of another session", s2.Token, true)
+	refused("the user's fourth stream", open(s2.Token, false).err)
+
+	// Streams that end give their places back. The node lets a stream go before its end reaches
+	// the client, so once the client has seen both ends the user has room for one more.
+	testnode.MustCall[gatehousev1.TerminateSessionResponse](t, g, gatehousev1.SessionService_TerminateSession_FullMethodName,
+		s2.Token, &gatehousev1.TerminateSessionRequest{SessionId: s1.Session.Id})
+	first.ended()
+	second.ended()
+	mustOpen("a stream once the ended session's were let go", s2.Token, false)
 
 	// Health watches without a session, from one address.
 	h := healthpb.NewHealthClient(conn)
@@ -127,4 +119,11 @@ func TestStreamLimits(t *testing.T) {
 		}
 		refused("a health watch past the bound", err)
 	}
+}
+
+// watched is a stream TestStreamLimits opened: the error of its first message, and ended, which
+// returns once the stream has ended.
+type watched struct {
+	err   error
+	ended func()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/gatehouse/gatehouse/server/auth"
 	"github.com/gatehouse/gatehouse/server/session"
 	"github.com/gatehouse/gatehouse/server/store"
+	"github.com/gatehouse/gatehouse/server/transport"
 )
 
 // Config configures a node. Zero values take the defaults documented on each field; Defaults fills
@@ -178,10 +179,10 @@ func (c Config) Defaults() Config {
 		c.PGIdleInTransactionTimeout = 30 * time.Second
 	}
 	if c.MaxRequestBytes <= 0 {
-		c.MaxRequestBytes = 1 << 20
+		c.MaxRequestBytes = transport.DefaultMaxRequestBytes
 	}
 	if c.RequestBodyTimeout <= 0 {
-		c.RequestBodyTimeout = 30 * time.Second
+		c.RequestBodyTimeout = transport.DefaultRequestBodyTimeout
 	}
 	if c.MaxStreamsPerSession == 0 {
 		c.MaxStreamsPerSession = 32

@@ -88,20 +88,9 @@ func TestManagingAUserWaitsForARoleChange(t *testing.T) {
 			// row alone (which the grant's foreign-key checks hold, from effective_roles) it waits
 			// only by the accident of how the grant writes.
 			for waiting := false; !waiting; {
-				var events []string
-				rows, err := st.DB.QueryContext(ctx, "SELECT wait_event FROM pg_stat_activity "+
+				events, err := st.Strings(ctx, st.DB, "SELECT wait_event FROM pg_stat_activity "+
 					"WHERE datname = current_database() AND wait_event_type = 'Lock'")
 				if err != nil {
-					t.Fatal(err)
-				}
-				for rows.Next() {
-					var ev string
-					if err := rows.Scan(&ev); err != nil {
-						t.Fatal(err)
-					}
-					events = append(events, ev)
-				}
-				if err := rows.Close(); err != nil {
 					t.Fatal(err)
 				}
 				if len(events) > 0 && !slices.Equal(events, []string{"advisory"}) {

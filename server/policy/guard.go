@@ -40,20 +40,8 @@ func mayGovern(ctx context.Context, tx *store.Tx, kind entpolicy.ScopeKind, ref 
 	if kind != entpolicy.ScopeKindGlobal {
 		args = append(args, ref)
 	}
-	rows, err := tx.Query(ctx, builtInOfScopeSQL[kind], args...)
+	held, err := tx.Strings(ctx, builtInOfScopeSQL[kind], args...)
 	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	var held []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return err
-		}
-		held = append(held, r)
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	if kind == entpolicy.ScopeKindRole && auth.IsBuiltIn(ref) {

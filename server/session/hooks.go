@@ -248,6 +248,7 @@ func (s *Service) refreshExpiry(ctx context.Context, tx *store.Tx, users []strin
 	if len(ids) == 0 {
 		return 0, nil
 	}
+	slices.Sort(ids)
 	if s.refreshRead != nil {
 		s.refreshRead()
 	}
